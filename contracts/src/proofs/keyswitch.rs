@@ -1,0 +1,1 @@
+//! The keyswitch proof contract.

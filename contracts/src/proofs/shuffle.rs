@@ -1,0 +1,1 @@
+//! The shuffle proof contract.

@@ -1,0 +1,199 @@
+//! sr25519 signatures (schnorrkel) with one signing context per message kind.
+//!
+//! A transaction signature covers the borsh bytes of (chain id, signer, body) under the context
+//! of the body's kind, so a signature can neither move to another chain, another signer, nor be
+//! reinterpreted as another kind of message.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use rand_core::{CryptoRng, RngCore};
+use schnorrkel::context::attach_rng;
+use schnorrkel::{ExpansionMode, Keypair, MiniSecretKey};
+
+use crate::error::DecodeError;
+
+/// The kinds of signed messages, each with its own signing context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A `RegisterQuery` transaction.
+    RegisterQuery,
+    /// A `SubmitProof` transaction.
+    SubmitProof,
+    /// A `CommitBitmap` transaction.
+    CommitBitmap,
+}
+
+impl MessageKind {
+    /// The signing context label.
+    pub fn context(self) -> &'static [u8] {
+        match self {
+            MessageKind::RegisterQuery => b"lemal/v1/tx/register-query",
+            MessageKind::SubmitProof => b"lemal/v1/tx/submit-proof",
+            MessageKind::CommitBitmap => b"lemal/v1/tx/commit-bitmap",
+        }
+    }
+}
+
+/// An sr25519 signing key (with its public key), derived from a 32-byte seed.
+#[derive(Clone)]
+pub struct SigningKey {
+    seed: [u8; 32],
+    keypair: Keypair,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({:?})", self.verifying_key())
+    }
+}
+
+impl SigningKey {
+    /// The key of a 32-byte seed (schnorrkel mini secret key, uniform expansion).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let mini = MiniSecretKey::from_bytes(&seed).expect("32 bytes are a valid mini secret key");
+        Self { seed, keypair: mini.expand_to_keypair(ExpansionMode::Uniform) }
+    }
+
+    /// A fresh random key.
+    pub fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        Self::from_seed(seed)
+    }
+
+    /// The seed, for key files.
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// The public verifying key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey(self.keypair.public)
+    }
+
+    /// The schnorrkel key pair (for the VRF).
+    pub(crate) fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// Sign `msg` under the context of `kind`, with nonce randomness mixed from `rng`.
+    pub fn sign_with_rng<R: RngCore + CryptoRng>(
+        &self,
+        kind: MessageKind,
+        msg: &[u8],
+        rng: R,
+    ) -> Signature {
+        let t = schnorrkel::signing_context(kind.context()).bytes(msg);
+        Signature(self.keypair.sign(attach_rng(t, rng)).to_bytes())
+    }
+
+    /// Sign `msg` under the context of `kind` with the operating system's randomness.
+    pub fn sign(&self, kind: MessageKind, msg: &[u8]) -> Signature {
+        self.sign_with_rng(kind, msg, rand_core::OsRng)
+    }
+}
+
+/// An sr25519 public key; decoding checks it is a valid Ristretto point.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VerifyingKey(schnorrkel::PublicKey);
+
+impl VerifyingKey {
+    /// Strict decoding of 32 bytes.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, DecodeError> {
+        let key =
+            schnorrkel::PublicKey::from_bytes(bytes).map_err(|_| DecodeError::InvalidPoint)?;
+        if key.as_compressed().as_bytes() != bytes {
+            return Err(DecodeError::InvalidPoint);
+        }
+        Ok(Self(key))
+    }
+
+    /// The 32-byte encoding.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// Check `sig` on `msg` under the context of `kind`.
+    pub fn verify(&self, kind: MessageKind, msg: &[u8], sig: &Signature) -> Result<(), SigError> {
+        let sig = schnorrkel::Signature::from_bytes(&sig.0).map_err(|_| SigError::Malformed)?;
+        self.0
+            .verify(schnorrkel::signing_context(kind.context()).bytes(msg), &sig)
+            .map_err(|_| SigError::Invalid)
+    }
+
+    pub(crate) fn inner(&self) -> &schnorrkel::PublicKey {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerifyingKey({})", hex::encode(self.to_bytes()))
+    }
+}
+
+impl BorshSerialize for VerifyingKey {
+    fn serialize<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(&self.to_bytes())
+    }
+}
+
+impl BorshDeserialize for VerifyingKey {
+    fn deserialize_reader<R: std::io::Read>(reader: &mut R) -> std::io::Result<Self> {
+        let mut bytes = [0u8; 32];
+        reader.read_exact(&mut bytes)?;
+        Ok(Self::from_bytes(&bytes)?)
+    }
+}
+
+/// A 64-byte sr25519 signature (its internal canonicity is checked at verification).
+#[derive(Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Signature(pub [u8; 64]);
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signature({})", hex::encode(self.0))
+    }
+}
+
+/// Why a signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SigError {
+    /// The bytes are not a well-formed sr25519 signature.
+    #[error("malformed signature")]
+    Malformed,
+    /// The signature does not verify under the claimed key.
+    #[error("signature does not verify")]
+    Invalid,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn signature_binds_key_message_and_kind() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let key = SigningKey::random(&mut rng);
+        let vk = key.verifying_key();
+        let sig = key.sign_with_rng(MessageKind::SubmitProof, b"hello", &mut rng);
+        assert_eq!(vk.verify(MessageKind::SubmitProof, b"hello", &sig), Ok(()));
+        assert_eq!(vk.verify(MessageKind::CommitBitmap, b"hello", &sig), Err(SigError::Invalid));
+        assert_eq!(vk.verify(MessageKind::SubmitProof, b"hellO", &sig), Err(SigError::Invalid));
+        let other = SigningKey::random(&mut rng).verifying_key();
+        assert_eq!(other.verify(MessageKind::SubmitProof, b"hello", &sig), Err(SigError::Invalid));
+        let mut bad = sig;
+        bad.0[63] &= 0x7f; // clears schnorrkel's marker bit
+        assert_eq!(vk.verify(MessageKind::SubmitProof, b"hello", &bad), Err(SigError::Malformed));
+    }
+
+    #[test]
+    fn seed_determines_key() {
+        let a = SigningKey::from_seed([3; 32]);
+        let b = SigningKey::from_seed([3; 32]);
+        assert_eq!(a.verifying_key(), b.verifying_key());
+        assert_eq!(VerifyingKey::from_bytes(&a.verifying_key().to_bytes()), Ok(a.verifying_key()));
+        assert_eq!(VerifyingKey::from_bytes(&[0xff; 32]), Err(DecodeError::InvalidPoint));
+    }
+}

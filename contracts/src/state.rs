@@ -1,0 +1,1 @@
+//! Ledger state values.

@@ -1,0 +1,1 @@
+//! Integration tests of Lemal; the tests live under `tests/`.
