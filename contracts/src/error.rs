@@ -60,7 +60,10 @@ impl From<std::io::Error> for DecodeError {
         // borsh reports our own errors wrapped in io::Error: unwrap them to keep their type.
         match e.get_ref().and_then(|inner| inner.downcast_ref::<DecodeError>()) {
             Some(inner) => inner.clone(),
-            None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // borsh reports a short input either as an EOF or with this fixed message.
+            None if e.kind() == std::io::ErrorKind::UnexpectedEof
+                || e.to_string() == "Unexpected length of input" =>
+            {
                 DecodeError::Truncated { needed: 1 }
             }
             None => DecodeError::Malformed(e.to_string()),

@@ -1,1 +1,626 @@
-//! Ledger state values.
+//! Ledger state values: genesis (parameters and roster), query and proof records, bitmap
+//! commits and skipblocks. Borsh-encoded in the authenticated store; JSON only at the genesis
+//! boundary ([`GenesisState`]).
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::elgamal::{Ciphertext, PossessionProof, PublicKey};
+use crate::error::DecodeError;
+use crate::group::to_borsh;
+use crate::ids::{EntityId, ProofKey, QueryId, Verdict};
+use crate::sampling::{check_threshold, VrfProof};
+use crate::sig::VerifyingKey;
+use crate::tx::{limits, RegisterQuery};
+
+/// Chain parameters, fixed at genesis.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// The sampling threshold clients use when they do not choose one, in ppm.
+    pub default_threshold_ppm: u32,
+    /// Largest proof deadline a query may ask for, in blocks.
+    pub max_proof_deadline: u32,
+    /// Largest commit window a query may ask for, in blocks.
+    pub max_commit_window: u32,
+    /// Skipchain base `b` (≥ 2).
+    pub skip_base: u32,
+    /// Skipchain maximum height `h_max` (1..=32).
+    pub skip_max_height: u8,
+    /// Largest transaction in bytes accepted by the application.
+    pub max_tx_bytes: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            default_threshold_ppm: 400_000,
+            max_proof_deadline: 10_000,
+            max_commit_window: 10_000,
+            skip_base: 2,
+            skip_max_height: 16,
+            max_tx_bytes: 8 << 20,
+        }
+    }
+}
+
+impl Params {
+    /// Check the parameters are usable.
+    pub fn check(&self) -> Result<(), DecodeError> {
+        let bad = |why| Err(DecodeError::Invalid { what: "params", why });
+        check_threshold(self.default_threshold_ppm)?;
+        if self.skip_base < 2 {
+            return bad("skip_base must be at least 2");
+        }
+        if !(1..=32).contains(&self.skip_max_height) {
+            return bad("skip_max_height must be in 1..=32");
+        }
+        if self.max_proof_deadline == 0 || self.max_commit_window == 0 {
+            return bad("deadlines must allow at least one block");
+        }
+        if self.max_tx_bytes < 1024 {
+            return bad("max_tx_bytes below 1024");
+        }
+        Ok(())
+    }
+}
+
+/// A verifying node of the roster.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct VnEntry {
+    /// The CometBFT validator address (first 20 bytes of SHA-256 of its ed25519 key).
+    pub validator_address: [u8; 20],
+    /// The sr25519 key for bitmap commits and the VRF.
+    pub key: VerifyingKey,
+}
+
+/// A computing node of the roster.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct CnEntry {
+    /// The sr25519 signing key.
+    pub key: VerifyingKey,
+    /// The ElGamal key share `K_i`.
+    pub share: PublicKey,
+    /// Proof of possession of the share, bound to [`cn_pop_context`].
+    pub share_pop: PossessionProof,
+}
+
+/// A data provider of the roster.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct DpEntry {
+    /// The sr25519 signing key.
+    pub key: VerifyingKey,
+}
+
+/// Every key of the system; an entity's index is its position in its list.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Default)]
+pub struct Roster {
+    /// Verifying nodes `vn-0 ..`.
+    pub vns: Vec<VnEntry>,
+    /// Computing nodes `cn-0 ..`.
+    pub cns: Vec<CnEntry>,
+    /// Data providers `dp-0 ..`.
+    pub dps: Vec<DpEntry>,
+}
+
+/// The context a computing node's proof of possession is bound to.
+pub fn cn_pop_context(cn: EntityId) -> Vec<u8> {
+    format!("lemal/v1/cn-share/{cn}").into_bytes()
+}
+
+impl Roster {
+    /// The signing key of an entity, if it is in the roster.
+    pub fn signing_key(&self, id: EntityId) -> Option<&VerifyingKey> {
+        let i = usize::try_from(id.index).ok()?;
+        match id.role {
+            crate::ids::Role::Dp => self.dps.get(i).map(|e| &e.key),
+            crate::ids::Role::Cn => self.cns.get(i).map(|e| &e.key),
+            crate::ids::Role::Vn => self.vns.get(i).map(|e| &e.key),
+        }
+    }
+
+    /// All verifying nodes, in order.
+    pub fn vn_ids(&self) -> Vec<EntityId> {
+        (0..self.vns.len()).map(|i| EntityId::vn(i as u32)).collect()
+    }
+
+    /// Check the roster: non-empty roles, valid proofs of possession, no duplicate keys.
+    pub fn check(&self) -> Result<(), DecodeError> {
+        let bad = |why| Err(DecodeError::Invalid { what: "roster", why });
+        if self.vns.is_empty() || self.cns.is_empty() || self.dps.is_empty() {
+            return bad("needs at least one VN, one CN and one DP");
+        }
+        if self.dps.len() > limits::MAX_DPS * 16 || self.cns.len() > limits::MAX_CNS * 16 {
+            return bad("too many entities");
+        }
+        for (i, cn) in self.cns.iter().enumerate() {
+            if cn.share_pop.verify(&cn_pop_context(EntityId::cn(i as u32)), &cn.share).is_err() {
+                return bad("a computing node's share has an invalid proof of possession");
+            }
+        }
+        let mut keys: Vec<[u8; 32]> = self
+            .vns
+            .iter()
+            .map(|e| e.key.to_bytes())
+            .chain(self.cns.iter().map(|e| e.key.to_bytes()))
+            .chain(self.dps.iter().map(|e| e.key.to_bytes()))
+            .collect();
+        keys.sort_unstable();
+        if keys.windows(2).any(|w| w[0] == w[1]) {
+            return bad("a signing key appears twice");
+        }
+        let mut addrs: Vec<[u8; 20]> = self.vns.iter().map(|v| v.validator_address).collect();
+        addrs.sort_unstable();
+        if addrs.windows(2).any(|w| w[0] == w[1]) {
+            return bad("a validator address appears twice");
+        }
+        Ok(())
+    }
+}
+
+/// Genesis `app_state` as JSON: parameters and the roster with hex-encoded keys.
+///
+/// ```json
+/// { "params": { "default_threshold_ppm": 400000, ... },
+///   "roster": { "vns": [{"validator_address": "<40 hex>", "key": "<64 hex>"}],
+///               "cns": [{"key": "<64 hex>", "share": "<64 hex>", "share_pop": "<128 hex>"}],
+///               "dps": [{"key": "<64 hex>"}] } }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisState {
+    /// Chain parameters (missing fields take their defaults).
+    #[serde(default)]
+    pub params: Params,
+    /// The roster.
+    pub roster: RosterJson,
+}
+
+/// JSON form of the roster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RosterJson {
+    /// Verifying nodes.
+    pub vns: Vec<VnJson>,
+    /// Computing nodes.
+    pub cns: Vec<CnJson>,
+    /// Data providers.
+    pub dps: Vec<DpJson>,
+}
+
+/// JSON form of a verifying node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VnJson {
+    /// Validator address, 40 hex digits.
+    pub validator_address: String,
+    /// sr25519 key, 64 hex digits.
+    pub key: String,
+}
+
+/// JSON form of a computing node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnJson {
+    /// sr25519 key, 64 hex digits.
+    pub key: String,
+    /// ElGamal share, 64 hex digits.
+    pub share: String,
+    /// Proof of possession of the share, 128 hex digits.
+    pub share_pop: String,
+}
+
+/// JSON form of a data provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpJson {
+    /// sr25519 key, 64 hex digits.
+    pub key: String,
+}
+
+fn hex_array<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], DecodeError> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out)
+        .map_err(|_| DecodeError::Invalid { what, why: "wrong length or not hex" })?;
+    Ok(out)
+}
+
+impl GenesisState {
+    /// Decode and validate into typed parameters and roster.
+    pub fn into_typed(self) -> Result<(Params, Roster), DecodeError> {
+        self.params.check()?;
+        let vns = self
+            .roster
+            .vns
+            .iter()
+            .map(|v| {
+                Ok(VnEntry {
+                    validator_address: hex_array("validator_address", &v.validator_address)?,
+                    key: VerifyingKey::from_bytes(&hex_array("vn key", &v.key)?)?,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        let cns = self
+            .roster
+            .cns
+            .iter()
+            .map(|c| {
+                Ok(CnEntry {
+                    key: VerifyingKey::from_bytes(&hex_array("cn key", &c.key)?)?,
+                    share: PublicKey::from_bytes(&hex_array("cn share", &c.share)?)?,
+                    share_pop: PossessionProof::from_bytes(&hex_array("cn pop", &c.share_pop)?)?,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        let dps = self
+            .roster
+            .dps
+            .iter()
+            .map(|d| Ok(DpEntry { key: VerifyingKey::from_bytes(&hex_array("dp key", &d.key)?)? }))
+            .collect::<Result<_, DecodeError>>()?;
+        let roster = Roster { vns, cns, dps };
+        roster.check()?;
+        Ok((self.params, roster))
+    }
+
+    /// The JSON form of typed parameters and roster.
+    pub fn from_typed(params: &Params, roster: &Roster) -> Self {
+        GenesisState {
+            params: params.clone(),
+            roster: RosterJson {
+                vns: roster
+                    .vns
+                    .iter()
+                    .map(|v| VnJson {
+                        validator_address: hex::encode(v.validator_address),
+                        key: hex::encode(v.key.to_bytes()),
+                    })
+                    .collect(),
+                cns: roster
+                    .cns
+                    .iter()
+                    .map(|c| CnJson {
+                        key: hex::encode(c.key.to_bytes()),
+                        share: hex::encode(c.share.as_bytes()),
+                        share_pop: hex::encode(c.share_pop.to_bytes()),
+                    })
+                    .collect(),
+                dps: roster
+                    .dps
+                    .iter()
+                    .map(|d| DpJson { key: hex::encode(d.key.to_bytes()) })
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// Where a query is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum QueryStatus {
+    /// Accepting proofs until every expected proof is in or the proof deadline passes.
+    Collecting,
+    /// Proof phase over (at `since`); accepting bitmap commits until every VN committed or the
+    /// commit window ends.
+    Committing {
+        /// CometBFT height at which the proof phase ended.
+        since: u64,
+    },
+    /// Closed: its skipblock is appended.
+    Finalized {
+        /// Skipchain index of the query's block.
+        block: u64,
+    },
+}
+
+/// A registered query.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct QueryRecord {
+    /// The registration as submitted.
+    pub registration: RegisterQuery,
+    /// The computing node that registered it.
+    pub registrar: EntityId,
+    /// CometBFT height of registration.
+    pub registered_at: u64,
+    /// Lifecycle state.
+    pub status: QueryStatus,
+    /// Proofs received so far.
+    pub received: u32,
+    /// Bitmap commits received so far.
+    pub commits: u32,
+}
+
+impl QueryRecord {
+    /// Last height at which proofs are accepted.
+    pub fn proof_deadline_height(&self) -> u64 {
+        self.registered_at + u64::from(self.registration.proof_deadline)
+    }
+}
+
+/// A proof accepted on the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ProofRecord {
+    /// Its key.
+    pub key: ProofKey,
+    /// Aggregation inputs (empty for other kinds).
+    pub inputs: Vec<ProofKey>,
+    /// Statement outputs.
+    pub outputs: Vec<Ciphertext>,
+    /// Proof bytes.
+    pub proof: Vec<u8>,
+    /// CometBFT height of acceptance.
+    pub height: u64,
+}
+
+impl ProofRecord {
+    /// The proof's hash, a leaf of [`proofs_root`]: SHA-256 over a label and the borsh encoding
+    /// of key, inputs, outputs and proof bytes (the height is not part of it).
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"lemal/v1/proof");
+        h.update(to_borsh(&(&self.key, &self.inputs, &self.outputs, &self.proof)));
+        h.finalize().into()
+    }
+}
+
+/// Merkle root over proof hashes (in proof key order), RFC 6962 style: leaves and inner nodes
+/// are domain-separated; the empty set has the hash of the empty string under the leaf label.
+pub fn proofs_root(leaves: &[[u8; 32]]) -> [u8; 32] {
+    fn leaf(x: &[u8; 32]) -> [u8; 32] {
+        Sha256::new().chain_update([0u8]).chain_update(x).finalize().into()
+    }
+    fn node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
+        Sha256::new().chain_update([1u8]).chain_update(l).chain_update(r).finalize().into()
+    }
+    fn root(xs: &[[u8; 32]]) -> [u8; 32] {
+        match xs.len() {
+            0 => Sha256::digest([0u8]).into(),
+            1 => leaf(&xs[0]),
+            n => {
+                let k = n.next_power_of_two() / 2;
+                node(&root(&xs[..k]), &root(&xs[k..]))
+            }
+        }
+    }
+    root(leaves)
+}
+
+/// A verifying node's accepted bitmap commit.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BitmapCommitRecord {
+    /// The verifying node.
+    pub vn: EntityId,
+    /// Its VRF evaluation.
+    pub vrf: VrfProof,
+    /// Its verdicts, in expected-proof order.
+    pub verdicts: Vec<Verdict>,
+    /// CometBFT height of acceptance.
+    pub height: u64,
+}
+
+/// Who verified what for one query: proof × verifier.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Default)]
+pub struct Bitmap {
+    /// The expected proofs, in key order (rows).
+    pub proofs: Vec<ProofKey>,
+    /// The verifying nodes, in roster order (columns).
+    pub verifiers: Vec<EntityId>,
+    /// Row-major verdicts: `verdicts[row * verifiers.len() + column]`.
+    pub verdicts: Vec<Verdict>,
+}
+
+impl Bitmap {
+    /// The verdict of `verifier` on `proof`.
+    pub fn get(&self, proof: &ProofKey, verifier: EntityId) -> Option<Verdict> {
+        let r = self.proofs.binary_search(proof).ok()?;
+        let c = self.verifiers.iter().position(|v| *v == verifier)?;
+        self.verdicts.get(r * self.verifiers.len() + c).copied()
+    }
+
+    /// The entries as the report's `queryID/kind/creator/index/verifier` strings.
+    pub fn entries(&self) -> impl Iterator<Item = (String, Verdict)> + '_ {
+        self.proofs.iter().enumerate().flat_map(move |(r, p)| {
+            self.verifiers
+                .iter()
+                .enumerate()
+                .map(move |(c, v)| (p.bitmap_key(*v), self.verdicts[r * self.verifiers.len() + c]))
+        })
+    }
+
+    /// How many entries hold each value 0, 1, 2, 3.
+    pub fn counts(&self) -> [usize; 4] {
+        let mut out = [0; 4];
+        for v in &self.verdicts {
+            out[usize::from(v.value())] += 1;
+        }
+        out
+    }
+}
+
+/// Block time as CometBFT reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, BorshSerialize, BorshDeserialize)]
+pub struct Timestamp {
+    /// Seconds since the Unix epoch.
+    pub seconds: i64,
+    /// Nanoseconds within the second.
+    pub nanos: u32,
+}
+
+/// What block 0 records: the chain's starting point.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct GenesisRecord {
+    /// The chain id.
+    pub chain_id: String,
+    /// SHA-256 of the borsh roster.
+    pub roster_hash: [u8; 32],
+    /// SHA-256 of the borsh parameters.
+    pub params_hash: [u8; 32],
+}
+
+/// The content of a skipblock; block 0 carries the genesis record, later blocks one query.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum BlockPayload {
+    /// Block 0.
+    Genesis(GenesisRecord),
+    /// A finalized query.
+    Query(QueryPayload),
+}
+
+/// What a query's skipblock records.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct QueryPayload {
+    /// The query.
+    pub query_id: QueryId,
+    /// Who verified what.
+    pub bitmap: Bitmap,
+    /// Sampling threshold in ppm.
+    pub threshold_ppm: u32,
+    /// Verifying nodes whose bitmap was committed.
+    pub reported: Vec<EntityId>,
+    /// Verifying nodes absent at the end of the commit window.
+    pub absent: Vec<EntityId>,
+    /// [`proofs_root`] over the received proofs' hashes, in key order.
+    pub proofs_root: [u8; 32],
+    /// The final result ciphertexts for the querier, when every key switch arrived.
+    pub result: Vec<Ciphertext>,
+}
+
+/// One block of the skipchain.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SkipBlock {
+    /// Position in the chain, from 0.
+    pub index: u64,
+    /// Skip height ([`crate::state::skip_height`]).
+    pub height: u8,
+    /// `back_links[ℓ]` = hash of the latest earlier block of height > ℓ (empty for block 0).
+    pub back_links: Vec<[u8; 32]>,
+    /// CometBFT height of the block that appended it.
+    pub ledger_height: u64,
+    /// CometBFT time of that block.
+    pub time: Timestamp,
+    /// What the block records.
+    pub payload: BlockPayload,
+}
+
+impl SkipBlock {
+    /// The block hash: SHA-256 over a label and the borsh encoding of every field (forward
+    /// links are kept beside the block and are not hashed).
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"lemal/v1/skipblock");
+        h.update(to_borsh(self));
+        h.finalize().into()
+    }
+
+    /// The query id, for query blocks.
+    pub fn query_id(&self) -> Option<QueryId> {
+        match &self.payload {
+            BlockPayload::Query(q) => Some(q.query_id),
+            BlockPayload::Genesis(_) => None,
+        }
+    }
+}
+
+/// Skip height of block `index`: `min(h_max, 1 + the number of times base divides index)`;
+/// block 0 has `h_max`.
+pub fn skip_height(index: u64, base: u32, max_height: u8) -> u8 {
+    if index == 0 {
+        return max_height;
+    }
+    let base = u64::from(base.max(2));
+    let mut h = 1u8;
+    let mut i = index;
+    while h < max_height && i % base == 0 {
+        i /= base;
+        h += 1;
+    }
+    h
+}
+
+/// `base^level`, saturating.
+fn span(base: u32, level: usize) -> u64 {
+    let mut s = 1u64;
+    for _ in 0..level {
+        s = s.saturating_mul(u64::from(base.max(2)));
+    }
+    s
+}
+
+/// Index of the block that back link `level` of block `index ≥ 1` points to: the latest earlier
+/// block of height > `level`, i.e. the largest multiple of `base^level` below `index`.
+pub fn back_link_target(index: u64, level: usize, base: u32) -> u64 {
+    let s = span(base, level);
+    ((index - 1) / s) * s
+}
+
+/// Index of the block that forward link `level` of block `index` will point to: the next block
+/// of height > `level`, i.e. the smallest multiple of `base^level` above `index`.
+pub fn forward_link_target(index: u64, level: usize, base: u32) -> u64 {
+    let s = span(base, level);
+    (index / s).saturating_add(1).saturating_mul(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain reference: scan backwards for the latest earlier block taller than `level`.
+    fn reference_back(index: u64, level: usize, base: u32, hmax: u8) -> u64 {
+        (0..index).rev().find(|&j| usize::from(skip_height(j, base, hmax)) > level).unwrap_or(0)
+    }
+
+    fn reference_forward(index: u64, level: usize, base: u32, hmax: u8) -> u64 {
+        (index + 1..).find(|&j| usize::from(skip_height(j, base, hmax)) > level).unwrap_or(0)
+    }
+
+    #[test]
+    fn heights_follow_the_skipchain_rule() {
+        assert_eq!(skip_height(0, 2, 5), 5);
+        assert_eq!(skip_height(1, 2, 5), 1);
+        assert_eq!(skip_height(2, 2, 5), 2);
+        assert_eq!(skip_height(8, 2, 5), 4);
+        assert_eq!(skip_height(64, 2, 5), 5);
+        assert_eq!(skip_height(9, 3, 5), 3);
+    }
+
+    #[test]
+    fn link_targets_match_a_linear_scan() {
+        for (base, hmax) in [(2u32, 4u8), (3, 3), (2, 16), (4, 2)] {
+            for i in 1..300u64 {
+                for level in 0..usize::from(skip_height(i, base, hmax)) {
+                    assert_eq!(
+                        back_link_target(i, level, base),
+                        reference_back(i, level, base, hmax),
+                        "back base {base} i {i} level {level}"
+                    );
+                }
+                for level in 0..usize::from(skip_height(i, base, hmax)) {
+                    assert_eq!(
+                        forward_link_target(i, level, base),
+                        reference_forward(i, level, base, hmax),
+                        "forward base {base} i {i} level {level}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn proofs_root_depends_on_every_leaf_and_order() {
+        let leaves: Vec<[u8; 32]> = (0..5u8).map(|i| [i; 32]).collect();
+        let r = proofs_root(&leaves);
+        let mut swapped = leaves.clone();
+        swapped.swap(1, 2);
+        assert_ne!(proofs_root(&swapped), r);
+        assert_ne!(proofs_root(&leaves[..4]), r);
+        assert_ne!(proofs_root(&[]), proofs_root(&[[0; 32]]));
+    }
+
+    #[test]
+    fn default_params_are_valid() {
+        assert_eq!(Params::default().check(), Ok(()));
+        let bad = Params { skip_base: 1, ..Params::default() };
+        assert!(bad.check().is_err());
+    }
+}
