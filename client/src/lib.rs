@@ -1,1 +1,8 @@
-//! The Lemal client. The RPC client and CLI land with their own issue.
+//! The Lemal client: the pipeline roles (data providers, computing nodes, querier) that produce
+//! real encrypted data and proofs, the keys of a network, and (with their issue) the RPC client,
+//! light-client verification and the `lemal` CLI.
+
+pub mod data;
+pub mod keyring;
+pub mod pipeline;
+pub mod sql;

@@ -197,3 +197,38 @@ mod tests {
         assert_eq!(VerifyingKey::from_bytes(&[0xff; 32]), Err(DecodeError::InvalidPoint));
     }
 }
+
+/// An entity's key file as written by the localnet and read by `lemal-vn` and `lemal`:
+/// `{"entity": "vn-0", "sr25519_seed": "<64 hex>", "elgamal_secret": "<64 hex>"}` (the ElGamal
+/// secret only for computing nodes).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// Who the keys belong to.
+    pub entity: crate::ids::EntityId,
+    /// The sr25519 seed, 64 hex digits.
+    pub sr25519_seed: String,
+    /// A computing node's ElGamal key share, 64 hex digits (a canonical scalar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elgamal_secret: Option<String>,
+}
+
+impl KeyFile {
+    /// The signing key.
+    pub fn signing_key(&self) -> Result<SigningKey, DecodeError> {
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(&self.sr25519_seed, &mut seed)
+            .map_err(|_| DecodeError::Invalid { what: "sr25519 seed", why: "expected 64 hex digits" })?;
+        Ok(SigningKey::from_seed(seed))
+    }
+
+    /// The ElGamal secret, for computing nodes.
+    pub fn elgamal_secret(&self) -> Result<Option<crate::elgamal::SecretKey>, DecodeError> {
+        let Some(hexed) = &self.elgamal_secret else { return Ok(None) };
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hexed, &mut bytes)
+            .map_err(|_| DecodeError::Invalid { what: "elgamal secret", why: "expected 64 hex digits" })?;
+        let scalar = crate::group::decode_scalar(&bytes)?;
+        Ok(Some(crate::elgamal::SecretKey::from_scalar(scalar)))
+    }
+}

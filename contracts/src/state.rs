@@ -314,7 +314,7 @@ pub enum QueryStatus {
     },
 }
 
-/// A registered query.
+/// A registered query (immutable once written).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct QueryRecord {
     /// The registration as submitted.
@@ -323,12 +323,6 @@ pub struct QueryRecord {
     pub registrar: EntityId,
     /// CometBFT height of registration.
     pub registered_at: u64,
-    /// Lifecycle state.
-    pub status: QueryStatus,
-    /// Proofs received so far.
-    pub received: u32,
-    /// Bitmap commits received so far.
-    pub commits: u32,
 }
 
 impl QueryRecord {
@@ -336,6 +330,29 @@ impl QueryRecord {
     pub fn proof_deadline_height(&self) -> u64 {
         self.registered_at + u64::from(self.registration.proof_deadline)
     }
+}
+
+/// What changes while a query runs; kept apart from the registration so that each accepted
+/// proof rewrites a few bytes only.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct QueryProgress {
+    /// Lifecycle state.
+    pub status: QueryStatus,
+    /// Proofs received.
+    pub received: u32,
+    /// Bitmap commits received.
+    pub commits: u32,
+    /// Fixed when the proof phase ends: the proof set the verifying nodes judge.
+    pub judged: Option<JudgedSet>,
+}
+
+/// The proof set the verifying nodes judge, fixed when the proof phase ends.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct JudgedSet {
+    /// One flag per expected proof (in expected-proof order): whether it arrived.
+    pub received: Vec<bool>,
+    /// [`proofs_root`] of the received proofs' hashes, in key order.
+    pub proofs_root: [u8; 32],
 }
 
 /// A proof accepted on the ledger.

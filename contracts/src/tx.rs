@@ -143,6 +143,9 @@ impl QuerySpec {
         if self.dps.is_empty() || self.cns.is_empty() {
             return bad("at least one data provider and one computing node");
         }
+        if self.dps.len() < self.cns.len() {
+            return bad("every computing node needs at least one data provider to aggregate");
+        }
         if self.dps.windows(2).any(|w| w[0] >= w[1]) {
             return bad("data providers must be strictly increasing");
         }
@@ -185,6 +188,20 @@ impl QuerySpec {
         }
         keys.sort_unstable();
         keys
+    }
+
+    /// Whether `key` belongs to the expected proof set (without building the set).
+    pub fn expects(&self, key: &ProofKey) -> bool {
+        if key.index != 0 {
+            return false;
+        }
+        let i = key.creator.index;
+        match (key.kind, key.creator.role) {
+            (ProofKind::Range, Role::Dp) => self.dps.binary_search(&i).is_ok(),
+            (ProofKind::Aggregation | ProofKind::KeySwitch, Role::Cn) => self.cns.contains(&i),
+            (ProofKind::Shuffle, Role::Cn) => self.has_noise() && self.cns.contains(&i),
+            _ => false,
+        }
     }
 
     /// The inputs a computing node may aggregate, sorted: the range proofs of the data
@@ -688,6 +705,15 @@ mod tests {
         let q = QueryId([1; 16]);
         let keys = s.expected_proofs(q);
         assert_eq!(keys.len(), 5 + 3 * 3);
+        assert!(keys.iter().all(|k| s.expects(k)));
+        let mut k = keys[0];
+        k.index = 1;
+        assert!(!s.expects(&k));
+        k = keys[0];
+        k.creator = EntityId::dp(5);
+        assert!(!s.expects(&k));
+        k.creator = EntityId::cn(0);
+        assert!(!s.expects(&k), "a computing node never submits range proofs");
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         // Every range proof and every non-root aggregation feeds exactly one aggregation.
         let mut fed: Vec<ProofKey> =

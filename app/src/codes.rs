@@ -1,0 +1,152 @@
+//! Why a transaction is rejected: one enum, one stable numeric code per variant.
+//!
+//! The codes are part of the public interface (CheckTx/FinalizeBlock results, the README's table)
+//! and never change meaning. 0 is success in ABCI.
+
+use lemal_contracts::error::DecodeError;
+use thiserror::Error;
+
+/// A rejected transaction: stable code plus a readable reason.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TxError {
+    /// 1: the bytes are not a well-formed transaction.
+    #[error("malformed transaction: {0}")]
+    Decode(#[from] DecodeError),
+    /// 2: larger than the chain's `max_tx_bytes`.
+    #[error("transaction of {size} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// 3: signed for another chain.
+    #[error("transaction is for chain {got:?}, this is {expected:?}")]
+    WrongChain {
+        /// The chain id in the transaction.
+        got: String,
+        /// This chain's id.
+        expected: String,
+    },
+    /// 4: the signer is not in the roster.
+    #[error("signer {0} is not in the roster")]
+    UnknownSigner(String),
+    /// 5: the signature does not verify.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// 10: the query id is already registered.
+    #[error("query {0} is already registered")]
+    QueryExists(String),
+    /// 11: no such query.
+    #[error("unknown query {0}")]
+    UnknownQuery(String),
+    /// 12: the signer takes no part in the query in that role.
+    #[error("{0}")]
+    NotParticipant(String),
+    /// 13: the query references an entity that is not in the roster.
+    #[error("query references {0}, which is not in the roster")]
+    UnknownEntity(String),
+    /// 14: the querier's proof of possession does not verify.
+    #[error("querier key: {0}")]
+    BadQuerierKey(String),
+    /// 15: a query parameter exceeds the chain's limits.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// 20: the query's proof phase is over.
+    #[error("query {0} no longer accepts proofs")]
+    ProofPhaseOver(String),
+    /// 21: the proof is not in the query's expected set (surplus or wrong index).
+    #[error("proof {0} is not expected by its query")]
+    UnexpectedProof(String),
+    /// 22: the proof key is already used.
+    #[error("proof {0} was already submitted")]
+    DuplicateProof(String),
+    /// 23: the statement outputs have the wrong shape.
+    #[error("{0}")]
+    BadOutputs(String),
+    /// 24: a referenced input is not on the ledger.
+    #[error("input {0} is not on the ledger")]
+    MissingInput(String),
+    /// 25: a referenced input is not one this proof may use.
+    #[error("input {0} is not an input of this proof")]
+    InvalidInput(String),
+    /// 30: the query is not accepting bitmap commits (proof phase running, or finalized).
+    #[error("query {0} is not accepting bitmap commits")]
+    NotCommitting(String),
+    /// 31: this verifying node already committed its bitmap for the query.
+    #[error("{0} already committed a bitmap for this query")]
+    DuplicateBitmap(String),
+    /// 32: the VRF proof does not verify.
+    #[error("VRF: {0}")]
+    BadVrf(String),
+    /// 33: the verdicts contradict the node's selection or the received set.
+    #[error("verdicts: {0}")]
+    BadVerdicts(String),
+    /// 34: the bitmap judged another proof set.
+    #[error("bitmap judged proof set {got}, the ledger's is {expected}")]
+    WrongProofSet {
+        /// The digest in the commit.
+        got: String,
+        /// The ledger's digest.
+        expected: String,
+    },
+}
+
+impl TxError {
+    /// The stable ABCI code.
+    pub fn code(&self) -> u32 {
+        match self {
+            TxError::Decode(_) => 1,
+            TxError::TooLarge { .. } => 2,
+            TxError::WrongChain { .. } => 3,
+            TxError::UnknownSigner(_) => 4,
+            TxError::BadSignature(_) => 5,
+            TxError::QueryExists(_) => 10,
+            TxError::UnknownQuery(_) => 11,
+            TxError::NotParticipant(_) => 12,
+            TxError::UnknownEntity(_) => 13,
+            TxError::BadQuerierKey(_) => 14,
+            TxError::LimitExceeded(_) => 15,
+            TxError::ProofPhaseOver(_) => 20,
+            TxError::UnexpectedProof(_) => 21,
+            TxError::DuplicateProof(_) => 22,
+            TxError::BadOutputs(_) => 23,
+            TxError::MissingInput(_) => 24,
+            TxError::InvalidInput(_) => 25,
+            TxError::NotCommitting(_) => 30,
+            TxError::DuplicateBitmap(_) => 31,
+            TxError::BadVrf(_) => 32,
+            TxError::BadVerdicts(_) => 33,
+            TxError::WrongProofSet { .. } => 34,
+        }
+    }
+
+    /// The codespace reported with every code.
+    pub const CODESPACE: &'static str = "lemal";
+}
+
+/// The code table as (code, name, meaning), for documentation and the CLI.
+pub const TABLE: &[(u32, &str, &str)] = &[
+    (1, "decode", "malformed transaction (bad encoding, non-canonical point, bad length)"),
+    (2, "too-large", "transaction larger than the chain's max_tx_bytes"),
+    (3, "wrong-chain", "signed for another chain id"),
+    (4, "unknown-signer", "signer not in the roster"),
+    (5, "bad-signature", "signature does not verify"),
+    (10, "query-exists", "query id already registered"),
+    (11, "unknown-query", "no such query"),
+    (12, "not-participant", "signer takes no part in the query in that role"),
+    (13, "unknown-entity", "query names an entity that is not in the roster"),
+    (14, "bad-querier-key", "querier key's proof of possession does not verify"),
+    (15, "limit-exceeded", "query parameter beyond the chain's limits"),
+    (20, "proof-phase-over", "proof arrived after the query's proof phase"),
+    (21, "unexpected-proof", "proof not in the query's expected set"),
+    (22, "duplicate-proof", "proof key already used"),
+    (23, "bad-outputs", "statement outputs of the wrong shape"),
+    (24, "missing-input", "referenced input not on the ledger"),
+    (25, "invalid-input", "referenced input not allowed for this proof"),
+    (30, "not-committing", "query not accepting bitmap commits"),
+    (31, "duplicate-bitmap", "verifying node already committed for this query"),
+    (32, "bad-vrf", "VRF proof does not verify"),
+    (33, "bad-verdicts", "verdicts contradict the selection or the received set"),
+    (34, "wrong-proof-set", "bitmap judged a different proof set"),
+];

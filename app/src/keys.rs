@@ -1,0 +1,150 @@
+//! The state layout: every key of the authenticated store, in one place.
+//!
+//! Each key is a one-byte prefix followed by fixed-width big-endian fields, so prefix scans come
+//! out in numeric order. Values are borsh-encoded; the value type of each prefix is fixed here.
+//!
+//! | prefix | key fields | value |
+//! |---|---|---|
+//! | `0x01` | — | chain id (`String`) |
+//! | `0x02` | — | [`Params`](lemal_contracts::state::Params) |
+//! | `0x03` | — | [`Roster`](lemal_contracts::state::Roster) |
+//! | `0x10` | query id (16) | [`QueryRecord`](lemal_contracts::state::QueryRecord) |
+//! | `0x11` | query id (16) | [`QueryProgress`](lemal_contracts::state::QueryProgress) |
+//! | `0x12` | query id (16) | `()` — the query is open (not finalized) |
+//! | `0x20` | query id (16), kind (1), creator (5), index (4) | [`ProofRecord`](lemal_contracts::state::ProofRecord) |
+//! | `0x30` | query id (16), verifier (5) | [`BitmapCommitRecord`](lemal_contracts::state::BitmapCommitRecord) |
+//! | `0x40` | — | skipchain head index (`u64`) |
+//! | `0x41` | index (8) | [`SkipBlock`](lemal_contracts::state::SkipBlock) |
+//! | `0x42` | index (8) | forward links (`Vec<[u8; 32]>`, filled level by level) |
+//! | `0x43` | block hash (32) | index (`u64`) |
+//! | `0x44` | query id (16) | index (`u64`) |
+
+use lemal_contracts::ids::{EntityId, ProofKey, QueryId};
+
+/// Chain id, written at InitChain.
+pub const CHAIN_ID: &[u8] = &[0x01];
+/// Chain parameters.
+pub const PARAMS: &[u8] = &[0x02];
+/// The roster.
+pub const ROSTER: &[u8] = &[0x03];
+/// Skipchain head index.
+pub const SKIP_HEAD: &[u8] = &[0x40];
+
+/// Prefix of query registrations.
+pub const QUERY: u8 = 0x10;
+/// Prefix of query progress records.
+pub const PROGRESS: u8 = 0x11;
+/// Prefix of the open-query set.
+pub const OPEN: u8 = 0x12;
+/// Prefix of accepted proofs.
+pub const PROOF: u8 = 0x20;
+/// Prefix of accepted bitmap commits.
+pub const COMMIT: u8 = 0x30;
+/// Prefix of skipblocks by index.
+pub const BLOCK: u8 = 0x41;
+/// Prefix of forward links by index.
+pub const FORWARD: u8 = 0x42;
+/// Prefix of the block-hash index.
+pub const BLOCK_BY_HASH: u8 = 0x43;
+/// Prefix of the query-id index.
+pub const BLOCK_BY_QUERY: u8 = 0x44;
+
+fn with(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// A query's registration.
+pub fn query(q: &QueryId) -> Vec<u8> {
+    with(QUERY, &[&q.0])
+}
+
+/// A query's progress.
+pub fn progress(q: &QueryId) -> Vec<u8> {
+    with(PROGRESS, &[&q.0])
+}
+
+/// A query's membership in the open set.
+pub fn open(q: &QueryId) -> Vec<u8> {
+    with(OPEN, &[&q.0])
+}
+
+/// Prefix of the open set.
+pub fn open_prefix() -> Vec<u8> {
+    vec![OPEN]
+}
+
+/// An accepted proof.
+pub fn proof(k: &ProofKey) -> Vec<u8> {
+    with(PROOF, &[&k.query.0, &[k.kind as u8], &k.creator.to_bytes(), &k.index.to_be_bytes()])
+}
+
+/// Prefix of every proof of a query.
+pub fn proofs_of(q: &QueryId) -> Vec<u8> {
+    with(PROOF, &[&q.0])
+}
+
+/// A verifying node's bitmap commit for a query.
+pub fn commit(q: &QueryId, vn: EntityId) -> Vec<u8> {
+    with(COMMIT, &[&q.0, &vn.to_bytes()])
+}
+
+/// Prefix of every bitmap commit of a query.
+pub fn commits_of(q: &QueryId) -> Vec<u8> {
+    with(COMMIT, &[&q.0])
+}
+
+/// A skipblock.
+pub fn block(index: u64) -> Vec<u8> {
+    with(BLOCK, &[&index.to_be_bytes()])
+}
+
+/// A skipblock's forward links.
+pub fn forward(index: u64) -> Vec<u8> {
+    with(FORWARD, &[&index.to_be_bytes()])
+}
+
+/// The block-hash index.
+pub fn block_by_hash(hash: &[u8; 32]) -> Vec<u8> {
+    with(BLOCK_BY_HASH, &[hash])
+}
+
+/// The query-id index.
+pub fn block_by_query(q: &QueryId) -> Vec<u8> {
+    with(BLOCK_BY_QUERY, &[&q.0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lemal_contracts::ids::ProofKind;
+
+    #[test]
+    fn proof_keys_of_a_query_share_its_prefix_and_sort_like_proof_keys() {
+        let q = QueryId([3; 16]);
+        let mut keys: Vec<ProofKey> = [
+            (ProofKind::KeySwitch, EntityId::cn(0)),
+            (ProofKind::Range, EntityId::dp(300)),
+            (ProofKind::Range, EntityId::dp(2)),
+            (ProofKind::Aggregation, EntityId::cn(1)),
+        ]
+        .into_iter()
+        .map(|(kind, creator)| ProofKey { query: q, kind, creator, index: 0 })
+        .collect();
+        let mut encoded: Vec<Vec<u8>> = keys.iter().map(proof).collect();
+        assert!(encoded.iter().all(|k| k.starts_with(&proofs_of(&q))));
+        keys.sort_unstable();
+        encoded.sort_unstable();
+        assert_eq!(encoded, keys.iter().map(proof).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn block_keys_sort_by_index() {
+        assert!(block(255) < block(256));
+        assert!(block(1) < block(u64::MAX));
+    }
+}

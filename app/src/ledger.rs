@@ -1,0 +1,219 @@
+//! Typed access to ledger state over any key-value view.
+//!
+//! The state machine reads and writes through [`KvRead`] / [`KvWrite`]: the block overlay of the
+//! authenticated store in production, a plain map in tests. Reads of committed state that fail
+//! are not user errors: the store implementation panics on them (a broken store must stop the
+//! node rather than let it fork silently).
+
+use std::collections::BTreeMap;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use lemal_contracts::group::{from_borsh, to_borsh};
+use lemal_contracts::ids::{EntityId, ProofKey, QueryId};
+use lemal_contracts::state::{
+    BitmapCommitRecord, Params, ProofRecord, QueryProgress, QueryRecord, Roster, SkipBlock,
+};
+
+use crate::keys;
+
+/// Read access to state.
+pub trait KvRead {
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    /// Every `(key, value)` whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>;
+}
+
+/// Write access to state.
+pub trait KvWrite: KvRead {
+    /// Set `key` to `value`.
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+    /// Remove `key`.
+    fn delete(&mut self, key: Vec<u8>);
+}
+
+/// A plain in-memory state, for tests and tools.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemState(pub BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl KvRead for MemState {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(key).cloned()
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.0
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+impl KvWrite for MemState {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.insert(key, value);
+    }
+    fn delete(&mut self, key: Vec<u8>) {
+        self.0.remove(&key);
+    }
+}
+
+fn read<T: BorshDeserialize>(s: &impl KvRead, key: &[u8]) -> Option<T> {
+    let bytes = s.get(key)?;
+    Some(from_borsh(&bytes).unwrap_or_else(|e| {
+        panic!("state value under {} does not decode: {e}", hex::encode(key))
+    }))
+}
+
+fn write<T: BorshSerialize>(s: &mut impl KvWrite, key: Vec<u8>, value: &T) {
+    s.put(key, to_borsh(value));
+}
+
+/// Typed getters and setters; one function per key of [`crate::keys`].
+pub mod get {
+    use super::*;
+
+    /// The chain id.
+    pub fn chain_id(s: &impl KvRead) -> Option<String> {
+        read(s, keys::CHAIN_ID)
+    }
+    /// The parameters.
+    pub fn params(s: &impl KvRead) -> Option<Params> {
+        read(s, keys::PARAMS)
+    }
+    /// The roster.
+    pub fn roster(s: &impl KvRead) -> Option<Roster> {
+        read(s, keys::ROSTER)
+    }
+    /// A query's registration.
+    pub fn query(s: &impl KvRead, q: &QueryId) -> Option<QueryRecord> {
+        read(s, &keys::query(q))
+    }
+    /// A query's progress.
+    pub fn progress(s: &impl KvRead, q: &QueryId) -> Option<QueryProgress> {
+        read(s, &keys::progress(q))
+    }
+    /// Open queries, in id order.
+    pub fn open_queries(s: &impl KvRead) -> Vec<QueryId> {
+        s.scan_prefix(&keys::open_prefix())
+            .into_iter()
+            .map(|(k, _)| {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&k[1..17]);
+                QueryId(id)
+            })
+            .collect()
+    }
+    /// Whether a proof is on the ledger (without decoding it).
+    pub fn has_proof(s: &impl KvRead, k: &ProofKey) -> bool {
+        s.get(&keys::proof(k)).is_some()
+    }
+    /// An accepted proof.
+    pub fn proof(s: &impl KvRead, k: &ProofKey) -> Option<ProofRecord> {
+        read(s, &keys::proof(k))
+    }
+    /// Every accepted proof of a query, in key order.
+    pub fn proofs(s: &impl KvRead, q: &QueryId) -> Vec<ProofRecord> {
+        s.scan_prefix(&keys::proofs_of(q))
+            .into_iter()
+            .map(|(k, v)| {
+                from_borsh(&v).unwrap_or_else(|e| {
+                    panic!("proof record under {} does not decode: {e}", hex::encode(k))
+                })
+            })
+            .collect()
+    }
+    /// A verifying node's bitmap commit.
+    pub fn commit(s: &impl KvRead, q: &QueryId, vn: EntityId) -> Option<BitmapCommitRecord> {
+        read(s, &keys::commit(q, vn))
+    }
+    /// Every bitmap commit of a query, in verifier order.
+    pub fn commits(s: &impl KvRead, q: &QueryId) -> Vec<BitmapCommitRecord> {
+        s.scan_prefix(&keys::commits_of(q))
+            .into_iter()
+            .map(|(k, v)| {
+                from_borsh(&v).unwrap_or_else(|e| {
+                    panic!("commit record under {} does not decode: {e}", hex::encode(k))
+                })
+            })
+            .collect()
+    }
+    /// The skipchain head index.
+    pub fn skip_head(s: &impl KvRead) -> Option<u64> {
+        read(s, keys::SKIP_HEAD)
+    }
+    /// A skipblock by index.
+    pub fn block(s: &impl KvRead, index: u64) -> Option<SkipBlock> {
+        read(s, &keys::block(index))
+    }
+    /// A skipblock's forward links.
+    pub fn forward(s: &impl KvRead, index: u64) -> Vec<[u8; 32]> {
+        read(s, &keys::forward(index)).unwrap_or_default()
+    }
+    /// Index of the block with this hash.
+    pub fn block_by_hash(s: &impl KvRead, hash: &[u8; 32]) -> Option<u64> {
+        read(s, &keys::block_by_hash(hash))
+    }
+    /// Index of the block of this query.
+    pub fn block_by_query(s: &impl KvRead, q: &QueryId) -> Option<u64> {
+        read(s, &keys::block_by_query(q))
+    }
+}
+
+/// Typed setters.
+pub mod set {
+    use super::*;
+
+    /// The chain id.
+    pub fn chain_id(s: &mut impl KvWrite, v: &str) {
+        write(s, keys::CHAIN_ID.to_vec(), &v.to_owned())
+    }
+    /// The parameters.
+    pub fn params(s: &mut impl KvWrite, v: &Params) {
+        write(s, keys::PARAMS.to_vec(), v)
+    }
+    /// The roster.
+    pub fn roster(s: &mut impl KvWrite, v: &Roster) {
+        write(s, keys::ROSTER.to_vec(), v)
+    }
+    /// A query's registration.
+    pub fn query(s: &mut impl KvWrite, q: &QueryId, v: &QueryRecord) {
+        write(s, keys::query(q), v)
+    }
+    /// A query's progress.
+    pub fn progress(s: &mut impl KvWrite, q: &QueryId, v: &QueryProgress) {
+        write(s, keys::progress(q), v)
+    }
+    /// Mark a query open or closed.
+    pub fn open(s: &mut impl KvWrite, q: &QueryId, open: bool) {
+        if open {
+            s.put(keys::open(q), Vec::new())
+        } else {
+            s.delete(keys::open(q))
+        }
+    }
+    /// An accepted proof.
+    pub fn proof(s: &mut impl KvWrite, v: &ProofRecord) {
+        write(s, keys::proof(&v.key), v)
+    }
+    /// A bitmap commit.
+    pub fn commit(s: &mut impl KvWrite, q: &QueryId, v: &BitmapCommitRecord) {
+        write(s, keys::commit(q, v.vn), v)
+    }
+    /// The skipchain head index.
+    pub fn skip_head(s: &mut impl KvWrite, index: u64) {
+        write(s, keys::SKIP_HEAD.to_vec(), &index)
+    }
+    /// A skipblock and its hash and query indexes.
+    pub fn block(s: &mut impl KvWrite, b: &SkipBlock, hash: &[u8; 32]) {
+        write(s, keys::block(b.index), b);
+        write(s, keys::block_by_hash(hash), &b.index);
+        if let Some(q) = b.query_id() {
+            write(s, keys::block_by_query(&q), &b.index);
+        }
+    }
+    /// A skipblock's forward links.
+    pub fn forward(s: &mut impl KvWrite, index: u64, links: &Vec<[u8; 32]>) {
+        write(s, keys::forward(index), links)
+    }
+}

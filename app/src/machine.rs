@@ -1,0 +1,552 @@
+//! The deterministic state machine: genesis, transaction checks and execution, and the
+//! end-of-block step that closes proof phases, finalizes queries and appends skipblocks.
+//!
+//! Pure: height, time and chain id arrive as values ([`BlockCtx`], [`Machine`]); state is read
+//! and written through [`KvRead`]/[`KvWrite`]. No clock, no randomness, no I/O. Proof
+//! verification is not done here: verifying nodes check proofs off-chain and commit verdicts.
+//!
+//! Validation runs in three phases — stateless ([`Machine::decode_and_authenticate`]), against
+//! state ([`Machine::check`]) and execution ([`Machine::deliver`]). Every check of a transaction
+//! runs before its first write, and the caller executes each transaction in an overlay that it
+//! drops on error, so a rejected transaction leaves no trace.
+
+use lemal_contracts::group::to_borsh;
+use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Verdict};
+use lemal_contracts::sampling;
+use lemal_contracts::state::{
+    back_link_target, proofs_root, skip_height, Bitmap, BitmapCommitRecord, BlockPayload,
+    GenesisRecord, GenesisState, JudgedSet, Params, ProofRecord, QueryPayload, QueryProgress,
+    QueryRecord, QueryStatus,
+    Roster, SkipBlock, Timestamp,
+};
+use lemal_contracts::tx::{querier_pop_context, CommitBitmap, RegisterQuery, SubmitProof, Tx, TxBody};
+use sha2::{Digest, Sha256};
+
+use crate::codes::TxError;
+use crate::ledger::{get, set, KvRead, KvWrite};
+
+/// The block a transaction executes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockCtx {
+    /// CometBFT height.
+    pub height: u64,
+    /// CometBFT block time.
+    pub time: Timestamp,
+}
+
+/// An ABCI event: a type and string attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Event type, e.g. `lemal.proof`.
+    pub kind: &'static str,
+    /// Attributes (indexed by CometBFT).
+    pub attributes: Vec<(&'static str, String)>,
+}
+
+impl Event {
+    fn new(kind: &'static str, attributes: Vec<(&'static str, String)>) -> Self {
+        Self { kind, attributes }
+    }
+}
+
+/// Why genesis was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    /// `app_state` is not valid JSON of the expected shape.
+    #[error("app_state is not valid genesis JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A key, parameter or roster rule is violated.
+    #[error("invalid genesis: {0}")]
+    Invalid(#[from] lemal_contracts::DecodeError),
+    /// The roster's verifying nodes are not CometBFT's genesis validators.
+    #[error("roster VN addresses do not match the genesis validators: {0}")]
+    Validators(String),
+}
+
+/// The state machine's constant configuration: chain id, parameters and roster, all fixed at
+/// genesis and cached here so that transactions do not decode them again.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    chain_id: String,
+    params: Params,
+    roster: Roster,
+}
+
+impl Machine {
+    /// Run genesis: validate `app_state`, write parameters, roster and skipblock 0.
+    ///
+    /// `validators` are the addresses of CometBFT's genesis validators; when non-empty they must
+    /// be exactly the roster's verifying nodes.
+    pub fn genesis(
+        state: &mut impl KvWrite,
+        chain_id: &str,
+        app_state: &[u8],
+        validators: &[[u8; 20]],
+        ctx: &BlockCtx,
+    ) -> Result<Machine, GenesisError> {
+        let genesis: GenesisState = serde_json::from_slice(app_state)?;
+        let (params, roster) = genesis.into_typed()?;
+        if chain_id.is_empty() || chain_id.len() > lemal_contracts::tx::limits::MAX_CHAIN_ID {
+            return Err(GenesisError::Invalid(lemal_contracts::DecodeError::Invalid {
+                what: "chain id",
+                why: "must be 1 to 50 bytes",
+            }));
+        }
+        if !validators.is_empty() {
+            let mut want: Vec<[u8; 20]> = roster.vns.iter().map(|v| v.validator_address).collect();
+            let mut got = validators.to_vec();
+            want.sort_unstable();
+            got.sort_unstable();
+            if want != got {
+                return Err(GenesisError::Validators(format!(
+                    "roster has {} VNs, genesis {} validators, or their addresses differ",
+                    want.len(),
+                    got.len()
+                )));
+            }
+        }
+        set::chain_id(state, chain_id);
+        set::params(state, &params);
+        set::roster(state, &roster);
+        let block0 = SkipBlock {
+            index: 0,
+            height: params.skip_max_height,
+            back_links: Vec::new(),
+            ledger_height: ctx.height,
+            time: ctx.time,
+            payload: BlockPayload::Genesis(GenesisRecord {
+                chain_id: chain_id.to_owned(),
+                roster_hash: Sha256::digest(to_borsh(&roster)).into(),
+                params_hash: Sha256::digest(to_borsh(&params)).into(),
+            }),
+        };
+        set::block(state, &block0, &block0.hash());
+        set::skip_head(state, 0);
+        Ok(Machine { chain_id: chain_id.to_owned(), params, roster })
+    }
+
+    /// Load the configuration written by genesis, if genesis ran.
+    pub fn load(state: &impl KvRead) -> Option<Machine> {
+        Some(Machine {
+            chain_id: get::chain_id(state)?,
+            params: get::params(state)?,
+            roster: get::roster(state)?,
+        })
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The roster.
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    /// Stateless phase: size, decoding, chain id, signer in roster, signature.
+    pub fn decode_and_authenticate(&self, bytes: &[u8]) -> Result<Tx, TxError> {
+        let max = self.params.max_tx_bytes as usize;
+        if bytes.len() > max {
+            return Err(TxError::TooLarge { size: bytes.len(), max });
+        }
+        let tx = Tx::decode(bytes)?;
+        if tx.chain_id != self.chain_id {
+            return Err(TxError::WrongChain { got: tx.chain_id, expected: self.chain_id.clone() });
+        }
+        let key = self
+            .roster
+            .signing_key(tx.signer)
+            .ok_or_else(|| TxError::UnknownSigner(tx.signer.to_string()))?;
+        tx.verify_signature(bytes, key).map_err(|e| TxError::BadSignature(e.to_string()))?;
+        Ok(tx)
+    }
+
+    /// Stateless and stateful phases, without writing: what CheckTx runs.
+    pub fn check(&self, state: &impl KvRead, ctx: &BlockCtx, bytes: &[u8]) -> Result<Tx, TxError> {
+        let tx = self.decode_and_authenticate(bytes)?;
+        match &tx.body {
+            TxBody::RegisterQuery(r) => self.check_register(state, tx.signer, r)?,
+            TxBody::SubmitProof(p) => {
+                self.check_submit(state, ctx, tx.signer, p)?;
+            }
+            TxBody::CommitBitmap(c) => {
+                self.check_commit(state, tx.signer, c)?;
+            }
+        }
+        Ok(tx)
+    }
+
+    /// All three phases: check, then execute. Writes only when every check passed.
+    pub fn deliver(
+        &self,
+        state: &mut impl KvWrite,
+        ctx: &BlockCtx,
+        bytes: &[u8],
+    ) -> Result<Vec<Event>, TxError> {
+        let tx = self.decode_and_authenticate(bytes)?;
+        let signer = tx.signer;
+        match tx.body {
+            TxBody::RegisterQuery(r) => {
+                self.check_register(state, signer, &r)?;
+                let q = r.query_id;
+                let events = vec![Event::new(
+                    "lemal.register",
+                    vec![("query", q.to_string()), ("registrar", signer.to_string())],
+                )];
+                set::query(
+                    state,
+                    &q,
+                    &QueryRecord {
+                        registration: *r,
+                        registrar: signer,
+                        registered_at: ctx.height,
+                    },
+                );
+                set::progress(
+                    state,
+                    &q,
+                    &QueryProgress {
+                        status: QueryStatus::Collecting,
+                        received: 0,
+                        commits: 0,
+                        judged: None,
+                    },
+                );
+                set::open(state, &q, true);
+                Ok(events)
+            }
+            TxBody::SubmitProof(p) => {
+                let (key, mut progress) = self.check_submit(state, ctx, signer, &p)?;
+                set::proof(
+                    state,
+                    &ProofRecord {
+                        key,
+                        inputs: p.inputs,
+                        outputs: p.outputs,
+                        proof: p.proof,
+                        height: ctx.height,
+                    },
+                );
+                progress.received += 1;
+                set::progress(state, &key.query, &progress);
+                Ok(vec![Event::new("lemal.proof", vec![("key", key.to_string())])])
+            }
+            TxBody::CommitBitmap(c) => {
+                let mut progress = self.check_commit(state, signer, &c)?;
+                set::commit(
+                    state,
+                    &c.query_id,
+                    &BitmapCommitRecord {
+                        vn: signer,
+                        vrf: c.vrf,
+                        verdicts: c.verdicts,
+                        height: ctx.height,
+                    },
+                );
+                progress.commits += 1;
+                set::progress(state, &c.query_id, &progress);
+                Ok(vec![Event::new(
+                    "lemal.bitmap",
+                    vec![("query", c.query_id.to_string()), ("verifier", signer.to_string())],
+                )])
+            }
+        }
+    }
+
+    fn check_register(
+        &self,
+        state: &impl KvRead,
+        signer: EntityId,
+        r: &RegisterQuery,
+    ) -> Result<(), TxError> {
+        let q = r.query_id;
+        if get::query(state, &q).is_some() {
+            return Err(TxError::QueryExists(q.to_string()));
+        }
+        let spec = &r.spec;
+        if !spec.cns.contains(&signer.index) {
+            return Err(TxError::NotParticipant(format!(
+                "registrar {signer} is not among the query's computing nodes"
+            )));
+        }
+        if let Some(&d) = spec.dps.iter().find(|&&d| d as usize >= self.roster.dps.len()) {
+            return Err(TxError::UnknownEntity(EntityId::dp(d).to_string()));
+        }
+        if let Some(&c) = spec.cns.iter().find(|&&c| c as usize >= self.roster.cns.len()) {
+            return Err(TxError::UnknownEntity(EntityId::cn(c).to_string()));
+        }
+        if r.proof_deadline > self.params.max_proof_deadline {
+            return Err(TxError::LimitExceeded(format!(
+                "proof deadline {} exceeds the chain's maximum {}",
+                r.proof_deadline, self.params.max_proof_deadline
+            )));
+        }
+        if r.commit_window > self.params.max_commit_window {
+            return Err(TxError::LimitExceeded(format!(
+                "commit window {} exceeds the chain's maximum {}",
+                r.commit_window, self.params.max_commit_window
+            )));
+        }
+        r.querier_pop
+            .verify(&querier_pop_context(&self.chain_id, &q), &r.querier_key)
+            .map_err(|e| TxError::BadQuerierKey(e.to_string()))?;
+        Ok(())
+    }
+
+    fn check_submit(
+        &self,
+        state: &impl KvRead,
+        ctx: &BlockCtx,
+        signer: EntityId,
+        p: &SubmitProof,
+    ) -> Result<(ProofKey, QueryProgress), TxError> {
+        let q = p.query_id;
+        let record = get::query(state, &q).ok_or_else(|| TxError::UnknownQuery(q.to_string()))?;
+        let progress = get::progress(state, &q)
+            .unwrap_or_else(|| panic!("query {q} has a registration but no progress record"));
+        if progress.status != QueryStatus::Collecting || ctx.height > record.proof_deadline_height()
+        {
+            return Err(TxError::ProofPhaseOver(q.to_string()));
+        }
+        let spec = &record.registration.spec;
+        let key = p.key(signer);
+        if !spec.expects(&key) {
+            return Err(TxError::UnexpectedProof(key.to_string()));
+        }
+        if get::has_proof(state, &key) {
+            return Err(TxError::DuplicateProof(key.to_string()));
+        }
+        let want = spec.output_len(p.kind);
+        if p.outputs.len() != want {
+            return Err(TxError::BadOutputs(format!(
+                "{} carries {} output ciphertexts, the query expects {want}",
+                key,
+                p.outputs.len()
+            )));
+        }
+        let present = |k: &ProofKey| {
+            if get::has_proof(state, k) {
+                Ok(())
+            } else {
+                Err(TxError::MissingInput(k.to_string()))
+            }
+        };
+        match p.kind {
+            ProofKind::Range => {}
+            ProofKind::Aggregation => {
+                let allowed = spec.aggregation_inputs(q, signer.index);
+                for input in &p.inputs {
+                    if allowed.binary_search(input).is_err() {
+                        return Err(TxError::InvalidInput(input.to_string()));
+                    }
+                    present(input)?;
+                }
+            }
+            ProofKind::Shuffle => {
+                if let Some(prev) = spec.shuffle_input(q, signer.index) {
+                    present(&prev)?;
+                }
+            }
+            ProofKind::KeySwitch => {
+                let (root, shuffle) = spec.keyswitch_inputs(q);
+                present(&root)?;
+                if let Some(s) = shuffle {
+                    present(&s)?;
+                }
+            }
+        }
+        Ok((key, progress))
+    }
+
+    fn check_commit(
+        &self,
+        state: &impl KvRead,
+        signer: EntityId,
+        c: &CommitBitmap,
+    ) -> Result<QueryProgress, TxError> {
+        let q = c.query_id;
+        let record = get::query(state, &q).ok_or_else(|| TxError::UnknownQuery(q.to_string()))?;
+        let progress = get::progress(state, &q)
+            .unwrap_or_else(|| panic!("query {q} has a registration but no progress record"));
+        let (QueryStatus::Committing { .. }, Some(judged)) = (progress.status, &progress.judged)
+        else {
+            return Err(TxError::NotCommitting(q.to_string()));
+        };
+        if get::commit(state, &q, signer).is_some() {
+            return Err(TxError::DuplicateBitmap(signer.to_string()));
+        }
+        let key = self
+            .roster
+            .signing_key(signer)
+            .ok_or_else(|| TxError::UnknownSigner(signer.to_string()))?;
+        let output = sampling::verify(key, &self.chain_id, &q, signer, &c.vrf)
+            .map_err(|e| TxError::BadVrf(e.to_string()))?;
+        if c.proofs_digest != judged.proofs_root {
+            return Err(TxError::WrongProofSet {
+                got: hex::encode(c.proofs_digest),
+                expected: hex::encode(judged.proofs_root),
+            });
+        }
+        let expected = record.registration.spec.expected_proofs(q);
+        if c.verdicts.len() != expected.len() {
+            return Err(TxError::BadVerdicts(format!(
+                "{} verdicts for {} expected proofs",
+                c.verdicts.len(),
+                expected.len()
+            )));
+        }
+        let threshold = record.registration.threshold_ppm;
+        for ((k, &received), &v) in expected.iter().zip(&judged.received).zip(&c.verdicts) {
+            let ok = match (received, sampling::is_selected(&output, k, threshold)) {
+                (false, _) => v == Verdict::NotReceived,
+                (true, false) => v == Verdict::NotSelected,
+                (true, true) => matches!(v, Verdict::Wrong | Verdict::Correct),
+            };
+            if !ok {
+                return Err(TxError::BadVerdicts(format!(
+                    "verdict {} on {k} contradicts {} (received: {received})",
+                    v.value(),
+                    if sampling::is_selected(&output, k, threshold) {
+                        "its selection"
+                    } else {
+                        "its non-selection"
+                    }
+                )));
+            }
+        }
+        Ok(progress)
+    }
+
+    /// End of block: close proof phases whose set is complete or whose deadline passed, and
+    /// finalize queries whose verifying nodes all committed or whose commit window ended.
+    pub fn end_block(&self, state: &mut impl KvWrite, ctx: &BlockCtx) -> Vec<Event> {
+        let mut events = Vec::new();
+        for q in get::open_queries(state) {
+            let record = get::query(state, &q)
+                .unwrap_or_else(|| panic!("open query {q} has no registration"));
+            let mut progress = get::progress(state, &q)
+                .unwrap_or_else(|| panic!("open query {q} has no progress record"));
+            let spec = &record.registration.spec;
+            match progress.status {
+                QueryStatus::Collecting => {
+                    let expected = spec.expected_proofs(q);
+                    let complete = progress.received as usize == expected.len();
+                    if complete || ctx.height >= record.proof_deadline_height() {
+                        progress.judged = Some(judge(state, &q, &expected));
+                        progress.status = QueryStatus::Committing { since: ctx.height };
+                        set::progress(state, &q, &progress);
+                        events.push(Event::new(
+                            "lemal.proof_phase_end",
+                            vec![
+                                ("query", q.to_string()),
+                                ("received", progress.received.to_string()),
+                                ("expected", expected.len().to_string()),
+                            ],
+                        ));
+                    }
+                }
+                QueryStatus::Committing { since } => {
+                    let all = progress.commits as usize == self.roster.vns.len();
+                    let window = since + u64::from(record.registration.commit_window);
+                    if all || ctx.height >= window {
+                        let index = self.finalize(state, ctx, &record, &progress);
+                        progress.status = QueryStatus::Finalized { block: index };
+                        set::progress(state, &q, &progress);
+                        set::open(state, &q, false);
+                        events.push(Event::new(
+                            "lemal.skipblock",
+                            vec![("query", q.to_string()), ("index", index.to_string())],
+                        ));
+                    }
+                }
+                QueryStatus::Finalized { .. } => {
+                    panic!("finalized query {q} is still in the open set")
+                }
+            }
+        }
+        events
+    }
+
+    /// Build the query's bitmap and result, append its skipblock, fill forward links.
+    fn finalize(
+        &self,
+        state: &mut impl KvWrite,
+        ctx: &BlockCtx,
+        record: &QueryRecord,
+        progress: &QueryProgress,
+    ) -> u64 {
+        let reg = &record.registration;
+        let q = reg.query_id;
+        let expected = reg.spec.expected_proofs(q);
+        let verifiers = self.roster.vn_ids();
+        let commits = get::commits(state, &q);
+        let mut verdicts = Vec::with_capacity(expected.len() * verifiers.len());
+        for row in 0..expected.len() {
+            for vn in &verifiers {
+                let v = commits
+                    .iter()
+                    .find(|c| c.vn == *vn)
+                    .map_or(Verdict::NotReceived, |c| c.verdicts[row]);
+                verdicts.push(v);
+            }
+        }
+        let reported: Vec<EntityId> = commits.iter().map(|c| c.vn).collect();
+        let absent = verifiers.iter().filter(|v| !reported.contains(v)).copied().collect();
+        let judged = progress.judged.as_ref().expect("a committing query has a judged set");
+        let payload = QueryPayload {
+            query_id: q,
+            bitmap: Bitmap { proofs: expected, verifiers, verdicts },
+            threshold_ppm: reg.threshold_ppm,
+            reported,
+            absent,
+            proofs_root: judged.proofs_root,
+            result: lemal_contracts::proofs::result_ciphertexts(
+                reg,
+                &|k: &ProofKey| get::proof(state, k),
+            )
+            .unwrap_or_default(),
+        };
+        self.append(state, ctx, BlockPayload::Query(payload))
+    }
+
+    /// Append a skipblock after the head and fill the forward links that point to it.
+    fn append(&self, state: &mut impl KvWrite, ctx: &BlockCtx, payload: BlockPayload) -> u64 {
+        let head = get::skip_head(state).expect("genesis wrote the skipchain head");
+        let index = head + 1;
+        let base = self.params.skip_base;
+        let height = skip_height(index, base, self.params.skip_max_height);
+        let targets: Vec<u64> =
+            (0..usize::from(height)).map(|l| back_link_target(index, l, base)).collect();
+        let back_links = targets
+            .iter()
+            .map(|&t| get::block(state, t).expect("back link target exists").hash())
+            .collect();
+        let block =
+            SkipBlock { index, height, back_links, ledger_height: ctx.height, time: ctx.time, payload };
+        let hash = block.hash();
+        set::block(state, &block, &hash);
+        set::skip_head(state, index);
+        for (level, &t) in targets.iter().enumerate() {
+            let mut links = get::forward(state, t);
+            assert_eq!(links.len(), level, "forward links of block {t} fill level by level");
+            links.push(hash);
+            set::forward(state, t, &links);
+        }
+        index
+    }
+}
+
+/// Fix the judged proof set: which expected proofs arrived and the Merkle root of their hashes.
+fn judge(state: &impl KvRead, q: &QueryId, expected: &[ProofKey]) -> JudgedSet {
+    let proofs = get::proofs(state, q);
+    let received = expected.iter().map(|k| proofs.binary_search_by(|p| p.key.cmp(k)).is_ok()).collect();
+    let hashes: Vec<[u8; 32]> = proofs.iter().map(ProofRecord::hash).collect();
+    JudgedSet { received, proofs_root: proofs_root(&hashes) }
+}
+

@@ -1,0 +1,76 @@
+//! `lemal-vn`: one verifying node's application process — the ABCI server CometBFT connects to,
+//! and the verifier worker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, RwLock};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use lemal_app::abci::LemalApp;
+use lemal_app::store::Store;
+use lemal_app::worker::{RpcBroadcast, Worker};
+use lemal_contracts::ids::Role;
+use lemal_contracts::sig::KeyFile;
+use tracing::info;
+
+/// A Lemal verifying node's application: serves ABCI to its CometBFT node and verifies the
+/// proofs its VRF selects.
+#[derive(Debug, Parser)]
+#[command(name = "lemal-vn", version)]
+struct Args {
+    /// Folder of the node's database.
+    #[arg(long, env = "LEMAL_VN_HOME")]
+    home: PathBuf,
+    /// Address the ABCI server listens on (loopback only).
+    #[arg(long, env = "LEMAL_VN_ABCI", default_value = "127.0.0.1:26658")]
+    abci: SocketAddr,
+    /// RPC address of this node's CometBFT, where bitmap commits are broadcast.
+    #[arg(long, env = "LEMAL_VN_RPC", default_value = "http://127.0.0.1:26657")]
+    rpc: String,
+    /// Key file of this verifying node (`{"entity": "vn-N", "sr25519_seed": "..."}`).
+    #[arg(long, env = "LEMAL_VN_KEY")]
+    key: PathBuf,
+    /// Threads that verify proofs.
+    #[arg(long, env = "LEMAL_VN_WORKERS", default_value_t = 1)]
+    workers: usize,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if !args.abci.ip().is_loopback() {
+        bail!("refusing to listen on {}: the ABCI server binds to loopback only", args.abci);
+    }
+    let key_file: KeyFile = serde_json::from_slice(
+        &std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?,
+    )
+    .with_context(|| format!("parsing key file {}", args.key.display()))?;
+    if key_file.entity.role != Role::Vn {
+        bail!("{} holds the keys of {}, not of a verifying node", args.key.display(), key_file.entity);
+    }
+    let key = key_file.signing_key().context("key file")?;
+    std::fs::create_dir_all(&args.home).with_context(|| format!("creating {}", args.home.display()))?;
+    let db = args.home.join("state.redb");
+    let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    info!(height = store.committed().height, db = %db.display(), "store opened");
+    let app = LemalApp::new(Arc::new(RwLock::new(store)));
+
+    let (tx, rx) = mpsc::channel();
+    app.on_commit(tx);
+    let broadcast = RpcBroadcast::new(&args.rpc).map_err(anyhow::Error::msg)?;
+    Worker::new(key_file.entity, key, app.store(), broadcast, args.workers).spawn(rx);
+
+    let server = tendermint_abci::ServerBuilder::new(1 << 20)
+        .bind(args.abci, app)
+        .with_context(|| format!("binding the ABCI server to {}", args.abci))?;
+    info!(abci = %args.abci, vn = %key_file.entity, "serving ABCI");
+    server.listen().context("ABCI server stopped")?;
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! The verifier worker: the off-chain half of a verifying node.
+//!
+//! It runs on its own threads, never inside an ABCI handler. After every Commit it reads the
+//! committed state, and for each open query:
+//!
+//! 1. evaluates its VRF for the query once (only it can, from registration on);
+//! 2. verifies every received proof its VRF selects, against the statement resolved from ledger
+//!    state ([`lemal_contracts::proofs::resolve`]), as soon as the proof and its inputs are
+//!    committed — on a small pool of threads;
+//! 3. when the proof phase has ended, builds its verdicts (0/1 for what it verified, 2 for what
+//!    it was not assigned, 3 for what never arrived), signs a `CommitBitmap` and broadcasts it
+//!    through its own CometBFT node's RPC, re-broadcasting every few blocks until the commit is
+//!    on the ledger or the query is closed.
+//!
+//! Consensus never waits for the worker: a slow or stopped worker only means this node's
+//! bitmap arrives late or not at all (and its entries become 3).
+
+use std::collections::BTreeMap;
+use std::sync::{mpsc, Arc, PoisonError, RwLock};
+use std::thread;
+
+use lemal_contracts::ids::{EntityId, ProofKey, QueryId, Verdict};
+use lemal_contracts::proofs;
+use lemal_contracts::sampling::{self, VrfOutput, VrfProof};
+use lemal_contracts::sig::SigningKey;
+use lemal_contracts::state::{JudgedSet, QueryRecord, QueryStatus};
+use lemal_contracts::tx::{CommitBitmap, Tx, TxBody};
+use tracing::{debug, info, warn};
+
+use crate::abci::CommittedBlock;
+use crate::ledger::get;
+use crate::machine::Machine;
+use crate::store::Store;
+
+/// Blocks to wait before broadcasting a bitmap commit again.
+pub const REBROADCAST_BLOCKS: u64 = 5;
+
+/// Where the worker sends its transactions.
+pub trait Broadcast: Send + 'static {
+    /// Submit transaction bytes to the network (asynchronously: inclusion is observed in state).
+    fn broadcast(&mut self, tx: Vec<u8>) -> Result<(), String>;
+}
+
+/// Broadcasting through a CometBFT node's RPC (`broadcast_tx_sync`).
+pub struct RpcBroadcast {
+    client: tendermint_rpc::HttpClient,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl RpcBroadcast {
+    /// A client of the node at `url` speaking the CometBFT 0.38 RPC dialect.
+    pub fn new(url: &str) -> Result<Self, String> {
+        let url: tendermint_rpc::HttpClientUrl = url.parse().map_err(|e| format!("rpc url: {e}"))?;
+        let client = tendermint_rpc::HttpClient::builder(url)
+            .compat_mode(tendermint_rpc::client::CompatMode::V0_38)
+            .build()
+            .map_err(|e| format!("rpc client: {e}"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        Ok(Self { client, runtime })
+    }
+}
+
+impl Broadcast for RpcBroadcast {
+    fn broadcast(&mut self, tx: Vec<u8>) -> Result<(), String> {
+        use tendermint_rpc::Client;
+        let response = self
+            .runtime
+            .block_on(self.client.broadcast_tx_sync(tx))
+            .map_err(|e| format!("broadcast: {e}"))?;
+        if response.code.is_err() {
+            return Err(format!("CheckTx code {}: {}", response.code.value(), response.log));
+        }
+        Ok(())
+    }
+}
+
+/// What the worker knows about one query.
+struct QueryWork {
+    vrf: (VrfOutput, VrfProof),
+    verdicts: BTreeMap<ProofKey, Verdict>,
+    last_broadcast: Option<u64>,
+}
+
+/// The worker's state; [`Worker::on_commit`] is one step, so tests can drive it directly.
+pub struct Worker<B: Broadcast> {
+    me: EntityId,
+    key: SigningKey,
+    store: Arc<RwLock<Store>>,
+    broadcast: B,
+    threads: usize,
+    queries: BTreeMap<QueryId, QueryWork>,
+}
+
+impl<B: Broadcast> Worker<B> {
+    /// A worker for verifying node `me` with its sr25519 `key`.
+    pub fn new(me: EntityId, key: SigningKey, store: Arc<RwLock<Store>>, broadcast: B, threads: usize) -> Self {
+        Self { me, key, store, broadcast, threads: threads.max(1), queries: BTreeMap::new() }
+    }
+
+    /// Run until the commit channel closes.
+    pub fn run(mut self, rx: mpsc::Receiver<CommittedBlock>) {
+        while let Ok(mut block) = rx.recv() {
+            // Catch up to the newest block when several arrived meanwhile.
+            while let Ok(next) = rx.try_recv() {
+                block = next;
+            }
+            self.on_commit(block.height);
+        }
+    }
+
+    /// Spawn [`Worker::run`] on its own thread.
+    pub fn spawn(self, rx: mpsc::Receiver<CommittedBlock>) -> thread::JoinHandle<()> {
+        thread::Builder::new()
+            .name(format!("worker-{}", self.me))
+            .spawn(move || self.run(rx))
+            .expect("the worker thread can be spawned")
+    }
+
+    /// One step after the block at `height` was committed. Returns the queries whose bitmap
+    /// commit it broadcast.
+    pub fn on_commit(&mut self, height: u64) -> Vec<QueryId> {
+        let Some((chain_id, work, ready)) = self.gather() else { return Vec::new() };
+        // Verification runs without holding the store, so Commit is never blocked by it.
+        let results = verify_all(&work, self.threads);
+        for ((q, key, _), verdict) in work.iter().zip(results) {
+            info!(vn = %self.me, key = %key, verdict = verdict.value(), "verified");
+            if let Some(entry) = self.queries.get_mut(q) {
+                entry.verdicts.insert(*key, verdict);
+            }
+        }
+        let mut sent = Vec::new();
+        for (record, judged) in ready {
+            let q = record.registration.query_id;
+            let Some(entry) = self.queries.get_mut(&q) else { continue };
+            if entry.last_broadcast.is_some_and(|h| height < h + REBROADCAST_BLOCKS) {
+                continue;
+            }
+            let expected = record.registration.spec.expected_proofs(q);
+            let verdicts = expected
+                .iter()
+                .zip(&judged.received)
+                .map(|(k, &received)| match received {
+                    // Selected proofs were verified above; the rest were not assigned.
+                    true => *entry.verdicts.get(k).unwrap_or(&Verdict::NotSelected),
+                    false => Verdict::NotReceived,
+                })
+                .collect();
+            let body = TxBody::CommitBitmap(CommitBitmap {
+                query_id: q,
+                vrf: entry.vrf.1,
+                proofs_digest: judged.proofs_root,
+                verdicts,
+            });
+            let tx = Tx::sign(&chain_id, self.me, body, &self.key, rand_core::OsRng);
+            entry.last_broadcast = Some(height);
+            match self.broadcast.broadcast(tx.encode()) {
+                Ok(()) => {
+                    info!(vn = %self.me, query = %q, "bitmap broadcast");
+                    sent.push(q);
+                }
+                Err(e) => warn!(vn = %self.me, query = %q, "bitmap broadcast failed, will retry: {e}"),
+            }
+        }
+        debug!(vn = %self.me, height, "worker step");
+        sent
+    }
+
+    /// Under the store's read lock: the proofs to verify (with statements resolved from the
+    /// ledger) and the queries ready for this node's bitmap commit.
+    #[allow(clippy::type_complexity)]
+    fn gather(&mut self) -> Option<(String, Vec<Job>, Vec<(QueryRecord, JudgedSet)>)> {
+        let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
+        let view = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
+        let machine = Machine::load(&view)?;
+        let open = get::open_queries(&view);
+        self.queries.retain(|q, _| open.contains(q));
+        let lookup = |k: &ProofKey| get::proof(&view, k);
+        let mut work = Vec::new();
+        let mut ready = Vec::new();
+        for q in &open {
+            let (Some(record), Some(progress)) = (get::query(&view, q), get::progress(&view, q))
+            else {
+                continue;
+            };
+            let entry = self.queries.entry(*q).or_insert_with(|| QueryWork {
+                vrf: sampling::evaluate(&self.key, machine.chain_id(), q, self.me, rand_core::OsRng),
+                verdicts: BTreeMap::new(),
+                last_broadcast: None,
+            });
+            let threshold = record.registration.threshold_ppm;
+            for proof in get::proofs(&view, q) {
+                if entry.verdicts.contains_key(&proof.key) {
+                    continue;
+                }
+                if !sampling::is_selected(&entry.vrf.0, &proof.key, threshold) {
+                    entry.verdicts.insert(proof.key, Verdict::NotSelected);
+                    continue;
+                }
+                let statement = proofs::resolve(
+                    machine.chain_id(),
+                    machine.roster(),
+                    &record.registration,
+                    &proof,
+                    &lookup,
+                )
+                .map_err(|e| e.to_string());
+                work.push((*q, proof.key, statement.map(|s| (s, proof.proof))));
+            }
+            if let (QueryStatus::Committing { .. }, Some(judged)) = (progress.status, progress.judged) {
+                if get::commit(&view, q, self.me).is_none() {
+                    ready.push((record, judged));
+                }
+            }
+        }
+        Some((machine.chain_id().to_owned(), work, ready))
+    }
+}
+
+/// One verification: the query, the proof key, and the resolved statement with the proof bytes
+/// (or why the statement could not be resolved).
+type Job = (QueryId, ProofKey, Result<(proofs::Statement, Vec<u8>), String>);
+
+/// Verify each job on `threads` threads. A statement that cannot be resolved from the ledger
+/// makes the proof wrong.
+fn verify_all(work: &[Job], threads: usize) -> Vec<Verdict> {
+    let one = |(_, key, job): &Job| {
+        let result = job.as_ref().map_err(Clone::clone).and_then(|(statement, proof)| {
+            statement.verify(proof).map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(()) => Verdict::Correct,
+            Err(e) => {
+                warn!(key = %key, "proof rejected: {e}");
+                Verdict::Wrong
+            }
+        }
+    };
+    if threads <= 1 || work.len() <= 1 {
+        return work.iter().map(one).collect();
+    }
+    let chunk = work.len().div_ceil(threads);
+    thread::scope(|s| {
+        let handles: Vec<_> =
+            work.chunks(chunk).map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>())).collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}

@@ -1,0 +1,292 @@
+//! The Lemal pipeline roles with real cryptography: the querier's plan, data providers' range
+//! proofs, computing nodes' aggregation, noise shuffle and key switch, and the querier's
+//! decryption. Every role returns a signed transaction ready to broadcast.
+//!
+//! Roles read what they build on through [`Ledger`] — the accepted outputs of earlier proofs —
+//! exactly as the verifiers will, so an honest role's proof verifies against the ledger's
+//! statement. A role asked to cheat ([`Cheat`]) submits a proof that does not.
+
+use curve25519_dalek::scalar::Scalar;
+use lemal_contracts::elgamal::{Ciphertext, DecryptionTable, SecretKey};
+use lemal_contracts::group::B;
+use lemal_contracts::ids::{EntityId, ProofKind, QueryId};
+use lemal_contracts::proofs::{self, aggregation, keyswitch, range, shuffle, Ledger};
+use lemal_contracts::state::Roster;
+use lemal_contracts::transcript::ProofContext;
+use lemal_contracts::tx::{querier_pop_context, QuerySpec, RegisterQuery, SubmitProof, Tx, TxBody};
+use rand_core::{CryptoRng, RngCore};
+
+use crate::data::DataBounds;
+use crate::keyring::Keyring;
+use crate::sql::Query;
+
+/// What a pipeline step can fail on.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A proof could not be produced.
+    #[error("{0}")]
+    Proof(#[from] lemal_contracts::ProofError),
+    /// An input is not on the ledger (yet).
+    #[error("{0}")]
+    Resolve(#[from] proofs::ResolveError),
+    /// The entity has no keys in the keyring, or takes no part.
+    #[error("{0}")]
+    Entity(String),
+    /// The result does not decrypt to a bounded value.
+    #[error("result component {0} does not decrypt to a value in range")]
+    Decrypt(usize),
+}
+
+/// Which party cheats, and how (the `--cheat ID[:KIND]` option).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cheat {
+    /// The cheating entity.
+    pub entity: EntityId,
+    /// The proof it falsifies (a data provider: its range proof).
+    pub kind: ProofKind,
+}
+
+impl std::str::FromStr for Cheat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (who, kind) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
+        let entity: EntityId = who.parse().map_err(|e| format!("{e}"))?;
+        let kind = match (entity.role, kind) {
+            (lemal_contracts::ids::Role::Dp, None | Some("range")) => ProofKind::Range,
+            (lemal_contracts::ids::Role::Cn, None) => ProofKind::Aggregation,
+            (lemal_contracts::ids::Role::Cn, Some(k)) => {
+                let k: ProofKind = k.parse().map_err(|e| format!("{e}"))?;
+                if k == ProofKind::Range {
+                    return Err("a computing node makes no range proof".into());
+                }
+                k
+            }
+            _ => return Err(format!("{s}: only dp-N[:range] or cn-N[:aggregation|shuffle|keyswitch] can cheat")),
+        };
+        Ok(Cheat { entity, kind })
+    }
+}
+
+/// The querier's plan of a query: the registration it asks a computing node to send, and the
+/// querier's secret key.
+#[derive(Clone, Debug)]
+pub struct QueryPlan {
+    /// The parsed query.
+    pub query: Query,
+    /// The registration.
+    pub registration: RegisterQuery,
+    /// The public data bounds behind the spec's bounds.
+    pub bounds: DataBounds,
+    /// The querier's ElGamal secret `u`.
+    pub querier: SecretKey,
+}
+
+/// Options of a plan.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// Participating data providers (indices, increasing).
+    pub dps: Vec<u32>,
+    /// Computing nodes in order.
+    pub cns: Vec<u32>,
+    /// Public data bounds.
+    pub bounds: DataBounds,
+    /// Noise scale: 0 for none; else a public noise list of `noise_rows` rows drawn from a
+    /// discretized Laplace distribution of this scale (on the first value of each row).
+    pub noise: u32,
+    /// Rows of the noise list when noise is on.
+    pub noise_rows: usize,
+    /// Sampling threshold in ppm.
+    pub threshold_ppm: u32,
+    /// Proof deadline in blocks.
+    pub proof_deadline: u32,
+    /// Commit window in blocks.
+    pub commit_window: u32,
+}
+
+/// The public noise list: `rows` rows of `width` values, the first value of row `i` the
+/// `(i + ½)/rows` quantile of a Laplace distribution of scale `b`, rounded; the others 0.
+pub fn noise_list(b: u32, rows: usize, width: usize) -> Vec<i64> {
+    if b == 0 {
+        return Vec::new();
+    }
+    let mut out = vec![0i64; rows * width];
+    for i in 0..rows {
+        let p = (i as f64 + 0.5) / rows as f64;
+        let x = if p < 0.5 { f64::from(b) * (2.0 * p).ln() } else { -f64::from(b) * (2.0 - 2.0 * p).ln() };
+        out[i * width] = x.round() as i64;
+    }
+    out
+}
+
+/// Plan `query` with fresh querier keys and a random query id.
+pub fn plan<R: RngCore + CryptoRng>(
+    chain_id: &str,
+    query: Query,
+    opts: &PlanOptions,
+    rng: &mut R,
+) -> QueryPlan {
+    let mut id = [0u8; 16];
+    rng.fill_bytes(&mut id);
+    let query_id = QueryId(id);
+    let op = query.operation;
+    let spec = QuerySpec {
+        sql: query.to_string(),
+        operation: op,
+        range_bits: opts.bounds.range_bits(op),
+        bounds: opts.bounds.value_bounds(op),
+        dps: opts.dps.clone(),
+        cns: opts.cns.clone(),
+        noise: noise_list(opts.noise, opts.noise_rows, op.width()),
+    };
+    let querier = SecretKey::random(rng);
+    let registration = RegisterQuery {
+        query_id,
+        querier_key: querier.public(),
+        querier_pop: querier.prove_possession(&querier_pop_context(chain_id, &query_id), rng),
+        spec,
+        threshold_ppm: opts.threshold_ppm,
+        proof_deadline: opts.proof_deadline,
+        commit_window: opts.commit_window,
+    };
+    QueryPlan { query, registration, bounds: opts.bounds, querier }
+}
+
+fn sign<R: RngCore + CryptoRng>(chain_id: &str, keys: &Keyring, who: EntityId, body: TxBody, rng: &mut R) -> Result<Tx, PipelineError> {
+    let key = keys.signing_key(who).ok_or_else(|| PipelineError::Entity(format!("no keys for {who}")))?;
+    Ok(Tx::sign(chain_id, who, body, key, rng))
+}
+
+fn context(chain_id: &str, plan: &QueryPlan, prover: EntityId) -> ProofContext {
+    ProofContext { chain_id: chain_id.into(), query_id: plan.registration.query_id, prover, index: 0 }
+}
+
+fn submission(plan: &QueryPlan, kind: ProofKind, inputs: Vec<lemal_contracts::ids::ProofKey>, outputs: Vec<Ciphertext>, proof: Vec<u8>) -> TxBody {
+    TxBody::SubmitProof(SubmitProof { query_id: plan.registration.query_id, kind, index: 0, inputs, outputs, proof })
+}
+
+/// The registration, signed by the first computing node of the query.
+pub fn register<R: RngCore + CryptoRng>(chain_id: &str, keys: &Keyring, plan: &QueryPlan, rng: &mut R) -> Result<Tx, PipelineError> {
+    let cn = EntityId::cn(plan.registration.spec.cns[0]);
+    sign(chain_id, keys, cn, TxBody::RegisterQuery(Box::new(plan.registration.clone())), rng)
+}
+
+/// A data provider's submission: its values encrypted under the query key with a range proof.
+/// Cheating, it encrypts a value one above its upper bound and forges the proof (a valid proof
+/// of an in-range value under different ciphertexts).
+pub fn range_submission<R: RngCore + CryptoRng>(
+    chain_id: &str,
+    keys: &Keyring,
+    roster: &Roster,
+    plan: &QueryPlan,
+    dp: EntityId,
+    values: &[i64],
+    cheat: bool,
+    rng: &mut R,
+) -> Result<Tx, PipelineError> {
+    let key = proofs::query_key(roster, &plan.registration)?;
+    let spec = &plan.registration.spec;
+    let (mut statement, proof) = range::encrypt_and_prove(
+        context(chain_id, plan, dp),
+        &key,
+        u32::from(spec.range_bits),
+        &spec.bounds,
+        values,
+        rng,
+    )?;
+    if cheat {
+        let (forged, _) = Ciphertext::encrypt_i64(&key, spec.bounds[0].hi + 1, rng);
+        statement.ciphertexts[0] = forged;
+    }
+    let body = submission(plan, ProofKind::Range, Vec::new(), statement.ciphertexts, proof.to_bytes());
+    sign(chain_id, keys, dp, body, rng)
+}
+
+/// A computing node's aggregation of the inputs present on the ledger. Cheating, it adds an
+/// encryption of 1 to the first component of the sum.
+pub fn aggregation_submission<R: RngCore + CryptoRng>(
+    chain_id: &str,
+    keys: &Keyring,
+    roster: &Roster,
+    plan: &QueryPlan,
+    cn: EntityId,
+    ledger: &impl Ledger,
+    cheat: bool,
+    rng: &mut R,
+) -> Result<Tx, PipelineError> {
+    let q = plan.registration.query_id;
+    let spec = &plan.registration.spec;
+    let inputs: Vec<_> = spec.aggregation_inputs(q, cn.index).into_iter().filter(|k| ledger.proof(k).is_some()).collect();
+    if inputs.is_empty() {
+        return Err(PipelineError::Entity(format!("{cn} has no input on the ledger to aggregate")));
+    }
+    let values = inputs
+        .iter()
+        .map(|k| ledger.proof(k).map(|r| r.outputs).ok_or(proofs::ResolveError::MissingInput(*k)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut output = aggregation::aggregate(&values)?;
+    let statement = aggregation::Statement { context: context(chain_id, plan, cn), inputs: values, output: output.clone() };
+    let proof = aggregation::Proof::prove(&statement)?;
+    if cheat {
+        let key = proofs::query_key(roster, &plan.registration)?;
+        output[0] = output[0] + Ciphertext::encrypt(&key, &Scalar::ONE, &Scalar::random(rng));
+    }
+    sign(chain_id, keys, cn, submission(plan, ProofKind::Aggregation, inputs, output, proof.to_bytes()), rng)
+}
+
+/// A computing node's shuffle of the previous noise list. Cheating, it replaces the first row
+/// of its output by a fresh encryption of a value of its choice (0) and keeps the honest proof.
+pub fn shuffle_submission<R: RngCore + CryptoRng>(
+    chain_id: &str,
+    keys: &Keyring,
+    roster: &Roster,
+    plan: &QueryPlan,
+    cn: EntityId,
+    ledger: &impl Ledger,
+    cheat: bool,
+    rng: &mut R,
+) -> Result<Tx, PipelineError> {
+    let q = plan.registration.query_id;
+    let spec = &plan.registration.spec;
+    let key = proofs::query_key(roster, &plan.registration)?;
+    let inputs = match spec.shuffle_input(q, cn.index) {
+        Some(prev) => ledger.proof(&prev).map(|r| r.outputs).ok_or(proofs::ResolveError::MissingInput(prev))?,
+        None => shuffle::encrypt_public_list(&spec.noise),
+    };
+    let width = spec.width();
+    let (mut outputs, witness) = shuffle::shuffle(&key, width, &inputs, rng)?;
+    let statement = shuffle::Statement { context: context(chain_id, plan, cn), key, width, inputs, outputs: outputs.clone() };
+    let proof = shuffle::Proof::prove(&statement, &witness, rng)?;
+    if cheat {
+        for out in outputs.iter_mut().take(width) {
+            *out = Ciphertext::encrypt(&key, &Scalar::ZERO, &Scalar::random(rng));
+        }
+    }
+    sign(chain_id, keys, cn, submission(plan, ProofKind::Shuffle, Vec::new(), outputs, proof.to_bytes()), rng)
+}
+
+/// A computing node's key switch of the result towards the querier. Cheating, it shifts its
+/// first share by `B` (the querier would decrypt the result plus one).
+pub fn keyswitch_submission<R: RngCore + CryptoRng>(
+    chain_id: &str,
+    keys: &Keyring,
+    plan: &QueryPlan,
+    cn: EntityId,
+    ledger: &impl Ledger,
+    cheat: bool,
+    rng: &mut R,
+) -> Result<Tx, PipelineError> {
+    let inputs = proofs::keyswitch_inputs(&plan.registration, ledger)?;
+    let secret = &keys.cns.get(cn.index as usize).ok_or_else(|| PipelineError::Entity(format!("no keys for {cn}")))?.share;
+    let querier = *plan.registration.querier_key.point();
+    let (mut statement, proof) = keyswitch::switch(context(chain_id, plan, cn), secret, &querier, &inputs, rng)?;
+    if cheat {
+        statement.outputs[0].c2 += B;
+    }
+    sign(chain_id, keys, cn, submission(plan, ProofKind::KeySwitch, Vec::new(), statement.outputs, proof.to_bytes()), rng)
+}
+
+/// Decrypt the result ciphertexts with the querier's key.
+pub fn decrypt(plan: &QueryPlan, result: &[Ciphertext], table: &DecryptionTable) -> Result<Vec<i64>, PipelineError> {
+    result.iter().enumerate().map(|(i, c)| table.decrypt(&plan.querier, c).ok_or(PipelineError::Decrypt(i))).collect()
+}
+
