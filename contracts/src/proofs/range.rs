@@ -71,9 +71,9 @@ pub const MAX_VALUES: usize = 16;
 const BIT_SIZES: [u32; 4] = [8, 16, 32, 64];
 /// Bulletproof parties: two per value, padded to a power of two.
 const MAX_PARTIES: usize = 2 * MAX_VALUES;
-/// Inner-product rounds `lg(n·m)` of the smallest (8 bits, 2 parties) and the largest
-/// (64 bits, 32 parties) aggregated Bulletproof.
+/// Inner-product rounds `lg(n·m)` of the smallest aggregated Bulletproof (8 bits, 2 parties).
 const MIN_ROUNDS: usize = 4;
+/// Inner-product rounds of the largest aggregated Bulletproof (64 bits, 32 parties).
 const MAX_ROUNDS: usize = 11;
 /// Encoded size of a Bulletproof with `k` inner-product rounds: points `A, S, T1, T2`,
 /// scalars `t_x, t̃_x, ẽ`, `k` pairs `(L, R)`, scalars `a, b`.
@@ -472,7 +472,11 @@ impl Proof {
         let mut r = Reader::new(bytes);
         let m = r.u32()? as usize;
         if m == 0 || m > MAX_VALUES {
-            return Err(DecodeError::Length { what: "range proof values", got: m as u64, max: 16 });
+            return Err(DecodeError::Length {
+                what: "range proof values",
+                got: m as u64,
+                max: MAX_VALUES as u64,
+            });
         }
         let point = |r: &mut Reader<'_>| r.point().map(Point::new);
         let commitments = (0..m).map(|_| point(&mut r)).collect::<Result<Vec<_>, _>>()?;
@@ -678,8 +682,10 @@ mod tests {
     }
 
     #[test]
-    fn sixteen_values_of_sixty_four_bits_verify() {
+    fn sixteen_values_of_sixty_four_bits_verify_with_the_largest_bulletproof() {
         let (st, proof) = proven(11, 64, &[bounds(i64::MIN, i64::MAX); MAX_VALUES], &[-3; 16]);
+        assert_eq!(st.rounds(), MAX_ROUNDS);
+        assert_eq!(proof.to_bytes().len(), 8 + 224 * 16 + bulletproof_len(MAX_ROUNDS));
         assert_eq!(proof.verify(&st), Ok(()));
     }
 
@@ -1109,6 +1115,106 @@ mod tests {
             proof.verify(&st),
             Err(ProofError::Equation("Σ-proof linking ciphertexts and commitments"))
         );
+    }
+
+    /// A one-value proof assembled step by step: the commitment and Σ commitments as given,
+    /// the responses computed from the challenge by `respond`, then the Bulletproof on the given
+    /// openings — the prover's steps with every choice left to the forger.
+    fn assemble(
+        st: &Statement,
+        commitment: Point,
+        sigma: SigmaCommitment,
+        respond: impl FnOnce(Scalar) -> SigmaResponse,
+        openings: &[u64],
+        blindings: &[Scalar],
+        rng: &mut ChaCha20Rng,
+    ) -> Proof {
+        let gens = generators();
+        let mut t = st.transcript();
+        let c = sigma_challenge(&mut t, &[commitment], &[sigma]);
+        let response = respond(c);
+        absorb_responses(&mut t, &[response]);
+        let (bulletproof, _) = RangeProof::prove_multiple_with_rng(
+            &gens.bulletproof,
+            &gens.pedersen,
+            &mut t,
+            openings,
+            blindings,
+            st.bits as usize,
+            rng,
+        )
+        .expect("two openings at 8 bits");
+        Proof {
+            commitments: vec![commitment],
+            sigma_commitments: vec![sigma],
+            sigma_responses: vec![response],
+            bulletproof,
+        }
+    }
+
+    #[test]
+    fn verifier_rejects_commitment_to_another_value_than_the_ciphertext() {
+        // The ciphertext holds 101; V commits to 50 and the Bulletproof on V is honest. The C1
+        // and C2 equations are answered for 101, which fixes z_x; the V equation then cannot be
+        // met, so its commitment and response are made up.
+        let (st, w, mut rng) = forgery_setup(101, 0, 100);
+        let commitment = Point::new(generators().pedersen.commit(scalar_from_i64(50), w.s));
+        let (xi, rho) = (Scalar::random(&mut rng), Scalar::random(&mut rng));
+        let sigma = SigmaCommitment {
+            c1: Point::new(RistrettoPoint::mul_base(&rho)),
+            c2: Point::new(RistrettoPoint::multiscalar_mul([xi, rho], [B, st.key])),
+            v: Point::new(RistrettoPoint::random(&mut rng)),
+        };
+        let made_up_s = Scalar::random(&mut rng);
+        let respond = |c| SigmaResponse { x: xi + c * w.x, r: rho + c * w.r, s: made_up_s };
+        let proof = assemble(&st, commitment, sigma, respond, &[50, 50], &[w.s, -w.s], &mut rng);
+        assert_eq!(
+            proof.verify(&st),
+            Err(ProofError::Equation("Σ-proof linking ciphertexts and commitments"))
+        );
+    }
+
+    #[test]
+    fn verifier_rejects_ciphertext_whose_halves_use_different_randomness() {
+        // (r1·B, 50·B + r2·K) decrypts to 50 + (r2 − r1)·k, not to 50. The prover knows 50 and
+        // r2 and answers the C2 and V equations; z_r is then fixed by C2, so the C1 equation's
+        // commitment is made up.
+        let (mut st, w, mut rng) = forgery_setup(50, 0, 100);
+        let r1 = Scalar::random(&mut rng);
+        st.ciphertexts[0].c1 = RistrettoPoint::mul_base(&r1);
+        let commitment = Point::new(generators().pedersen.commit(w.x, w.s));
+        let (xi, rho, sigma_s) =
+            (Scalar::random(&mut rng), Scalar::random(&mut rng), Scalar::random(&mut rng));
+        let h = generators().pedersen.B_blinding;
+        let sigma = SigmaCommitment {
+            c1: Point::new(RistrettoPoint::random(&mut rng)),
+            c2: Point::new(RistrettoPoint::multiscalar_mul([xi, rho], [B, st.key])),
+            v: Point::new(RistrettoPoint::multiscalar_mul([xi, sigma_s], [B, h])),
+        };
+        let respond = |c| SigmaResponse { x: xi + c * w.x, r: rho + c * w.r, s: sigma_s + c * w.s };
+        let proof = assemble(&st, commitment, sigma, respond, &[50, 50], &[w.s, -w.s], &mut rng);
+        assert_eq!(
+            proof.verify(&st),
+            Err(ProofError::Equation("Σ-proof linking ciphertexts and commitments"))
+        );
+    }
+
+    #[test]
+    fn assembled_proof_with_every_equation_answered_verifies() {
+        // The control for the two forgeries above: the same assembly, answered honestly.
+        let (st, w, mut rng) = forgery_setup(50, 0, 100);
+        let commitment = Point::new(generators().pedersen.commit(w.x, w.s));
+        let (xi, rho, sigma_s) =
+            (Scalar::random(&mut rng), Scalar::random(&mut rng), Scalar::random(&mut rng));
+        let h = generators().pedersen.B_blinding;
+        let sigma = SigmaCommitment {
+            c1: Point::new(RistrettoPoint::mul_base(&rho)),
+            c2: Point::new(RistrettoPoint::multiscalar_mul([xi, rho], [B, st.key])),
+            v: Point::new(RistrettoPoint::multiscalar_mul([xi, sigma_s], [B, h])),
+        };
+        let respond = |c| SigmaResponse { x: xi + c * w.x, r: rho + c * w.r, s: sigma_s + c * w.s };
+        let proof = assemble(&st, commitment, sigma, respond, &[50, 50], &[w.s, -w.s], &mut rng);
+        assert_eq!(proof.verify(&st), Ok(()));
     }
 
     #[test]
