@@ -3,9 +3,16 @@
 //! - [`machine`]: the deterministic state machine (genesis, transaction checks and execution,
 //!   end of block, skipchain) — pure, no I/O;
 //! - [`keys`] and [`ledger`]: the state layout and typed access to it;
-//! - [`codes`]: the stable rejection codes.
+//! - [`codes`]: the stable rejection codes;
+//! - [`store`]: the authenticated, durable state — a Jellyfish Merkle tree persisted in redb;
+//! - [`abci`] and [`query`]: the thin ABCI adapter and the query paths;
+//! - [`worker`]: the off-chain verifier that commits this node's bitmaps.
 
+pub mod abci;
 pub mod codes;
 pub mod keys;
 pub mod ledger;
 pub mod machine;
+pub mod query;
+pub mod store;
+pub mod worker;

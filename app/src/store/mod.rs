@@ -1,0 +1,491 @@
+//! The authenticated, durable key-value store of a verifying node.
+//!
+//! State is a Jellyfish Merkle tree with SHA-256 hashing (crate `jmt`) persisted in one redb
+//! file. Keys and values are non-empty byte strings; the app defines typed keys on top. The app
+//! hash of a height is the root of the tree at that height, the tree's version being the block
+//! height.
+//!
+//! One block goes through three steps:
+//!
+//! 1. execution in an [`Overlay`] of the committed state ([`Store::overlay`]), each transaction
+//!    in a child overlay ([`Overlay::transact`]) that is dropped when it fails;
+//! 2. [`Store::prepare`] computes the new root in memory from the block's [`WriteSet`], without
+//!    writing anything, and returns it in a [`Prepared`] (FinalizeBlock returns its app hash);
+//! 3. [`Store::commit`] writes the prepared block — tree nodes, values, stale-node records, key
+//!    preimages, the latest-value table and the (height, app hash) record — in one redb write
+//!    transaction with immediate durability. A crash before it returns leaves the store at the
+//!    previous height and hash; a crash after leaves it at the new ones.
+//!
+//! Reads of committed state: [`Store::get`] and [`Store::scan_prefix`] at the latest height,
+//! [`Store::get_with_proof`] at any committed height with an ICS23 proof that
+//! [`verify_proof`] checks against that height's app hash.
+//!
+//! ```
+//! use lemal_app::store::{verify_proof, Store, StoreError};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let mut store = Store::open(&dir.path().join("state.redb"))?;
+//!
+//! // FinalizeBlock: each transaction in its own child overlay, dropped if it fails.
+//! let mut block = store.overlay()?;
+//! block.transact(|tx| tx.put(b"query/1".to_vec(), b"open".to_vec()))?;
+//! let refused: Result<(), StoreError> = block.transact(|tx| {
+//!     tx.put(b"query/2".to_vec(), b"open".to_vec())?;
+//!     Err(StoreError::EmptyValue) // any failure of the transaction
+//! });
+//! assert!(refused.is_err());
+//! let prepared = store.prepare(1, block.into_write_set())?;
+//! let app_hash = prepared.app_hash();
+//!
+//! // Commit.
+//! let committed = store.commit(prepared)?;
+//! assert_eq!((committed.height, committed.app_hash), (1, app_hash));
+//!
+//! // Query with proof.
+//! let (value, proof) = store.get_with_proof(b"query/1", 1)?;
+//! assert!(verify_proof(&app_hash, b"query/1", value.as_deref(), &proof));
+//! let (absent, proof) = store.get_with_proof(b"query/2", 1)?;
+//! assert!(absent.is_none() && verify_proof(&app_hash, b"query/2", None, &proof));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Tables of the redb file:
+//!
+//! | table        | key                                   | value                                  |
+//! |--------------|---------------------------------------|----------------------------------------|
+//! | `meta`       | `"schema"`, `"committed"`             | `lemal-store/1`; height (u64 BE) ‖ app hash |
+//! | `jmt_nodes`  | (version, borsh nibble path)          | borsh tree node                        |
+//! | `jmt_values` | (SHA-256 of key, version)             | `0` (deleted) or `1` ‖ value           |
+//! | `jmt_stale`  | (stale since, node version, path)     | ()                                     |
+//! | `preimages`  | SHA-256 of key                        | raw key                                |
+//! | `latest`     | raw key                               | latest value (deleted keys removed)    |
+//!
+//! Every version stays readable: stale-node records are kept so that old versions can be pruned
+//! later, but nothing is pruned yet.
+
+mod overlay;
+mod proof;
+mod tables;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use jmt::storage::Node;
+use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, RootHash};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use sha2::Sha256;
+use thiserror::Error;
+
+pub use overlay::{Overlay, WriteSet};
+pub use proof::{proof_spec, verify_proof};
+
+use tables::{LatestView, TreeView};
+
+/// The root of the empty tree: the app hash of a store before its first commit, and after
+/// every key has been deleted.
+pub const EMPTY_ROOT: [u8; 32] = JellyfishMerkleTree::<'static, TreeView, Sha256>::EMPTY_ROOT.0;
+
+/// Key-value pairs in key byte order, as prefix scans return them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Why the store refused an operation or could not perform it.
+///
+/// Variants from [`StoreError::Database`] to [`StoreError::IncompatibleSchema`] mean the store is
+/// unusable (I/O failure or damaged contents); the ABCI layer stops on them rather than answer
+/// from a broken state. The others are refusals of a misuse and leave the store unchanged.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database file could not be opened, read or written.
+    #[error("database: {0}")]
+    Database(#[from] redb::Error),
+    /// The Merkle tree could not be read or updated: a node it needs is missing or it broke one
+    /// of its own invariants.
+    #[error("merkle tree: {0}")]
+    Tree(String),
+    /// A record is malformed or inconsistent with the others.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The file was written by another program or another version of this store.
+    #[error("incompatible store schema {found:?}")]
+    IncompatibleSchema {
+        /// The schema marker found in the file.
+        found: String,
+    },
+    /// [`Store::prepare`] was asked for a height that does not follow the committed one.
+    #[error("block height {requested} does not follow committed height {committed}")]
+    HeightNotNext {
+        /// The committed height.
+        committed: u64,
+        /// The height asked for.
+        requested: u64,
+    },
+    /// [`Store::commit`] was given a block prepared on a state that is no longer the committed
+    /// one.
+    #[error(
+        "block {height} was prepared on height {prepared_on}, but height {committed} is committed"
+    )]
+    StalePrepared {
+        /// The height of the prepared block.
+        height: u64,
+        /// The committed height the block was prepared on.
+        prepared_on: u64,
+        /// The committed height now.
+        committed: u64,
+    },
+    /// A proof was asked for a version that is not committed.
+    #[error("version {version} is not committed (latest committed height is {committed})")]
+    UnknownVersion {
+        /// The version asked for.
+        version: u64,
+        /// The latest committed height.
+        committed: u64,
+    },
+    /// An empty key, which no proof could cover.
+    #[error("keys must not be empty")]
+    EmptyKey,
+    /// An empty value, which no proof could cover.
+    #[error("values must not be empty")]
+    EmptyValue,
+}
+
+impl StoreError {
+    /// Turns an error reported by the tree back into the store error it carries, if any.
+    fn from_tree(err: anyhow::Error) -> Self {
+        match err.downcast::<StoreError>() {
+            Ok(err) => err,
+            Err(err) => StoreError::Tree(format!("{err:#}")),
+        }
+    }
+}
+
+/// Converts each redb error type through [`redb::Error`].
+macro_rules! from_redb {
+    ($($error:ty),+ $(,)?) => {$(
+        impl From<$error> for StoreError {
+            fn from(err: $error) -> Self {
+                StoreError::Database(err.into())
+            }
+        }
+    )+};
+}
+
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+);
+
+/// What the last commit made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Committed {
+    /// The height of the last committed block; 0 before the first commit.
+    pub height: u64,
+    /// The app hash (tree root) after that block; [`EMPTY_ROOT`] before the first commit.
+    pub app_hash: [u8; 32],
+}
+
+impl Committed {
+    /// The state of a store before its first commit.
+    pub const GENESIS: Committed = Committed { height: 0, app_hash: EMPTY_ROOT };
+}
+
+/// A block whose new root is computed but not yet written; hand it to [`Store::commit`].
+#[derive(Debug)]
+pub struct Prepared {
+    base: Committed,
+    next: Committed,
+    /// Tree nodes: (version, borsh nibble path, borsh node).
+    nodes: Vec<(u64, Vec<u8>, Vec<u8>)>,
+    /// Versioned values: (key hash, version, tagged value).
+    values: Vec<([u8; 32], u64, Vec<u8>)>,
+    /// Stale-node records: (stale since, node version, borsh nibble path).
+    stale: Vec<(u64, u64, Vec<u8>)>,
+    /// Preimages of the keys written: (key hash, raw key).
+    preimages: Vec<([u8; 32], Vec<u8>)>,
+    writes: WriteSet,
+}
+
+impl Prepared {
+    /// The height of the block.
+    pub fn height(&self) -> u64 {
+        self.next.height
+    }
+
+    /// The app hash after the block.
+    pub fn app_hash(&self) -> [u8; 32] {
+        self.next.app_hash
+    }
+}
+
+/// The authenticated store: one redb file holding the Merkle tree and the latest values.
+pub struct Store {
+    db: Database,
+    committed: Committed,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("committed", &self.committed).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Creates the database file at `path`, or reopens it at its last committed height.
+    ///
+    /// Reopening checks the schema marker and that the tree root stored for the committed
+    /// height hashes to the committed app hash. The file is locked while the store is open.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        let txn = begin_durable_write(&db)?;
+        let committed = {
+            let mut meta = txn.open_table(tables::META)?;
+            // Create every table, so that read transactions always find them.
+            txn.open_table(tables::NODES)?;
+            txn.open_table(tables::VALUES)?;
+            txn.open_table(tables::STALE)?;
+            txn.open_table(tables::PREIMAGES)?;
+            txn.open_table(tables::LATEST)?;
+            let schema = meta.get(tables::SCHEMA_KEY)?.map(|found| found.value().to_vec());
+            match schema {
+                None => {
+                    meta.insert(tables::SCHEMA_KEY, tables::SCHEMA)?;
+                }
+                Some(found) if found == tables::SCHEMA => {}
+                Some(found) => {
+                    return Err(StoreError::IncompatibleSchema {
+                        found: String::from_utf8_lossy(&found).into_owned(),
+                    })
+                }
+            }
+            let record = meta.get(tables::COMMITTED_KEY)?;
+            match record {
+                None => Committed::GENESIS,
+                Some(bytes) => tables::decode_committed(bytes.value())?,
+            }
+        };
+        txn.commit()?;
+
+        if committed.height > 0 {
+            let root = TreeView::open(&db)?.root_hash(committed.height)?;
+            if root != Some(committed.app_hash) {
+                return Err(StoreError::Corrupt(format!(
+                    "the tree root at committed height {} does not match the committed app hash",
+                    committed.height
+                )));
+            }
+        }
+        Ok(Store { db, committed })
+    }
+
+    /// The height and app hash the last commit made durable.
+    pub fn committed(&self) -> Committed {
+        self.committed
+    }
+
+    /// The committed value of `key` at the latest height.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        LatestView::open(&self.db)?.get(key)
+    }
+
+    /// Every committed key starting with `prefix` and its value at the latest height, in key
+    /// byte order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        LatestView::open(&self.db)?.scan_prefix(prefix)
+    }
+
+    /// The app hash committed at `version` (a block height).
+    pub fn app_hash_at(&self, version: u64) -> Result<[u8; 32], StoreError> {
+        self.check_committed_version(version)?;
+        TreeView::open(&self.db)?
+            .root_hash(version)?
+            .ok_or(StoreError::UnknownVersion { version, committed: self.committed.height })
+    }
+
+    /// The value of `key` at `version` (a committed block height) with an ICS23 proof against
+    /// the app hash of that version: an existence proof when the key is present, a
+    /// non-existence proof when it is absent. Check it with [`verify_proof`].
+    pub fn get_with_proof(
+        &self,
+        key: &[u8],
+        version: u64,
+    ) -> Result<(Option<Vec<u8>>, ics23::CommitmentProof), StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::EmptyKey);
+        }
+        self.check_committed_version(version)?;
+        let view = TreeView::open(&self.db)?;
+        match view.root(version)? {
+            None => Err(StoreError::UnknownVersion { version, committed: self.committed.height }),
+            // An empty tree has no neighbours to prove an absence with: the root says it all.
+            Some(Node::Null) => Ok((None, empty_tree_proof(key))),
+            Some(_) => JellyfishMerkleTree::<_, Sha256>::new(&view)
+                .get_with_ics23_proof(key.to_vec(), version)
+                .map_err(StoreError::from_tree),
+        }
+    }
+
+    /// Computes the root after applying `writes` to the committed state as block `height`,
+    /// without writing anything.
+    ///
+    /// `height` must be the committed height plus one; the first block may have any height
+    /// from 1 (a chain may start above height 1). A block without writes keeps the root.
+    pub fn prepare(&self, height: u64, writes: WriteSet) -> Result<Prepared, StoreError> {
+        let base = self.committed;
+        let follows = match base.height {
+            0 => height >= 1,
+            committed => committed.checked_add(1) == Some(height),
+        };
+        if !follows {
+            return Err(StoreError::HeightNotNext { committed: base.height, requested: height });
+        }
+
+        let mut value_set: Vec<(KeyHash, Option<OwnedValue>)> = Vec::with_capacity(writes.len());
+        let mut preimages = Vec::new();
+        for (key, value) in writes.iter() {
+            let key_hash = KeyHash::with::<Sha256>(key);
+            value_set.push((key_hash, value.map(<[u8]>::to_vec)));
+            if value.is_some() {
+                preimages.push((key_hash.0, key.to_vec()));
+            }
+        }
+
+        let view = TreeView::open(&self.db)?;
+        let tree = JellyfishMerkleTree::<_, Sha256>::new(&view);
+        let (RootHash(app_hash), batch) =
+            tree.put_value_set(value_set, height).map_err(StoreError::from_tree)?;
+
+        let mut nodes = Vec::with_capacity(batch.node_batch.nodes().len());
+        let mut has_root = false;
+        for (key, node) in batch.node_batch.nodes() {
+            let (version, path) = tables::node_key_parts(key)?;
+            if version != height {
+                // When the tree was empty before the first block and stays empty, jmt records
+                // the empty root under the version below; that version never existed here.
+                if path == tables::ROOT_PATH && *node == Node::Null {
+                    continue;
+                }
+                return Err(StoreError::Tree(format!(
+                    "update of version {height} wrote a node of version {version}"
+                )));
+            }
+            has_root |= path == tables::ROOT_PATH;
+            nodes.push((version, path, tables::to_borsh(node)?));
+        }
+        if !has_root {
+            // Same case: make the empty root of this version explicit.
+            if base.app_hash != EMPTY_ROOT || app_hash != EMPTY_ROOT {
+                return Err(StoreError::Tree(format!("update of version {height} left no root")));
+            }
+            nodes.push((height, tables::ROOT_PATH.to_vec(), tables::to_borsh(&Node::Null)?));
+        }
+
+        let values = batch
+            .node_batch
+            .values()
+            .iter()
+            .map(|((version, key_hash), value)| {
+                (key_hash.0, *version, tables::encode_versioned(value.as_deref()))
+            })
+            .collect();
+        let stale = batch
+            .stale_node_index_batch
+            .iter()
+            .map(|index| {
+                let (version, path) = tables::node_key_parts(&index.node_key)?;
+                Ok((index.stale_since_version, version, path))
+            })
+            .collect::<Result<_, StoreError>>()?;
+
+        Ok(Prepared {
+            base,
+            next: Committed { height, app_hash },
+            nodes,
+            values,
+            stale,
+            preimages,
+            writes,
+        })
+    }
+
+    /// Writes a prepared block durably and makes it the committed state.
+    ///
+    /// Everything goes in one redb write transaction with immediate durability: when this
+    /// returns `Ok`, the block survives a crash; when it fails, nothing of it was written.
+    pub fn commit(&mut self, prepared: Prepared) -> Result<Committed, StoreError> {
+        if prepared.base != self.committed {
+            return Err(StoreError::StalePrepared {
+                height: prepared.next.height,
+                prepared_on: prepared.base.height,
+                committed: self.committed.height,
+            });
+        }
+        let txn = begin_durable_write(&self.db)?;
+        {
+            let mut nodes = txn.open_table(tables::NODES)?;
+            for (version, path, node) in &prepared.nodes {
+                nodes.insert((*version, path.as_slice()), node.as_slice())?;
+            }
+            let mut values = txn.open_table(tables::VALUES)?;
+            for (key_hash, version, value) in &prepared.values {
+                values.insert((*key_hash, *version), value.as_slice())?;
+            }
+            let mut stale = txn.open_table(tables::STALE)?;
+            for (since, version, path) in &prepared.stale {
+                stale.insert((*since, *version, path.as_slice()), ())?;
+            }
+            let mut preimages = txn.open_table(tables::PREIMAGES)?;
+            for (key_hash, key) in &prepared.preimages {
+                preimages.insert(*key_hash, key.as_slice())?;
+            }
+            let mut latest = txn.open_table(tables::LATEST)?;
+            for (key, value) in prepared.writes.iter() {
+                match value {
+                    Some(value) => latest.insert(key, value)?,
+                    None => latest.remove(key)?,
+                };
+            }
+            let mut meta = txn.open_table(tables::META)?;
+            meta.insert(
+                tables::COMMITTED_KEY,
+                tables::encode_committed(&prepared.next).as_slice(),
+            )?;
+        }
+        txn.commit()?;
+        self.committed = prepared.next;
+        Ok(self.committed)
+    }
+
+    /// Refuses versions outside the committed range.
+    fn check_committed_version(&self, version: u64) -> Result<(), StoreError> {
+        if version == 0 || version > self.committed.height {
+            return Err(StoreError::UnknownVersion { version, committed: self.committed.height });
+        }
+        Ok(())
+    }
+}
+
+/// Begins a write transaction whose commit is durable when it returns.
+fn begin_durable_write(db: &Database) -> Result<WriteTransaction, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    Ok(txn)
+}
+
+/// The proof that `key` is absent from the empty tree: a non-existence proof with no neighbour,
+/// which [`verify_proof`] accepts against [`EMPTY_ROOT`] only.
+fn empty_tree_proof(key: &[u8]) -> ics23::CommitmentProof {
+    ics23::CommitmentProof {
+        proof: Some(ics23::commitment_proof::Proof::Nonexist(ics23::NonExistenceProof {
+            key: key.to_vec(),
+            left: None,
+            right: None,
+        })),
+    }
+}
