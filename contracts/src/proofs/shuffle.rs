@@ -1,1 +1,0 @@
-//! The shuffle proof contract.
