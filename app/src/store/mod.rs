@@ -93,6 +93,9 @@ use tables::{LatestView, TreeView};
 /// every key has been deleted.
 pub const EMPTY_ROOT: [u8; 32] = JellyfishMerkleTree::<'static, TreeView, Sha256>::EMPTY_ROOT.0;
 
+/// The highest block height the store accepts: CometBFT heights are signed 64-bit integers.
+pub const MAX_HEIGHT: u64 = i64::MAX as u64;
+
 /// Key-value pairs in key byte order, as prefix scans return them.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -368,12 +371,13 @@ impl Store {
     /// without writing anything.
     ///
     /// `height` must be the committed height plus one; the first block may have any height
-    /// from 1 (a chain may start above height 1). A block without writes keeps the root.
+    /// from 1 (a chain may start above height 1). Heights stop at [`MAX_HEIGHT`]. A block
+    /// without writes keeps the root.
     pub fn prepare(&self, height: u64, writes: WriteSet) -> Result<Prepared, StoreError> {
         let base = self.committed;
         let follows = match base.height {
-            0 => height >= 1,
-            committed => committed.checked_add(1) == Some(height),
+            0 => (1..=MAX_HEIGHT).contains(&height),
+            committed => committed.checked_add(1) == Some(height) && height <= MAX_HEIGHT,
         };
         if !follows {
             return Err(StoreError::HeightNotNext { committed: base.height, requested: height });

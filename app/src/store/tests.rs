@@ -162,10 +162,13 @@ fn first_block_may_start_above_height_one() {
 #[test]
 fn prepare_refuses_a_height_that_does_not_follow_the_committed_one() {
     let (_dir, mut store) = new_store();
-    assert!(matches!(
-        store.prepare(0, WriteSet::new()),
-        Err(StoreError::HeightNotNext { committed: 0, requested: 0 })
-    ));
+    for requested in [0, MAX_HEIGHT + 1, u64::MAX] {
+        assert!(matches!(
+            store.prepare(requested, write_set(&[(b"k", Some(b"v"))])),
+            Err(StoreError::HeightNotNext { committed: 0, requested: r }) if r == requested
+        ));
+    }
+    assert_eq!(store.prepare(MAX_HEIGHT, WriteSet::new()).unwrap().height(), MAX_HEIGHT);
     commit_block(&mut store, &[(b"k", Some(b"v"))]);
     for requested in [0, 1, 3, u64::MAX] {
         assert!(matches!(
