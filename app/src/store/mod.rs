@@ -57,10 +57,14 @@
 //! |--------------|---------------------------------------|----------------------------------------|
 //! | `meta`       | `"schema"`, `"committed"`             | `lemal-store/1`; height (u64 BE) ‖ app hash |
 //! | `jmt_nodes`  | (version, borsh nibble path)          | borsh tree node                        |
-//! | `jmt_values` | (SHA-256 of key, version)             | `0` (deleted) or `1` ‖ value           |
-//! | `jmt_stale`  | (stale since, node version, path)     | ()                                     |
+//! | `jmt_stale`  | version                               | borsh set of the nodes it made stale   |
 //! | `preimages`  | SHA-256 of key                        | raw key                                |
-//! | `latest`     | raw key                               | latest value (deleted keys removed)    |
+//! | `latest`     | raw key                               | version ‖ latest value (live keys only) |
+//! | `earlier_values` | (raw key, version)                | `0` (deleted) or `1` ‖ value           |
+//!
+//! A key's value at a version is its `latest` value if written at or before that version, else
+//! the newest `earlier_values` record at or before it. A block moves each value it replaces from
+//! `latest` to `earlier_values`, so a block of new keys writes each value once.
 //!
 //! Every version stays readable: stale-node records are kept so that old versions can be pruned
 //! later, but nothing is pruned yet.
@@ -74,7 +78,7 @@ mod tests;
 
 use std::path::Path;
 
-use jmt::storage::Node;
+use jmt::storage::{Node, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, RootHash};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use sha2::Sha256;
@@ -89,14 +93,17 @@ use tables::{LatestView, TreeView};
 /// every key has been deleted.
 pub const EMPTY_ROOT: [u8; 32] = JellyfishMerkleTree::<'static, TreeView, Sha256>::EMPTY_ROOT.0;
 
+/// The highest block height the store accepts: CometBFT heights are signed 64-bit integers.
+pub const MAX_HEIGHT: u64 = i64::MAX as u64;
+
 /// Key-value pairs in key byte order, as prefix scans return them.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Why the store refused an operation or could not perform it.
 ///
-/// Variants from [`StoreError::Database`] to [`StoreError::IncompatibleSchema`] mean the store is
-/// unusable (I/O failure or damaged contents); the ABCI layer stops on them rather than answer
-/// from a broken state. The others are refusals of a misuse and leave the store unchanged.
+/// [`StoreError::is_fatal`] tells the two kinds apart: a store that cannot be used (I/O failure,
+/// damaged or foreign contents), on which the ABCI layer stops rather than answer from a broken
+/// state, and a refused misuse that leaves the store unchanged.
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The database file could not be opened, read or written.
@@ -153,6 +160,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the store itself is unusable, as opposed to one request being refused.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            StoreError::Database(_)
+            | StoreError::Tree(_)
+            | StoreError::Corrupt(_)
+            | StoreError::IncompatibleSchema { .. } => true,
+            StoreError::HeightNotNext { .. }
+            | StoreError::StalePrepared { .. }
+            | StoreError::UnknownVersion { .. }
+            | StoreError::EmptyKey
+            | StoreError::EmptyValue => false,
+        }
+    }
+
     /// Turns an error reported by the tree back into the store error it carries, if any.
     fn from_tree(err: anyhow::Error) -> Self {
         match err.downcast::<StoreError>() {
@@ -197,19 +219,33 @@ impl Committed {
 }
 
 /// A block whose new root is computed but not yet written; hand it to [`Store::commit`].
-#[derive(Debug)]
 pub struct Prepared {
     base: Committed,
     next: Committed,
     /// Tree nodes: (version, borsh nibble path, borsh node).
     nodes: Vec<(u64, Vec<u8>, Vec<u8>)>,
-    /// Versioned values: (key hash, version, tagged value).
-    values: Vec<([u8; 32], u64, Vec<u8>)>,
-    /// Stale-node records: (stale since, node version, borsh nibble path).
-    stale: Vec<(u64, u64, Vec<u8>)>,
-    /// Preimages of the keys written: (key hash, raw key).
-    preimages: Vec<([u8; 32], Vec<u8>)>,
-    writes: WriteSet,
+    /// The nodes this block makes stale, borsh-encoded, if any.
+    stale: Option<Vec<u8>>,
+    /// The block's changes in key byte order.
+    changes: Vec<Change>,
+}
+
+/// One key's change in a prepared block.
+struct Change {
+    key: Vec<u8>,
+    key_hash: [u8; 32],
+    value: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("base", &self.base)
+            .field("next", &self.next)
+            .field("changes", &self.changes.len())
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Prepared {
@@ -248,7 +284,7 @@ impl Store {
             let mut meta = txn.open_table(tables::META)?;
             // Create every table, so that read transactions always find them.
             txn.open_table(tables::NODES)?;
-            txn.open_table(tables::VALUES)?;
+            txn.open_table(tables::EARLIER)?;
             txn.open_table(tables::STALE)?;
             txn.open_table(tables::PREIMAGES)?;
             txn.open_table(tables::LATEST)?;
@@ -335,31 +371,27 @@ impl Store {
     /// without writing anything.
     ///
     /// `height` must be the committed height plus one; the first block may have any height
-    /// from 1 (a chain may start above height 1). A block without writes keeps the root.
+    /// from 1 (a chain may start above height 1). Heights stop at [`MAX_HEIGHT`]. A block
+    /// without writes keeps the root.
     pub fn prepare(&self, height: u64, writes: WriteSet) -> Result<Prepared, StoreError> {
         let base = self.committed;
         let follows = match base.height {
-            0 => height >= 1,
-            committed => committed.checked_add(1) == Some(height),
+            0 => (1..=MAX_HEIGHT).contains(&height),
+            committed => committed.checked_add(1) == Some(height) && height <= MAX_HEIGHT,
         };
         if !follows {
             return Err(StoreError::HeightNotNext { committed: base.height, requested: height });
         }
 
-        let mut value_set: Vec<(KeyHash, Option<OwnedValue>)> = Vec::with_capacity(writes.len());
-        let mut preimages = Vec::new();
-        for (key, value) in writes.iter() {
-            let key_hash = KeyHash::with::<Sha256>(key);
-            value_set.push((key_hash, value.map(<[u8]>::to_vec)));
-            if value.is_some() {
-                preimages.push((key_hash.0, key.to_vec()));
-            }
-        }
+        let changes: Vec<Change> = writes
+            .into_changes()
+            .map(|(key, value)| Change { key_hash: KeyHash::with::<Sha256>(&key).0, key, value })
+            .collect();
+        let tree_changes =
+            changes.iter().map(|change| (KeyHash(change.key_hash), change.value.clone())).collect();
 
         let view = TreeView::open(&self.db)?;
-        let tree = JellyfishMerkleTree::<_, Sha256>::new(&view);
-        let (RootHash(app_hash), batch) =
-            tree.put_value_set(value_set, height).map_err(StoreError::from_tree)?;
+        let (app_hash, batch) = update_tree(&view, base, height, tree_changes)?;
 
         let mut nodes = Vec::with_capacity(batch.node_batch.nodes().len());
         let mut has_root = false;
@@ -386,32 +418,12 @@ impl Store {
             nodes.push((height, tables::ROOT_PATH.to_vec(), tables::to_borsh(&Node::Null)?));
         }
 
-        let values = batch
-            .node_batch
-            .values()
-            .iter()
-            .map(|((version, key_hash), value)| {
-                (key_hash.0, *version, tables::encode_versioned(value.as_deref()))
-            })
-            .collect();
-        let stale = batch
-            .stale_node_index_batch
-            .iter()
-            .map(|index| {
-                let (version, path) = tables::node_key_parts(&index.node_key)?;
-                Ok((index.stale_since_version, version, path))
-            })
-            .collect::<Result<_, StoreError>>()?;
+        let stale = match batch.stale_node_index_batch.is_empty() {
+            true => None,
+            false => Some(tables::to_borsh(&batch.stale_node_index_batch)?),
+        };
 
-        Ok(Prepared {
-            base,
-            next: Committed { height, app_hash },
-            nodes,
-            values,
-            stale,
-            preimages,
-            writes,
-        })
+        Ok(Prepared { base, next: Committed { height, app_hash }, nodes, stale, changes })
     }
 
     /// Writes a prepared block durably and makes it the committed state.
@@ -432,24 +444,41 @@ impl Store {
             for (version, path, node) in &prepared.nodes {
                 nodes.insert((*version, path.as_slice()), node.as_slice())?;
             }
-            let mut values = txn.open_table(tables::VALUES)?;
-            for (key_hash, version, value) in &prepared.values {
-                values.insert((*key_hash, *version), value.as_slice())?;
-            }
-            let mut stale = txn.open_table(tables::STALE)?;
-            for (since, version, path) in &prepared.stale {
-                stale.insert((*since, *version, path.as_slice()), ())?;
-            }
-            let mut preimages = txn.open_table(tables::PREIMAGES)?;
-            for (key_hash, key) in &prepared.preimages {
-                preimages.insert(*key_hash, key.as_slice())?;
+            if let Some(stale) = &prepared.stale {
+                let mut table = txn.open_table(tables::STALE)?;
+                table.insert(prepared.next.height, stale.as_slice())?;
             }
             let mut latest = txn.open_table(tables::LATEST)?;
-            for (key, value) in prepared.writes.iter() {
-                match value {
-                    Some(value) => latest.insert(key, value)?,
-                    None => latest.remove(key)?,
+            let mut earlier = txn.open_table(tables::EARLIER)?;
+            let mut preimages = txn.open_table(tables::PREIMAGES)?;
+            let height = prepared.next.height;
+            for Change { key, key_hash, value } in &prepared.changes {
+                let key = key.as_slice();
+                let previous = match latest.get(key)? {
+                    None => None,
+                    Some(record) => {
+                        let (version, value) = tables::decode_latest(record.value())?;
+                        Some((version, tables::encode_versioned(Some(value))))
+                    }
                 };
+                // The value being replaced or deleted moves to the earlier values.
+                if let Some((version, replaced)) = &previous {
+                    earlier.insert((key, *version), replaced.as_slice())?;
+                }
+                match value {
+                    Some(value) => {
+                        latest.insert(key, tables::encode_latest(height, value).as_slice())?;
+                        if previous.is_none() {
+                            preimages.insert(key_hash, key)?;
+                        }
+                    }
+                    None if previous.is_some() => {
+                        latest.remove(key)?;
+                        earlier.insert((key, height), tables::encode_versioned(None).as_slice())?;
+                    }
+                    // Deleting an absent key changes nothing.
+                    None => {}
+                }
             }
             let mut meta = txn.open_table(tables::META)?;
             meta.insert(
@@ -468,6 +497,42 @@ impl Store {
             return Err(StoreError::UnknownVersion { version, committed: self.committed.height });
         }
         Ok(())
+    }
+}
+
+/// Applies `changes` to the tree committed at `base` as version `height`, in memory: the new
+/// root and the nodes, values and stale-node records to write.
+///
+/// A block that only inserts or updates keys on top of a committed tree goes through jmt's batch
+/// insertion, which hashes each new node once; a block that deletes, the first block, and the
+/// empty block go through jmt's key-by-key update, which handles every case. Both give the same
+/// root: the tree's shape depends only on its contents.
+fn update_tree(
+    view: &TreeView,
+    base: Committed,
+    height: u64,
+    changes: Vec<(KeyHash, Option<OwnedValue>)>,
+) -> Result<([u8; 32], TreeUpdateBatch), StoreError> {
+    let tree = JellyfishMerkleTree::<_, Sha256>::new(view);
+    let puts: Option<Vec<(KeyHash, OwnedValue)>> =
+        changes.iter().map(|(key_hash, value)| Some((*key_hash, value.clone()?))).collect();
+    match puts {
+        // The batch insertion reads the root of version `height - 1`, which exists once a block
+        // is committed (heights follow each other), and refuses an empty write set.
+        Some(puts) if base.height > 0 && !puts.is_empty() => {
+            let (roots, batch) = tree
+                .batch_put_value_sets(vec![puts], None, height)
+                .map_err(StoreError::from_tree)?;
+            match roots.as_slice() {
+                [RootHash(root)] => Ok((*root, batch)),
+                _ => Err(StoreError::Tree(format!("{} roots for one version", roots.len()))),
+            }
+        }
+        _ => {
+            let (RootHash(root), batch) =
+                tree.put_value_set(changes, height).map_err(StoreError::from_tree)?;
+            Ok((root, batch))
+        }
     }
 }
 

@@ -68,6 +68,11 @@ impl WriteSet {
         self.entries.is_empty()
     }
 
+    /// The changes, by value, in key byte order.
+    pub(super) fn into_changes(self) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> {
+        self.entries.into_iter()
+    }
+
     /// Applies `later` on top of `self`: its changes win.
     fn absorb(&mut self, later: WriteSet) {
         self.entries.extend(later.entries);

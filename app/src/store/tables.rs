@@ -14,14 +14,19 @@ use super::{Committed, Entries, StoreError};
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Tree nodes: (version, borsh nibble path) → borsh node.
 pub(super) const NODES: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("jmt_nodes");
-/// Versioned values: (key hash, version) → tagged value (see [`encode_versioned`]).
-pub(super) const VALUES: TableDefinition<([u8; 32], u64), &[u8]> =
-    TableDefinition::new("jmt_values");
-/// Nodes replaced by a later version: (stale since, node version, nibble path) → ().
-pub(super) const STALE: TableDefinition<(u64, u64, &[u8]), ()> = TableDefinition::new("jmt_stale");
+/// Earlier values: (raw key, version that wrote it) → tagged value (see [`encode_versioned`]),
+/// for every value a key held before its latest one, and every deletion. Keyed by the raw key
+/// rather than its hash so that a block's writes land near each other in the file.
+pub(super) const EARLIER: TableDefinition<(&[u8], u64), &[u8]> =
+    TableDefinition::new("earlier_values");
+/// Nodes replaced by a version: version → borsh `BTreeSet<StaleNodeIndex>` (one record per block
+/// rather than one per node: pruning reads them a version at a time).
+pub(super) const STALE: TableDefinition<u64, &[u8]> = TableDefinition::new("jmt_stale");
 /// Key preimages: key hash → raw key, kept forever so absence can be proven at any version.
 pub(super) const PREIMAGES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("preimages");
-/// The latest value of every live key, in raw key byte order, for point reads and prefix scans.
+/// The latest value of every live key, in raw key byte order, for point reads and prefix scans,
+/// and for the tree when it asks for a value at or after the version that wrote it: raw key →
+/// version (u64 big-endian) ‖ value (see [`encode_latest`]).
 pub(super) const LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("latest");
 
 /// Meta key of the schema marker.
@@ -52,6 +57,22 @@ pub(super) fn decode_committed(bytes: &[u8]) -> Result<Committed, StoreError> {
             StoreError::Corrupt(format!("committed record has {} bytes, not 40", bytes.len()))
         })?;
     Ok(Committed { height: u64::from_be_bytes(height), app_hash })
+}
+
+/// Encodes a [`LATEST`] record: the version that wrote the value, then the value.
+pub(super) fn encode_latest(version: u64, value: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(value.len() + 8);
+    bytes.extend_from_slice(&version.to_be_bytes());
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+/// Decodes a [`LATEST`] record written by [`encode_latest`].
+pub(super) fn decode_latest(bytes: &[u8]) -> Result<(u64, &[u8]), StoreError> {
+    match bytes.split_first_chunk::<8>() {
+        Some((version, value)) if !value.is_empty() => Ok((u64::from_be_bytes(*version), value)),
+        _ => Err(StoreError::Corrupt("latest-value record shorter than 9 bytes".into())),
+    }
 }
 
 /// Encodes a versioned tree value: tag 0 for a deletion, tag 1 followed by the value bytes.
@@ -89,7 +110,8 @@ pub(super) fn node_key_parts(key: &NodeKey) -> Result<(u64, Vec<u8>), StoreError
 /// A consistent read-only view of the tree tables, as of the moment it was opened.
 pub(super) struct TreeView {
     nodes: ReadOnlyTable<(u64, &'static [u8]), &'static [u8]>,
-    values: ReadOnlyTable<([u8; 32], u64), &'static [u8]>,
+    latest: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    earlier: ReadOnlyTable<(&'static [u8], u64), &'static [u8]>,
     preimages: ReadOnlyTable<[u8; 32], &'static [u8]>,
 }
 
@@ -99,7 +121,8 @@ impl TreeView {
         let txn = db.begin_read()?;
         Ok(Self {
             nodes: txn.open_table(NODES)?,
-            values: txn.open_table(VALUES)?,
+            latest: txn.open_table(LATEST)?,
+            earlier: txn.open_table(EARLIER)?,
             preimages: txn.open_table(PREIMAGES)?,
         })
     }
@@ -117,6 +140,29 @@ impl TreeView {
     /// The root node of `version`, if that version was committed.
     pub(super) fn root(&self, version: u64) -> Result<Option<Node>, StoreError> {
         self.node(version, &ROOT_PATH)
+    }
+
+    /// The raw key hashing to `key_hash`, if such a key was ever written.
+    fn key_of(&self, key_hash: KeyHash) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.preimages.get(key_hash.0)?.map(|key| key.value().to_vec()))
+    }
+
+    /// The value of the key hashing to `key_hash` at `version`: the newest one written at or
+    /// before it, `None` if there is none or the newest change was a deletion.
+    fn value_at(&self, version: u64, key_hash: KeyHash) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(key) = self.key_of(key_hash)? else {
+            return Ok(None);
+        };
+        if let Some(record) = self.latest.get(key.as_slice())? {
+            let (written, value) = decode_latest(record.value())?;
+            if written <= version {
+                return Ok(Some(value.to_vec()));
+            }
+        }
+        match self.earlier.range((key.as_slice(), 0)..=(key.as_slice(), version))?.next_back() {
+            None => Ok(None),
+            Some(entry) => decode_versioned(entry?.1.value()),
+        }
     }
 
     /// The root hash of `version`, if that version was committed.
@@ -138,14 +184,7 @@ impl TreeReader for TreeView {
         max_version: Version,
         key_hash: KeyHash,
     ) -> anyhow::Result<Option<OwnedValue>> {
-        let newest = self.values.range((key_hash.0, 0)..=(key_hash.0, max_version))?.next_back();
-        match newest {
-            None => Ok(None),
-            Some(entry) => {
-                let (_, value) = entry?;
-                Ok(decode_versioned(value.value())?)
-            }
-        }
+        Ok(self.value_at(max_version, key_hash)?)
     }
 
     fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
@@ -156,7 +195,7 @@ impl TreeReader for TreeView {
 
 impl HasPreimage for TreeView {
     fn preimage(&self, key_hash: KeyHash) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self.preimages.get(key_hash.0)?.map(|key| key.value().to_vec()))
+        Ok(self.key_of(key_hash)?)
     }
 }
 
@@ -173,7 +212,10 @@ impl LatestView {
 
     /// The latest committed value of `key`.
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.table.get(key)?.map(|value| value.value().to_vec()))
+        match self.table.get(key)? {
+            None => Ok(None),
+            Some(record) => Ok(Some(decode_latest(record.value())?.1.to_vec())),
+        }
     }
 
     /// Every committed key starting with `prefix` and its value, in key byte order.
@@ -185,7 +227,7 @@ impl LatestView {
             if !key.starts_with(prefix) {
                 break;
             }
-            found.push((key.to_vec(), value.value().to_vec()));
+            found.push((key.to_vec(), decode_latest(value.value())?.1.to_vec()));
         }
         Ok(found)
     }

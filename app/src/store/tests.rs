@@ -162,10 +162,13 @@ fn first_block_may_start_above_height_one() {
 #[test]
 fn prepare_refuses_a_height_that_does_not_follow_the_committed_one() {
     let (_dir, mut store) = new_store();
-    assert!(matches!(
-        store.prepare(0, WriteSet::new()),
-        Err(StoreError::HeightNotNext { committed: 0, requested: 0 })
-    ));
+    for requested in [0, MAX_HEIGHT + 1, u64::MAX] {
+        assert!(matches!(
+            store.prepare(requested, write_set(&[(b"k", Some(b"v"))])),
+            Err(StoreError::HeightNotNext { committed: 0, requested: r }) if r == requested
+        ));
+    }
+    assert_eq!(store.prepare(MAX_HEIGHT, WriteSet::new()).unwrap().height(), MAX_HEIGHT);
     commit_block(&mut store, &[(b"k", Some(b"v"))]);
     for requested in [0, 1, 3, u64::MAX] {
         assert!(matches!(
@@ -173,6 +176,32 @@ fn prepare_refuses_a_height_that_does_not_follow_the_committed_one() {
             Err(StoreError::HeightNotNext { committed: 1, requested: r }) if r == requested
         ));
     }
+}
+
+#[test]
+fn misuse_is_refused_without_being_fatal() {
+    let refusals = [
+        StoreError::HeightNotNext { committed: 1, requested: 3 },
+        StoreError::StalePrepared { height: 2, prepared_on: 1, committed: 2 },
+        StoreError::UnknownVersion { version: 9, committed: 2 },
+        StoreError::EmptyKey,
+        StoreError::EmptyValue,
+    ];
+    assert!(refusals.iter().all(|err| !err.is_fatal()));
+    let broken = [
+        StoreError::Tree("missing node".into()),
+        StoreError::Corrupt("bad record".into()),
+        StoreError::IncompatibleSchema { found: "other".into() },
+    ];
+    assert!(broken.iter().all(StoreError::is_fatal));
+}
+
+#[test]
+fn store_and_prepared_blocks_can_cross_threads() {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Store>();
+    send_and_sync::<Prepared>();
+    send_and_sync::<WriteSet>();
 }
 
 #[test]
@@ -286,7 +315,10 @@ fn prepared_but_uncommitted_block_is_gone_after_reopen() {
 #[test]
 fn the_store_file_cannot_be_opened_twice() {
     let (dir, _store) = new_store();
-    assert!(matches!(Store::open(&db_path(&dir)), Err(StoreError::Database(_))));
+    match Store::open(&db_path(&dir)) {
+        Err(err @ StoreError::Database(_)) => assert!(err.is_fatal()),
+        other => panic!("expected a database error, got {other:?}"),
+    }
 }
 
 #[test]
@@ -426,6 +458,57 @@ fn proofs_of_an_old_version_show_the_value_of_that_version() {
     assert_eq!(value, None);
     assert!(verify_proof(&v3.app_hash, b"k", None, &proof));
     assert!(!verify_proof(&v2.app_hash, b"k", None, &proof));
+}
+
+#[test]
+fn a_key_deleted_and_written_again_has_the_right_value_at_every_version() {
+    let (_dir, mut store) = new_store();
+    let mut roots = vec![commit_block(&mut store, &[(b"k", Some(b"one")), (b"n", Some(b"x"))])];
+    roots.push(commit_block(&mut store, &[(b"k", None)]));
+    roots.push(commit_block(&mut store, &[(b"n", Some(b"y"))]));
+    roots.push(commit_block(&mut store, &[(b"k", Some(b"two"))]));
+    roots.push(commit_block(&mut store, &[(b"k", Some(b"three"))]));
+    let expected: [Option<&[u8]>; 5] = [Some(b"one"), None, None, Some(b"two"), Some(b"three")];
+    for (committed, expected) in roots.iter().zip(expected) {
+        let (value, proof) = store.get_with_proof(b"k", committed.height).unwrap();
+        assert_eq!(value.as_deref(), expected, "at height {}", committed.height);
+        assert!(verify_proof(&committed.app_hash, b"k", expected, &proof));
+    }
+    assert_eq!(store.get(b"k").unwrap(), Some(b"three".to_vec()));
+}
+
+#[test]
+fn insert_only_blocks_reach_the_same_root_as_key_by_key_updates() {
+    // A block of puts on a committed tree takes jmt's batch insertion; adding the deletion of
+    // an absent key sends the same block through the key-by-key update instead.
+    let seed: Vec<(Vec<u8>, Vec<u8>)> =
+        (0u16..300).map(|i| (i.to_be_bytes().to_vec(), vec![1, i as u8])).collect();
+    let next: Vec<(Vec<u8>, Vec<u8>)> =
+        (0u16..600).map(|i| ((i * 3).to_be_bytes().to_vec(), vec![2, i as u8])).collect();
+    let run = |extra_delete: bool| -> (Committed, Store, TempDir) {
+        let (dir, mut store) = new_store();
+        let mut first = WriteSet::new();
+        for (key, value) in &seed {
+            first.put(key.clone(), value.clone()).unwrap();
+        }
+        store.commit(store.prepare(1, first).unwrap()).unwrap();
+        let mut second = WriteSet::new();
+        for (key, value) in &next {
+            second.put(key.clone(), value.clone()).unwrap();
+        }
+        if extra_delete {
+            second.delete(b"absent".to_vec()).unwrap();
+        }
+        let committed = store.commit(store.prepare(2, second).unwrap()).unwrap();
+        (committed, store, dir)
+    };
+    let (batched, batched_store, _a) = run(false);
+    let (key_by_key, _, _b) = run(true);
+    assert_eq!(batched, key_by_key);
+    for (key, value) in next.iter().step_by(37) {
+        let (_, proof) = batched_store.get_with_proof(key, 2).unwrap();
+        assert!(verify_proof(&batched.app_hash, key, Some(value), &proof));
+    }
 }
 
 #[test]
@@ -792,6 +875,9 @@ fn hex(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Model-based property test
 
+/// The reference model of the store's contents.
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// A change or read inside a block or transaction.
 #[derive(Clone, Debug)]
 enum Op {
@@ -831,7 +917,7 @@ fn blocks() -> impl Strategy<Value = Vec<(Vec<Op>, bool)>> {
 }
 
 /// Applies `ops` to `overlay` and to the model `view`, checking every read against the model.
-fn run_ops(overlay: &mut Overlay<'_>, view: &mut BTreeMap<Vec<u8>, Vec<u8>>, ops: &[Op]) {
+fn run_ops(overlay: &mut Overlay<'_>, view: &mut Model, ops: &[Op]) {
     for op in ops {
         match op {
             Op::Put(key, value) => {
@@ -897,8 +983,10 @@ proptest! {
     fn store_and_overlays_behave_like_a_btreemap(blocks in blocks()) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&db_path(&dir)).unwrap();
-        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut model = Model::new();
         let probes = all_keys();
+        // The committed state and contents of every height so far.
+        let mut history: Vec<(Committed, Model)> = Vec::new();
 
         for (ops, reopen) in &blocks {
             let mut view = model.clone();
@@ -915,16 +1003,20 @@ proptest! {
                 prop_assert_eq!(store.committed(), committed);
             }
 
-            let scanned: BTreeMap<Vec<u8>, Vec<u8>> =
-                store.scan_prefix(b"").unwrap().into_iter().collect();
+            let scanned: Model = store.scan_prefix(b"").unwrap().into_iter().collect();
             prop_assert_eq!(&scanned, &model);
             for key in &probes {
                 prop_assert_eq!(store.get(key).unwrap(), model.get(key).cloned());
             }
-            for key in probes.iter().step_by(5) {
-                let (value, proof) = store.get_with_proof(key, height).unwrap();
-                prop_assert_eq!(&value, &model.get(key).cloned());
-                prop_assert!(verify_proof(&committed.app_hash, key, value.as_deref(), &proof));
+            history.push((committed, model.clone()));
+            // Proofs at every committed height show the contents of that height.
+            for (then, contents) in &history {
+                prop_assert_eq!(store.app_hash_at(then.height).unwrap(), then.app_hash);
+                for key in probes.iter().step_by(4) {
+                    let (value, proof) = store.get_with_proof(key, then.height).unwrap();
+                    prop_assert_eq!(&value, &contents.get(key).cloned());
+                    prop_assert!(verify_proof(&then.app_hash, key, value.as_deref(), &proof));
+                }
             }
         }
 
