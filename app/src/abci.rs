@@ -158,7 +158,12 @@ impl LemalApp {
     }
 
     /// Run `txs` through deliver on a scratch overlay; returns each result.
-    fn simulate(&self, height: u64, time: Timestamp, txs: &[prost::bytes::Bytes]) -> Vec<Result<(), TxError>> {
+    fn simulate(
+        &self,
+        height: u64,
+        time: Timestamp,
+        txs: &[prost::bytes::Bytes],
+    ) -> Vec<Result<(), TxError>> {
         let consensus = self.consensus();
         let Some(machine) = consensus.machine.as_ref() else {
             return txs.iter().map(|_| Err(TxError::NotCommitting("genesis".into()))).collect();
@@ -207,7 +212,8 @@ impl Application for LemalApp {
                 Sum::Secp256k1(_) => None,
             })
             .collect();
-        let ctx = BlockCtx { height: height_of(request.initial_height), time: time_of(request.time) };
+        let ctx =
+            BlockCtx { height: height_of(request.initial_height), time: time_of(request.time) };
         let store = self.shared.store.read().unwrap_or_else(PoisonError::into_inner);
         let mut overlay = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
         let machine = match Machine::genesis(
@@ -246,7 +252,11 @@ impl Application for LemalApp {
     fn check_tx(&self, request: RequestCheckTx) -> ResponseCheckTx {
         let consensus = self.consensus();
         let Some(machine) = consensus.machine.as_ref() else {
-            return ResponseCheckTx { code: 30, log: "chain not initialised".into(), ..Default::default() };
+            return ResponseCheckTx {
+                code: 30,
+                log: "chain not initialised".into(),
+                ..Default::default()
+            };
         };
         let store = self.shared.store.read().unwrap_or_else(PoisonError::into_inner);
         let mut overlay = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
@@ -312,7 +322,9 @@ impl Application for LemalApp {
         for tx in &request.txs {
             let result = overlay.transact(|child| machine.deliver(child, &ctx, tx));
             tx_results.push(match result {
-                Ok(events) => ExecTxResult { code: 0, events: abci_events(events), ..Default::default() },
+                Ok(events) => {
+                    ExecTxResult { code: 0, events: abci_events(events), ..Default::default() }
+                }
                 Err(e) => {
                     debug!(code = e.code(), "tx rejected: {e:#}");
                     ExecTxResult {
@@ -350,9 +362,12 @@ impl Application for LemalApp {
             store.commit(prepared).unwrap_or_else(|e| panic!("store commit failed: {e}"))
         };
         drop(consensus);
-        if let Some(tx) = self.shared.committed_tx.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        if let Some(tx) =
+            self.shared.committed_tx.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+        {
             // The worker may have stopped; consensus does not depend on it.
-            let _ = tx.send(CommittedBlock { height: committed.height, app_hash: committed.app_hash });
+            let _ =
+                tx.send(CommittedBlock { height: committed.height, app_hash: committed.app_hash });
         }
         ResponseCommit { retain_height: 0 }
     }

@@ -60,9 +60,11 @@ impl KvWrite for MemState {
 
 fn read<T: BorshDeserialize>(s: &impl KvRead, key: &[u8]) -> Option<T> {
     let bytes = s.get(key)?;
-    Some(from_borsh(&bytes).unwrap_or_else(|e| {
-        panic!("state value under {} does not decode: {e}", hex::encode(key))
-    }))
+    Some(
+        from_borsh(&bytes).unwrap_or_else(|e| {
+            panic!("state value under {} does not decode: {e}", hex::encode(key))
+        }),
+    )
 }
 
 fn write<T: BorshSerialize>(s: &mut impl KvWrite, key: Vec<u8>, value: &T) {

@@ -16,10 +16,11 @@ use lemal_contracts::sampling;
 use lemal_contracts::state::{
     back_link_target, proofs_root, skip_height, Bitmap, BitmapCommitRecord, BlockPayload,
     GenesisRecord, GenesisState, JudgedSet, Params, ProofRecord, QueryPayload, QueryProgress,
-    QueryRecord, QueryStatus,
-    Roster, SkipBlock, Timestamp,
+    QueryRecord, QueryStatus, Roster, SkipBlock, Timestamp,
 };
-use lemal_contracts::tx::{querier_pop_context, CommitBitmap, RegisterQuery, SubmitProof, Tx, TxBody};
+use lemal_contracts::tx::{
+    querier_pop_context, CommitBitmap, RegisterQuery, SubmitProof, Tx, TxBody,
+};
 use sha2::{Digest, Sha256};
 
 use crate::codes::TxError;
@@ -202,11 +203,7 @@ impl Machine {
                 set::query(
                     state,
                     &q,
-                    &QueryRecord {
-                        registration: *r,
-                        registrar: signer,
-                        registered_at: ctx.height,
-                    },
+                    &QueryRecord { registration: *r, registrar: signer, registered_at: ctx.height },
                 );
                 set::progress(
                     state,
@@ -506,10 +503,9 @@ impl Machine {
             reported,
             absent,
             proofs_root: judged.proofs_root,
-            result: lemal_contracts::proofs::result_ciphertexts(
-                reg,
-                &|k: &ProofKey| get::proof(state, k),
-            )
+            result: lemal_contracts::proofs::result_ciphertexts(reg, &|k: &ProofKey| {
+                get::proof(state, k)
+            })
             .unwrap_or_default(),
         };
         self.append(state, ctx, BlockPayload::Query(payload))
@@ -527,8 +523,14 @@ impl Machine {
             .iter()
             .map(|&t| get::block(state, t).expect("back link target exists").hash())
             .collect();
-        let block =
-            SkipBlock { index, height, back_links, ledger_height: ctx.height, time: ctx.time, payload };
+        let block = SkipBlock {
+            index,
+            height,
+            back_links,
+            ledger_height: ctx.height,
+            time: ctx.time,
+            payload,
+        };
         let hash = block.hash();
         set::block(state, &block, &hash);
         set::skip_head(state, index);
@@ -545,8 +547,8 @@ impl Machine {
 /// Fix the judged proof set: which expected proofs arrived and the Merkle root of their hashes.
 fn judge(state: &impl KvRead, q: &QueryId, expected: &[ProofKey]) -> JudgedSet {
     let proofs = get::proofs(state, q);
-    let received = expected.iter().map(|k| proofs.binary_search_by(|p| p.key.cmp(k)).is_ok()).collect();
+    let received =
+        expected.iter().map(|k| proofs.binary_search_by(|p| p.key.cmp(k)).is_ok()).collect();
     let hashes: Vec<[u8; 32]> = proofs.iter().map(ProofRecord::hash).collect();
     JudgedSet { received, proofs_root: proofs_root(&hashes) }
 }
-

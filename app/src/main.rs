@@ -53,10 +53,15 @@ fn main() -> Result<()> {
     )
     .with_context(|| format!("parsing key file {}", args.key.display()))?;
     if key_file.entity.role != Role::Vn {
-        bail!("{} holds the keys of {}, not of a verifying node", args.key.display(), key_file.entity);
+        bail!(
+            "{} holds the keys of {}, not of a verifying node",
+            args.key.display(),
+            key_file.entity
+        );
     }
     let key = key_file.signing_key().context("key file")?;
-    std::fs::create_dir_all(&args.home).with_context(|| format!("creating {}", args.home.display()))?;
+    std::fs::create_dir_all(&args.home)
+        .with_context(|| format!("creating {}", args.home.display()))?;
     let db = args.home.join("state.redb");
     let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     info!(height = store.committed().height, db = %db.display(), "store opened");

@@ -101,7 +101,11 @@ pub fn answer(store: &Store, request: &RequestQuery) -> ResponseQuery {
         Ok(h) => h,
     };
     if height == 0 || height > latest {
-        return fail(code::BAD_HEIGHT, format!("no committed state at height {height} (latest {latest})"), height);
+        return fail(
+            code::BAD_HEIGHT,
+            format!("no committed state at height {height} (latest {latest})"),
+            height,
+        );
     }
     let target = match parse_path(&request.path) {
         Ok(t) => t,
@@ -113,7 +117,9 @@ pub fn answer(store: &Store, request: &RequestQuery) -> ResponseQuery {
         Target::Indexed(index_key) => match read(&index_key) {
             Ok((Some(v), _)) => match from_borsh::<u64>(&v) {
                 Ok(index) => keys::block(index),
-                Err(e) => panic!("index value under {} does not decode: {e}", hex::encode(index_key)),
+                Err(e) => {
+                    panic!("index value under {} does not decode: {e}", hex::encode(index_key))
+                }
             },
             Ok((None, proof)) => {
                 let mut r = fail(code::NOT_FOUND, "no such block".into(), height);
@@ -127,7 +133,11 @@ pub fn answer(store: &Store, request: &RequestQuery) -> ResponseQuery {
         },
         Target::List(prefix) => {
             if height != latest {
-                return fail(code::BAD_HEIGHT, "lists are served at the latest height only".into(), height);
+                return fail(
+                    code::BAD_HEIGHT,
+                    "lists are served at the latest height only".into(),
+                    height,
+                );
             }
             let values: Vec<Vec<u8>> = match store.scan_prefix(&prefix) {
                 Ok(entries) => entries.into_iter().map(|(_, v)| v).collect(),

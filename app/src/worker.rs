@@ -50,7 +50,8 @@ pub struct RpcBroadcast {
 impl RpcBroadcast {
     /// A client of the node at `url` speaking the CometBFT 0.38 RPC dialect.
     pub fn new(url: &str) -> Result<Self, String> {
-        let url: tendermint_rpc::HttpClientUrl = url.parse().map_err(|e| format!("rpc url: {e}"))?;
+        let url: tendermint_rpc::HttpClientUrl =
+            url.parse().map_err(|e| format!("rpc url: {e}"))?;
         let client = tendermint_rpc::HttpClient::builder(url)
             .compat_mode(tendermint_rpc::client::CompatMode::V0_38)
             .build()
@@ -96,7 +97,13 @@ pub struct Worker<B: Broadcast> {
 
 impl<B: Broadcast> Worker<B> {
     /// A worker for verifying node `me` with its sr25519 `key`.
-    pub fn new(me: EntityId, key: SigningKey, store: Arc<RwLock<Store>>, broadcast: B, threads: usize) -> Self {
+    pub fn new(
+        me: EntityId,
+        key: SigningKey,
+        store: Arc<RwLock<Store>>,
+        broadcast: B,
+        threads: usize,
+    ) -> Self {
         Self { me, key, store, broadcast, threads: threads.max(1), queries: BTreeMap::new() }
     }
 
@@ -161,7 +168,9 @@ impl<B: Broadcast> Worker<B> {
                     info!(vn = %self.me, query = %q, "bitmap broadcast");
                     sent.push(q);
                 }
-                Err(e) => warn!(vn = %self.me, query = %q, "bitmap broadcast failed, will retry: {e}"),
+                Err(e) => {
+                    warn!(vn = %self.me, query = %q, "bitmap broadcast failed, will retry: {e}")
+                }
             }
         }
         debug!(vn = %self.me, height, "worker step");
@@ -186,7 +195,13 @@ impl<B: Broadcast> Worker<B> {
                 continue;
             };
             let entry = self.queries.entry(*q).or_insert_with(|| QueryWork {
-                vrf: sampling::evaluate(&self.key, machine.chain_id(), q, self.me, rand_core::OsRng),
+                vrf: sampling::evaluate(
+                    &self.key,
+                    machine.chain_id(),
+                    q,
+                    self.me,
+                    rand_core::OsRng,
+                ),
                 verdicts: BTreeMap::new(),
                 last_broadcast: None,
             });
@@ -209,7 +224,9 @@ impl<B: Broadcast> Worker<B> {
                 .map_err(|e| e.to_string());
                 work.push((*q, proof.key, statement.map(|s| (s, proof.proof))));
             }
-            if let (QueryStatus::Committing { .. }, Some(judged)) = (progress.status, progress.judged) {
+            if let (QueryStatus::Committing { .. }, Some(judged)) =
+                (progress.status, progress.judged)
+            {
                 if get::commit(&view, q, self.me).is_none() {
                     ready.push((record, judged));
                 }
@@ -227,9 +244,10 @@ type Job = (QueryId, ProofKey, Result<(proofs::Statement, Vec<u8>), String>);
 /// makes the proof wrong.
 fn verify_all(work: &[Job], threads: usize) -> Vec<Verdict> {
     let one = |(_, key, job): &Job| {
-        let result = job.as_ref().map_err(Clone::clone).and_then(|(statement, proof)| {
-            statement.verify(proof).map_err(|e| e.to_string())
-        });
+        let result = job
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|(statement, proof)| statement.verify(proof).map_err(|e| e.to_string()));
         match result {
             Ok(()) => Verdict::Correct,
             Err(e) => {
@@ -243,8 +261,10 @@ fn verify_all(work: &[Job], threads: usize) -> Vec<Verdict> {
     }
     let chunk = work.len().div_ceil(threads);
     thread::scope(|s| {
-        let handles: Vec<_> =
-            work.chunks(chunk).map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+            .collect();
         handles
             .into_iter()
             .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))

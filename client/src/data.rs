@@ -70,8 +70,12 @@ impl DataBounds {
 
     /// The smallest range-proof bit size that covers every bound.
     pub fn range_bits(&self, op: Operation) -> u8 {
-        let widest =
-            self.value_bounds(op).iter().map(|b| i128::from(b.hi) - i128::from(b.lo)).max().unwrap_or(0);
+        let widest = self
+            .value_bounds(op)
+            .iter()
+            .map(|b| i128::from(b.hi) - i128::from(b.lo))
+            .max()
+            .unwrap_or(0);
         [8u8, 16, 32, 64].into_iter().find(|&n| widest < 1i128 << n).unwrap_or(64)
     }
 }
@@ -79,7 +83,13 @@ impl DataBounds {
 impl Dataset {
     /// A synthetic table with columns `value_column` (uniform in the bounds) and
     /// `filter_column` (uniform in 0..=1000), `rows` rows, deterministic in `seed`.
-    pub fn synthetic(seed: u64, value_column: &str, filter_column: &str, rows: u32, bounds: &DataBounds) -> Self {
+    pub fn synthetic(
+        seed: u64,
+        value_column: &str,
+        filter_column: &str,
+        rows: u32,
+        bounds: &DataBounds,
+    ) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let span = u64::try_from(bounds.max - bounds.min).unwrap_or(0) + 1;
         let rows = (0..rows)
@@ -97,7 +107,9 @@ impl Dataset {
         let text = std::fs::read_to_string(path)
             .map_err(|source| DataError::Io { path: path.display().to_string(), source })?;
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let header = lines.next().ok_or_else(|| DataError::Csv(format!("{}: empty file", path.display())))?;
+        let header = lines
+            .next()
+            .ok_or_else(|| DataError::Csv(format!("{}: empty file", path.display())))?;
         let columns: Vec<String> = header.split(',').map(|c| c.trim().to_owned()).collect();
         let rows = lines
             .enumerate()
@@ -106,9 +118,17 @@ impl Dataset {
                     .split(',')
                     .map(|v| v.trim().parse::<i64>())
                     .collect::<Result<_, _>>()
-                    .map_err(|e| DataError::Csv(format!("{} line {}: {e}", path.display(), i + 2)))?;
+                    .map_err(|e| {
+                        DataError::Csv(format!("{} line {}: {e}", path.display(), i + 2))
+                    })?;
                 if row.len() != columns.len() {
-                    return Err(DataError::Csv(format!("{} line {}: {} fields, header has {}", path.display(), i + 2, row.len(), columns.len())));
+                    return Err(DataError::Csv(format!(
+                        "{} line {}: {} fields, header has {}",
+                        path.display(),
+                        i + 2,
+                        row.len(),
+                        columns.len()
+                    )));
                 }
                 Ok(row)
             })
@@ -117,14 +137,21 @@ impl Dataset {
     }
 
     fn column(&self, name: &str) -> Result<usize, DataError> {
-        self.columns.iter().position(|c| c == name).ok_or_else(|| DataError::MissingColumn(name.into()))
+        self.columns
+            .iter()
+            .position(|c| c == name)
+            .ok_or_else(|| DataError::MissingColumn(name.into()))
     }
 
     /// The values this provider encrypts for `query`: its local sum, count, sum of squares as the
     /// operation needs, over the rows that pass the filter. Checks the public bounds.
     pub fn local_values(&self, query: &Query, bounds: &DataBounds) -> Result<Vec<i64>, DataError> {
         if self.rows.len() > bounds.rows as usize {
-            return Err(DataError::OutOfBounds(format!("{} rows, the query allows {}", self.rows.len(), bounds.rows)));
+            return Err(DataError::OutOfBounds(format!(
+                "{} rows, the query allows {}",
+                self.rows.len(),
+                bounds.rows
+            )));
         }
         let value = if query.column == "*" { None } else { Some(self.column(&query.column)?) };
         let filter = match &query.filter {
@@ -141,7 +168,10 @@ impl Dataset {
             if let Some(c) = value {
                 let x = row[c];
                 if x < bounds.min || x > bounds.max {
-                    return Err(DataError::OutOfBounds(format!("value {x} outside [{}, {}]", bounds.min, bounds.max)));
+                    return Err(DataError::OutOfBounds(format!(
+                        "value {x} outside [{}, {}]",
+                        bounds.min, bounds.max
+                    )));
                 }
                 sum += x;
                 sumsq += x * x;
@@ -178,7 +208,10 @@ mod tests {
 
     #[test]
     fn local_values_follow_the_filter_and_operation() {
-        let d = Dataset { columns: vec!["x".into(), "z".into()], rows: vec![vec![10, 5], vec![20, 500], vec![30, 100]] };
+        let d = Dataset {
+            columns: vec!["x".into(), "z".into()],
+            rows: vec![vec![10, 5], vec![20, 500], vec![30, 100]],
+        };
         let b = DataBounds { min: 0, max: 100, rows: 10 };
         let q = parse("SELECT avg(x) FROM y WHERE z < 321").expect("query");
         assert_eq!(d.local_values(&q, &b).expect("values"), vec![40, 2]);

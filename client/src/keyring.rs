@@ -6,7 +6,9 @@
 use lemal_contracts::elgamal::SecretKey;
 use lemal_contracts::ids::{EntityId, Role};
 use lemal_contracts::sig::{KeyFile, SigningKey};
-use lemal_contracts::state::{cn_pop_context, CnEntry, DpEntry, GenesisState, Params, Roster, VnEntry};
+use lemal_contracts::state::{
+    cn_pop_context, CnEntry, DpEntry, GenesisState, Params, Roster, VnEntry,
+};
 use rand_core::{CryptoRng, RngCore};
 
 /// A computing node's keys.
@@ -31,7 +33,12 @@ pub struct Keyring {
 
 impl Keyring {
     /// Fresh keys for `vns` verifying nodes, `cns` computing nodes and `dps` data providers.
-    pub fn generate<R: RngCore + CryptoRng>(vns: usize, cns: usize, dps: usize, rng: &mut R) -> Self {
+    pub fn generate<R: RngCore + CryptoRng>(
+        vns: usize,
+        cns: usize,
+        dps: usize,
+        rng: &mut R,
+    ) -> Self {
         Keyring {
             vns: (0..vns).map(|_| SigningKey::random(rng)).collect(),
             cns: (0..cns)
@@ -63,7 +70,9 @@ impl Keyring {
                 .map(|(i, k)| CnEntry {
                     key: k.signing.verifying_key(),
                     share: k.share.public(),
-                    share_pop: k.share.prove_possession(&cn_pop_context(EntityId::cn(i as u32)), rng),
+                    share_pop: k
+                        .share
+                        .prove_possession(&cn_pop_context(EntityId::cn(i as u32)), rng),
                 })
                 .collect(),
             dps: self.dps.iter().map(|k| DpEntry { key: k.verifying_key() }).collect(),
@@ -102,7 +111,8 @@ impl Keyring {
     pub fn from_key_files(files: &[KeyFile]) -> Result<Self, String> {
         let mut ring = Keyring { vns: Vec::new(), cns: Vec::new(), dps: Vec::new() };
         for role in [Role::Vn, Role::Cn, Role::Dp] {
-            let mut of_role: Vec<&KeyFile> = files.iter().filter(|f| f.entity.role == role).collect();
+            let mut of_role: Vec<&KeyFile> =
+                files.iter().filter(|f| f.entity.role == role).collect();
             of_role.sort_by_key(|f| f.entity.index);
             for (i, f) in of_role.into_iter().enumerate() {
                 if f.entity.index as usize != i {

@@ -9,7 +9,7 @@
 use curve25519_dalek::scalar::Scalar;
 use lemal_contracts::elgamal::{Ciphertext, DecryptionTable, SecretKey};
 use lemal_contracts::group::B;
-use lemal_contracts::ids::{EntityId, ProofKind, QueryId};
+use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId};
 use lemal_contracts::proofs::{self, aggregation, keyswitch, range, shuffle, Ledger};
 use lemal_contracts::state::Roster;
 use lemal_contracts::transcript::ProofContext;
@@ -61,7 +61,11 @@ impl std::str::FromStr for Cheat {
                 }
                 k
             }
-            _ => return Err(format!("{s}: only dp-N[:range] or cn-N[:aggregation|shuffle|keyswitch] can cheat")),
+            _ => {
+                return Err(format!(
+                    "{s}: only dp-N[:range] or cn-N[:aggregation|shuffle|keyswitch] can cheat"
+                ))
+            }
         };
         Ok(Cheat { entity, kind })
     }
@@ -112,7 +116,11 @@ pub fn noise_list(b: u32, rows: usize, width: usize) -> Vec<i64> {
     let mut out = vec![0i64; rows * width];
     for i in 0..rows {
         let p = (i as f64 + 0.5) / rows as f64;
-        let x = if p < 0.5 { f64::from(b) * (2.0 * p).ln() } else { -f64::from(b) * (2.0 - 2.0 * p).ln() };
+        let x = if p < 0.5 {
+            f64::from(b) * (2.0 * p).ln()
+        } else {
+            -f64::from(b) * (2.0 - 2.0 * p).ln()
+        };
         out[i * width] = x.round() as i64;
     }
     out
@@ -151,142 +159,217 @@ pub fn plan<R: RngCore + CryptoRng>(
     QueryPlan { query, registration, bounds: opts.bounds, querier }
 }
 
-fn sign<R: RngCore + CryptoRng>(chain_id: &str, keys: &Keyring, who: EntityId, body: TxBody, rng: &mut R) -> Result<Tx, PipelineError> {
-    let key = keys.signing_key(who).ok_or_else(|| PipelineError::Entity(format!("no keys for {who}")))?;
-    Ok(Tx::sign(chain_id, who, body, key, rng))
+/// One party's view of a running query: the chain, every key it may sign with, the roster
+/// and the plan. The role functions are its methods.
+#[derive(Clone, Copy, Debug)]
+pub struct Session<'a> {
+    /// The chain id.
+    pub chain_id: &'a str,
+    /// Keys of the entities this process acts for.
+    pub keys: &'a Keyring,
+    /// The ledger's roster.
+    pub roster: &'a Roster,
+    /// The query.
+    pub plan: &'a QueryPlan,
 }
 
-fn context(chain_id: &str, plan: &QueryPlan, prover: EntityId) -> ProofContext {
-    ProofContext { chain_id: chain_id.into(), query_id: plan.registration.query_id, prover, index: 0 }
-}
-
-fn submission(plan: &QueryPlan, kind: ProofKind, inputs: Vec<lemal_contracts::ids::ProofKey>, outputs: Vec<Ciphertext>, proof: Vec<u8>) -> TxBody {
-    TxBody::SubmitProof(SubmitProof { query_id: plan.registration.query_id, kind, index: 0, inputs, outputs, proof })
-}
-
-/// The registration, signed by the first computing node of the query.
-pub fn register<R: RngCore + CryptoRng>(chain_id: &str, keys: &Keyring, plan: &QueryPlan, rng: &mut R) -> Result<Tx, PipelineError> {
-    let cn = EntityId::cn(plan.registration.spec.cns[0]);
-    sign(chain_id, keys, cn, TxBody::RegisterQuery(Box::new(plan.registration.clone())), rng)
-}
-
-/// A data provider's submission: its values encrypted under the query key with a range proof.
-/// Cheating, it encrypts a value one above its upper bound and forges the proof (a valid proof
-/// of an in-range value under different ciphertexts).
-pub fn range_submission<R: RngCore + CryptoRng>(
-    chain_id: &str,
-    keys: &Keyring,
-    roster: &Roster,
-    plan: &QueryPlan,
-    dp: EntityId,
-    values: &[i64],
-    cheat: bool,
-    rng: &mut R,
-) -> Result<Tx, PipelineError> {
-    let key = proofs::query_key(roster, &plan.registration)?;
-    let spec = &plan.registration.spec;
-    let (mut statement, proof) = range::encrypt_and_prove(
-        context(chain_id, plan, dp),
-        &key,
-        u32::from(spec.range_bits),
-        &spec.bounds,
-        values,
-        rng,
-    )?;
-    if cheat {
-        let (forged, _) = Ciphertext::encrypt_i64(&key, spec.bounds[0].hi + 1, rng);
-        statement.ciphertexts[0] = forged;
+impl Session<'_> {
+    fn sign<R: RngCore + CryptoRng>(
+        &self,
+        who: EntityId,
+        body: TxBody,
+        rng: &mut R,
+    ) -> Result<Tx, PipelineError> {
+        let key = self
+            .keys
+            .signing_key(who)
+            .ok_or_else(|| PipelineError::Entity(format!("no keys for {who}")))?;
+        Ok(Tx::sign(self.chain_id, who, body, key, rng))
     }
-    let body = submission(plan, ProofKind::Range, Vec::new(), statement.ciphertexts, proof.to_bytes());
-    sign(chain_id, keys, dp, body, rng)
-}
 
-/// A computing node's aggregation of the inputs present on the ledger. Cheating, it adds an
-/// encryption of 1 to the first component of the sum.
-pub fn aggregation_submission<R: RngCore + CryptoRng>(
-    chain_id: &str,
-    keys: &Keyring,
-    roster: &Roster,
-    plan: &QueryPlan,
-    cn: EntityId,
-    ledger: &impl Ledger,
-    cheat: bool,
-    rng: &mut R,
-) -> Result<Tx, PipelineError> {
-    let q = plan.registration.query_id;
-    let spec = &plan.registration.spec;
-    let inputs: Vec<_> = spec.aggregation_inputs(q, cn.index).into_iter().filter(|k| ledger.proof(k).is_some()).collect();
-    if inputs.is_empty() {
-        return Err(PipelineError::Entity(format!("{cn} has no input on the ledger to aggregate")));
-    }
-    let values = inputs
-        .iter()
-        .map(|k| ledger.proof(k).map(|r| r.outputs).ok_or(proofs::ResolveError::MissingInput(*k)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut output = aggregation::aggregate(&values)?;
-    let statement = aggregation::Statement { context: context(chain_id, plan, cn), inputs: values, output: output.clone() };
-    let proof = aggregation::Proof::prove(&statement)?;
-    if cheat {
-        let key = proofs::query_key(roster, &plan.registration)?;
-        output[0] = output[0] + Ciphertext::encrypt(&key, &Scalar::ONE, &Scalar::random(rng));
-    }
-    sign(chain_id, keys, cn, submission(plan, ProofKind::Aggregation, inputs, output, proof.to_bytes()), rng)
-}
-
-/// A computing node's shuffle of the previous noise list. Cheating, it replaces the first row
-/// of its output by a fresh encryption of a value of its choice (0) and keeps the honest proof.
-pub fn shuffle_submission<R: RngCore + CryptoRng>(
-    chain_id: &str,
-    keys: &Keyring,
-    roster: &Roster,
-    plan: &QueryPlan,
-    cn: EntityId,
-    ledger: &impl Ledger,
-    cheat: bool,
-    rng: &mut R,
-) -> Result<Tx, PipelineError> {
-    let q = plan.registration.query_id;
-    let spec = &plan.registration.spec;
-    let key = proofs::query_key(roster, &plan.registration)?;
-    let inputs = match spec.shuffle_input(q, cn.index) {
-        Some(prev) => ledger.proof(&prev).map(|r| r.outputs).ok_or(proofs::ResolveError::MissingInput(prev))?,
-        None => shuffle::encrypt_public_list(&spec.noise),
-    };
-    let width = spec.width();
-    let (mut outputs, witness) = shuffle::shuffle(&key, width, &inputs, rng)?;
-    let statement = shuffle::Statement { context: context(chain_id, plan, cn), key, width, inputs, outputs: outputs.clone() };
-    let proof = shuffle::Proof::prove(&statement, &witness, rng)?;
-    if cheat {
-        for out in outputs.iter_mut().take(width) {
-            *out = Ciphertext::encrypt(&key, &Scalar::ZERO, &Scalar::random(rng));
+    fn context(&self, prover: EntityId) -> ProofContext {
+        ProofContext {
+            chain_id: self.chain_id.into(),
+            query_id: self.plan.registration.query_id,
+            prover,
+            index: 0,
         }
     }
-    sign(chain_id, keys, cn, submission(plan, ProofKind::Shuffle, Vec::new(), outputs, proof.to_bytes()), rng)
-}
 
-/// A computing node's key switch of the result towards the querier. Cheating, it shifts its
-/// first share by `B` (the querier would decrypt the result plus one).
-pub fn keyswitch_submission<R: RngCore + CryptoRng>(
-    chain_id: &str,
-    keys: &Keyring,
-    plan: &QueryPlan,
-    cn: EntityId,
-    ledger: &impl Ledger,
-    cheat: bool,
-    rng: &mut R,
-) -> Result<Tx, PipelineError> {
-    let inputs = proofs::keyswitch_inputs(&plan.registration, ledger)?;
-    let secret = &keys.cns.get(cn.index as usize).ok_or_else(|| PipelineError::Entity(format!("no keys for {cn}")))?.share;
-    let querier = *plan.registration.querier_key.point();
-    let (mut statement, proof) = keyswitch::switch(context(chain_id, plan, cn), secret, &querier, &inputs, rng)?;
-    if cheat {
-        statement.outputs[0].c2 += B;
+    fn submission(
+        &self,
+        kind: ProofKind,
+        inputs: Vec<ProofKey>,
+        outputs: Vec<Ciphertext>,
+        proof: Vec<u8>,
+    ) -> TxBody {
+        TxBody::SubmitProof(SubmitProof {
+            query_id: self.plan.registration.query_id,
+            kind,
+            index: 0,
+            inputs,
+            outputs,
+            proof,
+        })
     }
-    sign(chain_id, keys, cn, submission(plan, ProofKind::KeySwitch, Vec::new(), statement.outputs, proof.to_bytes()), rng)
+
+    /// The registration, signed by the first computing node of the query.
+    pub fn register<R: RngCore + CryptoRng>(&self, rng: &mut R) -> Result<Tx, PipelineError> {
+        let cn = EntityId::cn(self.plan.registration.spec.cns[0]);
+        self.sign(cn, TxBody::RegisterQuery(Box::new(self.plan.registration.clone())), rng)
+    }
+
+    /// A data provider's submission: its values encrypted under the query key with a range
+    /// proof. Cheating, it encrypts a value one above its upper bound and forges the proof (a
+    /// valid proof of its in-range values, attached to different ciphertexts).
+    pub fn range<R: RngCore + CryptoRng>(
+        &self,
+        dp: EntityId,
+        values: &[i64],
+        cheat: bool,
+        rng: &mut R,
+    ) -> Result<Tx, PipelineError> {
+        let key = proofs::query_key(self.roster, &self.plan.registration)?;
+        let spec = &self.plan.registration.spec;
+        let (mut statement, proof) = range::encrypt_and_prove(
+            self.context(dp),
+            &key,
+            u32::from(spec.range_bits),
+            &spec.bounds,
+            values,
+            rng,
+        )?;
+        if cheat {
+            let (forged, _) = Ciphertext::encrypt_i64(&key, spec.bounds[0].hi + 1, rng);
+            statement.ciphertexts[0] = forged;
+        }
+        let body =
+            self.submission(ProofKind::Range, Vec::new(), statement.ciphertexts, proof.to_bytes());
+        self.sign(dp, body, rng)
+    }
+
+    /// A computing node's aggregation of its inputs that are on the ledger. Cheating, it adds an
+    /// encryption of 1 to the first component of the sum.
+    pub fn aggregation<R: RngCore + CryptoRng>(
+        &self,
+        cn: EntityId,
+        ledger: &impl Ledger,
+        cheat: bool,
+        rng: &mut R,
+    ) -> Result<Tx, PipelineError> {
+        let q = self.plan.registration.query_id;
+        let spec = &self.plan.registration.spec;
+        let mut inputs = Vec::new();
+        let mut values = Vec::new();
+        for k in spec.aggregation_inputs(q, cn.index) {
+            if let Some(r) = ledger.proof(&k) {
+                inputs.push(k);
+                values.push(r.outputs);
+            }
+        }
+        if inputs.is_empty() {
+            return Err(PipelineError::Entity(format!(
+                "{cn} has no input on the ledger to aggregate"
+            )));
+        }
+        let mut output = aggregation::aggregate(&values)?;
+        let statement = aggregation::Statement {
+            context: self.context(cn),
+            inputs: values,
+            output: output.clone(),
+        };
+        let proof = aggregation::Proof::prove(&statement)?;
+        if cheat {
+            let key = proofs::query_key(self.roster, &self.plan.registration)?;
+            output[0] = output[0] + Ciphertext::encrypt(&key, &Scalar::ONE, &Scalar::random(rng));
+        }
+        self.sign(
+            cn,
+            self.submission(ProofKind::Aggregation, inputs, output, proof.to_bytes()),
+            rng,
+        )
+    }
+
+    /// A computing node's shuffle of the previous noise list. Cheating, it replaces the first
+    /// row of its output by fresh encryptions of 0 and keeps the honest proof.
+    pub fn shuffle<R: RngCore + CryptoRng>(
+        &self,
+        cn: EntityId,
+        ledger: &impl Ledger,
+        cheat: bool,
+        rng: &mut R,
+    ) -> Result<Tx, PipelineError> {
+        let q = self.plan.registration.query_id;
+        let spec = &self.plan.registration.spec;
+        let key = proofs::query_key(self.roster, &self.plan.registration)?;
+        let inputs = match spec.shuffle_input(q, cn.index) {
+            Some(prev) => ledger
+                .proof(&prev)
+                .map(|r| r.outputs)
+                .ok_or(proofs::ResolveError::MissingInput(prev))?,
+            None => shuffle::encrypt_public_list(&spec.noise),
+        };
+        let width = spec.width();
+        let (mut outputs, witness) = shuffle::shuffle(&key, width, &inputs, rng)?;
+        let statement = shuffle::Statement {
+            context: self.context(cn),
+            key,
+            width,
+            inputs,
+            outputs: outputs.clone(),
+        };
+        let proof = shuffle::Proof::prove(&statement, &witness, rng)?;
+        if cheat {
+            for out in outputs.iter_mut().take(width) {
+                *out = Ciphertext::encrypt(&key, &Scalar::ZERO, &Scalar::random(rng));
+            }
+        }
+        self.sign(
+            cn,
+            self.submission(ProofKind::Shuffle, Vec::new(), outputs, proof.to_bytes()),
+            rng,
+        )
+    }
+
+    /// A computing node's key switch of the result towards the querier. Cheating, it shifts
+    /// its first share by `B` (the querier would decrypt the result plus one).
+    pub fn keyswitch<R: RngCore + CryptoRng>(
+        &self,
+        cn: EntityId,
+        ledger: &impl Ledger,
+        cheat: bool,
+        rng: &mut R,
+    ) -> Result<Tx, PipelineError> {
+        let inputs = proofs::keyswitch_inputs(&self.plan.registration, ledger)?;
+        let secret = &self
+            .keys
+            .cns
+            .get(cn.index as usize)
+            .ok_or_else(|| PipelineError::Entity(format!("no keys for {cn}")))?
+            .share;
+        let querier = *self.plan.registration.querier_key.point();
+        let (mut statement, proof) =
+            keyswitch::switch(self.context(cn), secret, &querier, &inputs, rng)?;
+        if cheat {
+            statement.outputs[0].c2 += B;
+        }
+        self.sign(
+            cn,
+            self.submission(ProofKind::KeySwitch, Vec::new(), statement.outputs, proof.to_bytes()),
+            rng,
+        )
+    }
 }
 
 /// Decrypt the result ciphertexts with the querier's key.
-pub fn decrypt(plan: &QueryPlan, result: &[Ciphertext], table: &DecryptionTable) -> Result<Vec<i64>, PipelineError> {
-    result.iter().enumerate().map(|(i, c)| table.decrypt(&plan.querier, c).ok_or(PipelineError::Decrypt(i))).collect()
+pub fn decrypt(
+    plan: &QueryPlan,
+    result: &[Ciphertext],
+    table: &DecryptionTable,
+) -> Result<Vec<i64>, PipelineError> {
+    result
+        .iter()
+        .enumerate()
+        .map(|(i, c)| table.decrypt(&plan.querier, c).ok_or(PipelineError::Decrypt(i)))
+        .collect()
 }
-

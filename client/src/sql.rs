@@ -134,7 +134,11 @@ fn ident(t: &str) -> Result<String, ParseError> {
 pub fn parse(s: &str) -> Result<Query, ParseError> {
     let t = tokens(s.trim().trim_end_matches(';'));
     let kw = |i: usize, k: &str| t.get(i).is_some_and(|x| x.eq_ignore_ascii_case(k));
-    if !kw(0, "select") || t.get(2).map(String::as_str) != Some("(") || t.get(4).map(String::as_str) != Some(")") || !kw(5, "from") {
+    if !kw(0, "select")
+        || t.get(2).map(String::as_str) != Some("(")
+        || t.get(4).map(String::as_str) != Some(")")
+        || !kw(5, "from")
+    {
         return Err(ParseError("expected SELECT op(column) FROM table".into()));
     }
     let operation = match t[1].to_ascii_lowercase().as_str() {
@@ -144,7 +148,8 @@ pub fn parse(s: &str) -> Result<Query, ParseError> {
         "variance" | "var" => Operation::Variance,
         other => return Err(ParseError(format!("unknown aggregate {other:?}"))),
     };
-    let column = if t[3] == "*" && operation == Operation::Count { "*".into() } else { ident(&t[3])? };
+    let column =
+        if t[3] == "*" && operation == Operation::Count { "*".into() } else { ident(&t[3])? };
     let table = ident(t.get(6).ok_or_else(|| ParseError("missing table".into()))?)?;
     let filter = match t.len() {
         7 => None,
@@ -158,7 +163,8 @@ pub fn parse(s: &str) -> Result<Query, ParseError> {
                 "!=" | "<>" => Cmp::Ne,
                 other => return Err(ParseError(format!("unknown comparison {other:?}"))),
             };
-            let value = t[10].parse().map_err(|_| ParseError(format!("bad integer {:?}", t[10])))?;
+            let value =
+                t[10].parse().map_err(|_| ParseError(format!("bad integer {:?}", t[10])))?;
             Some(Filter { column: ident(&t[8])?, cmp, value })
         }
         _ => return Err(ParseError("expected an optional WHERE column cmp integer".into())),
@@ -184,9 +190,20 @@ mod tests {
     fn parses_variants_and_rejects_garbage() {
         assert!(parse("select count(*) from t").is_ok());
         assert!(parse("SELECT variance(age) FROM people WHERE score>=-5;").is_ok());
-        assert_eq!(parse("SELECT sum(a) FROM b WHERE c<>3").map(|q| q.filter.map(|f| f.cmp)), Ok(Some(Cmp::Ne)));
-        for bad in ["", "SELECT", "SELECT max(x) FROM y", "SELECT avg(x) FROM", "SELECT avg(x) FROM y WHERE z < a",
-            "SELECT avg(1x) FROM y", "SELECT avg(x) FROM y WHERE z ~ 3", "SELECT sum(*) FROM y"] {
+        assert_eq!(
+            parse("SELECT sum(a) FROM b WHERE c<>3").map(|q| q.filter.map(|f| f.cmp)),
+            Ok(Some(Cmp::Ne))
+        );
+        for bad in [
+            "",
+            "SELECT",
+            "SELECT max(x) FROM y",
+            "SELECT avg(x) FROM",
+            "SELECT avg(x) FROM y WHERE z < a",
+            "SELECT avg(1x) FROM y",
+            "SELECT avg(x) FROM y WHERE z ~ 3",
+            "SELECT sum(*) FROM y",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

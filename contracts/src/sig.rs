@@ -217,8 +217,10 @@ impl KeyFile {
     /// The signing key.
     pub fn signing_key(&self) -> Result<SigningKey, DecodeError> {
         let mut seed = [0u8; 32];
-        hex::decode_to_slice(&self.sr25519_seed, &mut seed)
-            .map_err(|_| DecodeError::Invalid { what: "sr25519 seed", why: "expected 64 hex digits" })?;
+        hex::decode_to_slice(&self.sr25519_seed, &mut seed).map_err(|_| DecodeError::Invalid {
+            what: "sr25519 seed",
+            why: "expected 64 hex digits",
+        })?;
         Ok(SigningKey::from_seed(seed))
     }
 
@@ -226,8 +228,10 @@ impl KeyFile {
     pub fn elgamal_secret(&self) -> Result<Option<crate::elgamal::SecretKey>, DecodeError> {
         let Some(hexed) = &self.elgamal_secret else { return Ok(None) };
         let mut bytes = [0u8; 32];
-        hex::decode_to_slice(hexed, &mut bytes)
-            .map_err(|_| DecodeError::Invalid { what: "elgamal secret", why: "expected 64 hex digits" })?;
+        hex::decode_to_slice(hexed, &mut bytes).map_err(|_| DecodeError::Invalid {
+            what: "elgamal secret",
+            why: "expected 64 hex digits",
+        })?;
         let scalar = crate::group::decode_scalar(&bytes)?;
         Ok(Some(crate::elgamal::SecretKey::from_scalar(scalar)))
     }

@@ -548,7 +548,7 @@ pub fn skip_height(index: u64, base: u32, max_height: u8) -> u8 {
     let base = u64::from(base.max(2));
     let mut h = 1u8;
     let mut i = index;
-    while h < max_height && i % base == 0 {
+    while h < max_height && i.is_multiple_of(base) {
         i /= base;
         h += 1;
     }

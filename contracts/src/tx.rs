@@ -155,7 +155,7 @@ impl QuerySpec {
             return bad("computing nodes must be distinct");
         }
         if self.has_noise() {
-            if self.noise.len() % self.width() != 0 {
+            if !self.noise.len().is_multiple_of(self.width()) {
                 return bad("noise list length must be a multiple of the width");
             }
             let rows = self.noise_rows();

@@ -90,7 +90,11 @@ pub fn query_key(roster: &Roster, query: &RegisterQuery) -> Result<RistrettoPoin
         .cns
         .iter()
         .map(|&c| {
-            roster.cns.get(c as usize).map(|e| &e.share).ok_or(ResolveError::UnknownEntity(EntityId::cn(c)))
+            roster
+                .cns
+                .get(c as usize)
+                .map(|e| &e.share)
+                .ok_or(ResolveError::UnknownEntity(EntityId::cn(c)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(collective_key(shares))

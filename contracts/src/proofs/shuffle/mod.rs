@@ -104,7 +104,7 @@ fn check_list(key: &RistrettoPoint, width: usize, len: usize) -> Result<usize, P
     if width == 0 || width > MAX_WIDTH {
         return Err(ProofError::Statement("row width outside 1..=MAX_WIDTH"));
     }
-    if len % width != 0 {
+    if !len.is_multiple_of(width) {
         return Err(ProofError::Statement("the list is not a whole number of rows"));
     }
     let rows = len / width;
