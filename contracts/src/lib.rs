@@ -13,12 +13,14 @@
 //!   parsing, `prove` and `verify`;
 //! - [`sig`] and [`sampling`]: sr25519 signatures with one context per message kind, and the
 //!   VRF that decides which proofs a verifying node checks;
-//! - [`ids`], [`tx`] and [`state`]: identifiers, transactions and ledger values, borsh-encoded.
+//! - [`ids`], [`tx`] and [`state`]: identifiers, transactions and ledger values, borsh-encoded;
+//! - [`commitment`]: checking ICS23 proofs of ledger state against an app hash.
 //!
 //! Boundaries: no I/O, no clock, and no randomness inside verification. Provers take their RNG
 //! as an argument. Verifiers take their statement from the caller (the ledger), never from the
 //! proof.
 
+pub mod commitment;
 pub mod elgamal;
 pub mod error;
 pub mod group;

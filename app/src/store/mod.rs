@@ -70,7 +70,6 @@
 //! later, but nothing is pruned yet.
 
 mod overlay;
-mod proof;
 mod tables;
 
 #[cfg(test)]
@@ -84,14 +83,16 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use sha2::Sha256;
 use thiserror::Error;
 
+pub use lemal_contracts::commitment::{proof_spec, verify_proof};
 pub use overlay::{Overlay, WriteSet};
-pub use proof::{proof_spec, verify_proof};
 
 use tables::{LatestView, TreeView};
 
-/// The root of the empty tree: the app hash of a store before its first commit, and after
-/// every key has been deleted.
-pub const EMPTY_ROOT: [u8; 32] = JellyfishMerkleTree::<'static, TreeView, Sha256>::EMPTY_ROOT.0;
+pub use lemal_contracts::commitment::EMPTY_ROOT;
+const _: () = assert!(
+    matches!(JellyfishMerkleTree::<'static, TreeView, Sha256>::EMPTY_ROOT.0, EMPTY_ROOT),
+    "the shared empty root is the tree's"
+);
 
 /// The highest block height the store accepts: CometBFT heights are signed 64-bit integers.
 pub const MAX_HEIGHT: u64 = i64::MAX as u64;

@@ -665,16 +665,6 @@ fn beyond_or_before_tested(keys: &[Vec<u8>], left: KeyHash, right: KeyHash) -> b
 }
 
 #[test]
-fn paths_that_share_every_step_from_the_root_do_not_diverge() {
-    let op = |byte: u8| ics23::InnerOp { hash: 1, prefix: vec![byte; 16], suffix: vec![] };
-    assert!(!proof::paths_diverge(&[], &[]));
-    assert!(!proof::paths_diverge(&[op(1)], &[]));
-    assert!(!proof::paths_diverge(&[op(2), op(1)], &[op(3), op(2), op(1)]));
-    assert!(proof::paths_diverge(&[op(2), op(1)], &[op(3), op(1)]));
-    assert!(proof::paths_diverge(&[op(1)], &[op(2)]));
-}
-
-#[test]
 fn proof_spec_is_the_sha256_jellyfish_spec() {
     let spec = proof_spec();
     assert_eq!(spec, jmt::ics23_spec());

@@ -1,13 +1,16 @@
-//! Checking ICS23 proofs of the store against an app hash.
+//! Checking ICS23 proofs of ledger state against an app hash.
 //!
-//! This part needs only `ics23` and the tree's proof spec, not the database, so that a client
-//! holding a trusted app hash (from a light-client-verified header) can check a value, or its
-//! absence, without trusting the node that served it.
+//! The verifying nodes' state is a SHA-256 Jellyfish Merkle tree whose root is the app hash.
+//! This module needs only `ics23` and the tree's proof spec, so that a client holding a trusted
+//! app hash (from a light-client-verified header) can check a value, or its absence, without
+//! trusting the node that served it.
 
 use ics23::commitment_proof::Proof;
 use ics23::{CommitmentProof, HostFunctionsManager, InnerOp, ProofSpec};
 
-use super::EMPTY_ROOT;
+/// The root of the empty tree: the app hash of a store before its first commit, and after
+/// every key has been deleted (the Jellyfish Merkle tree's placeholder hash).
+pub const EMPTY_ROOT: [u8; 32] = *b"SPARSE_MERKLE_PLACEHOLDER_HASH__";
 
 /// The ICS23 proof spec of the store's tree: SHA-256 Jellyfish Merkle leaves and binary inner
 /// nodes, with keys compared by their SHA-256 hash.
@@ -60,9 +63,24 @@ pub fn verify_proof(
 
 /// Whether two proof paths, compared step by step from the root down, differ at some step
 /// before either runs out.
-pub(super) fn paths_diverge(left: &[InnerOp], right: &[InnerOp]) -> bool {
+fn paths_diverge(left: &[InnerOp], right: &[InnerOp]) -> bool {
     left.iter()
         .rev()
         .zip(right.iter().rev())
         .any(|(l, r)| l.prefix != r.prefix || l.suffix != r.suffix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_share_every_step_from_the_root_do_not_diverge() {
+        let op = |byte: u8| ics23::InnerOp { hash: 1, prefix: vec![byte; 16], suffix: vec![] };
+        assert!(!paths_diverge(&[], &[]));
+        assert!(!paths_diverge(&[op(1)], &[]));
+        assert!(!paths_diverge(&[op(2), op(1)], &[op(3), op(2), op(1)]));
+        assert!(paths_diverge(&[op(2), op(1)], &[op(3), op(1)]));
+        assert!(paths_diverge(&[op(1)], &[op(2)]));
+    }
 }

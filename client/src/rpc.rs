@@ -1,0 +1,339 @@
+//! A blocking client of one verifying node's CometBFT RPC (CometBFT 0.38 dialect).
+//!
+//! It carries the report's client API: send a query registration or any of the four proofs
+//! ([`Node::broadcast`]), get the latest skipblock, a skipblock by index, hash or query id, and
+//! the proofs of a query. ABCI answers are decoded into the ledger's types; with `prove` set,
+//! [`Answer::proof`] holds the ICS23 proof against the app hash of the next header, which
+//! [`crate::light`] checks.
+
+use std::time::{Duration, Instant};
+
+use borsh::BorshDeserialize;
+use lemal_contracts::group::from_borsh;
+use lemal_contracts::ids::{ProofKey, QueryId};
+use lemal_contracts::proofs::Ledger;
+use lemal_contracts::state::{
+    BitmapCommitRecord, Params, ProofRecord, QueryProgress, QueryRecord, Roster, SkipBlock,
+};
+use lemal_contracts::tx::Tx;
+use tendermint_rpc::{Client, HttpClient};
+
+/// What went wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// Transport or protocol failure.
+    #[error("node {url}: {message}")]
+    Transport {
+        /// The node.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The transaction was refused by CheckTx.
+    #[error("transaction refused with code {code}: {log}")]
+    Rejected {
+        /// The app's rejection code.
+        code: u32,
+        /// The app's reason.
+        log: String,
+    },
+    /// An ABCI query failed.
+    #[error("query {path}: code {code}: {log}")]
+    Query {
+        /// The path.
+        path: String,
+        /// The app's query code.
+        code: u32,
+        /// The app's reason.
+        log: String,
+    },
+    /// An answer did not decode.
+    #[error("answer to {path} does not decode: {message}")]
+    Decode {
+        /// The path.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// Waiting ran out of time.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
+
+/// A node's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The chain id.
+    pub chain_id: String,
+    /// Latest committed height.
+    pub height: u64,
+    /// App hash in the latest header.
+    pub app_hash: Vec<u8>,
+    /// Whether the node is still syncing.
+    pub catching_up: bool,
+    /// The node's moniker.
+    pub moniker: String,
+}
+
+/// An ABCI query answer.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The state key the value is stored under.
+    pub key: Vec<u8>,
+    /// The value, `None` when absent.
+    pub value: Option<Vec<u8>>,
+    /// The height whose state answered.
+    pub height: u64,
+    /// The ICS23 proof, when requested.
+    pub proof: Option<ics23::CommitmentProof>,
+}
+
+/// The final result of a transaction in a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Block height.
+    pub height: u64,
+    /// The app's code (0 = accepted).
+    pub code: u32,
+    /// The app's log.
+    pub log: String,
+}
+
+/// A blocking client of one node.
+pub struct Node {
+    url: String,
+    client: HttpClient,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A client of the node at `url` (e.g. `http://127.0.0.1:26657`).
+    pub fn connect(url: &str) -> Result<Node, RpcError> {
+        let err = |message: String| RpcError::Transport { url: url.to_owned(), message };
+        let parsed: tendermint_rpc::HttpClientUrl =
+            url.parse().map_err(|e| err(format!("bad url: {e}")))?;
+        let client = HttpClient::builder(parsed)
+            .compat_mode(tendermint_rpc::client::CompatMode::V0_38)
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Node { url: url.to_owned(), client, runtime })
+    }
+
+    /// The node's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The underlying async client and a runtime to drive it (for light-client fetches).
+    pub fn raw(&self) -> (&HttpClient, &tokio::runtime::Runtime) {
+        (&self.client, &self.runtime)
+    }
+
+    fn transport(&self, e: impl std::fmt::Display) -> RpcError {
+        RpcError::Transport { url: self.url.clone(), message: e.to_string() }
+    }
+
+    /// The node's status.
+    pub fn status(&self) -> Result<Status, RpcError> {
+        let s = self.runtime.block_on(self.client.status()).map_err(|e| self.transport(e))?;
+        Ok(Status {
+            chain_id: s.node_info.network.to_string(),
+            height: s.sync_info.latest_block_height.value(),
+            app_hash: s.sync_info.latest_app_hash.as_bytes().to_vec(),
+            catching_up: s.sync_info.catching_up,
+            moniker: s.node_info.moniker.to_string(),
+        })
+    }
+
+    /// Broadcast a transaction (`broadcast_tx_sync`); returns its hash once CheckTx accepted it.
+    pub fn broadcast(&self, tx: &Tx) -> Result<[u8; 32], RpcError> {
+        self.broadcast_bytes(tx.encode())
+    }
+
+    /// Broadcast raw transaction bytes (also for deliberately malformed ones).
+    pub fn broadcast_bytes(&self, bytes: Vec<u8>) -> Result<[u8; 32], RpcError> {
+        let hash = Tx::hash(&bytes);
+        let r = self
+            .runtime
+            .block_on(self.client.broadcast_tx_sync(bytes))
+            .map_err(|e| self.transport(e))?;
+        if r.code.is_err() {
+            return Err(RpcError::Rejected { code: r.code.value(), log: r.log });
+        }
+        Ok(hash)
+    }
+
+    /// Wait until the transaction with `hash` is in a block; its outcome.
+    pub fn wait_tx(&self, hash: [u8; 32], timeout: Duration) -> Result<TxOutcome, RpcError> {
+        let start = Instant::now();
+        let h = tendermint::Hash::Sha256(hash);
+        loop {
+            if let Ok(r) = self.runtime.block_on(self.client.tx(h, false)) {
+                return Ok(TxOutcome {
+                    height: r.height.value(),
+                    code: r.tx_result.code.value(),
+                    log: r.tx_result.log,
+                });
+            }
+            if start.elapsed() > timeout {
+                return Err(RpcError::Timeout(
+                    timeout,
+                    format!("transaction {}", hex::encode(hash)),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Raw ABCI query at `height` (latest when `None`).
+    pub fn query(&self, path: &str, height: Option<u64>, prove: bool) -> Result<Answer, RpcError> {
+        let height = match height {
+            Some(h) => Some(tendermint::block::Height::try_from(h).map_err(|e| self.transport(e))?),
+            None => None,
+        };
+        let r = self
+            .runtime
+            .block_on(self.client.abci_query(
+                Some(path.to_owned()),
+                Vec::<u8>::new(),
+                height,
+                prove,
+            ))
+            .map_err(|e| self.transport(e))?;
+        let proof = match r.proof.as_ref().and_then(|ops| ops.ops.first()) {
+            Some(op) => Some(
+                <ics23::CommitmentProof as prost::Message>::decode(op.data.as_slice()).map_err(
+                    |e| RpcError::Decode {
+                        path: path.to_owned(),
+                        message: format!("ICS23 proof: {e}"),
+                    },
+                )?,
+            ),
+            None => None,
+        };
+        let value = match r.code.value() {
+            0 => Some(r.value),
+            2 => None, // not found (with a non-existence proof when proven)
+            code => return Err(RpcError::Query { path: path.to_owned(), code, log: r.log }),
+        };
+        Ok(Answer { key: r.key, value, height: r.height.value(), proof })
+    }
+
+    /// A typed value at the latest height, `None` when absent.
+    pub fn get<T: BorshDeserialize>(&self, path: &str) -> Result<Option<T>, RpcError> {
+        let a = self.query(path, None, false)?;
+        a.value
+            .map(|v| from_borsh(&v))
+            .transpose()
+            .map_err(|e| RpcError::Decode { path: path.to_owned(), message: e.to_string() })
+    }
+
+    /// The roster.
+    pub fn roster(&self) -> Result<Roster, RpcError> {
+        self.get("/roster")?.ok_or_else(|| RpcError::Query {
+            path: "/roster".into(),
+            code: 2,
+            log: "no roster".into(),
+        })
+    }
+
+    /// The chain parameters.
+    pub fn params(&self) -> Result<Params, RpcError> {
+        self.get("/params")?.ok_or_else(|| RpcError::Query {
+            path: "/params".into(),
+            code: 2,
+            log: "no params".into(),
+        })
+    }
+
+    /// A query's registration.
+    pub fn query_record(&self, id: &QueryId) -> Result<Option<QueryRecord>, RpcError> {
+        self.get(&format!("/query/{id}"))
+    }
+
+    /// A query's progress.
+    pub fn progress(&self, id: &QueryId) -> Result<Option<QueryProgress>, RpcError> {
+        self.get(&format!("/query/{id}/progress"))
+    }
+
+    /// The bitmap commits of a query so far.
+    pub fn bitmaps(&self, id: &QueryId) -> Result<Vec<BitmapCommitRecord>, RpcError> {
+        Ok(self.get(&format!("/query/{id}/bitmaps"))?.unwrap_or_default())
+    }
+
+    /// Every accepted proof of a query.
+    pub fn proofs(&self, id: &QueryId) -> Result<Vec<ProofRecord>, RpcError> {
+        Ok(self.get(&format!("/proofs/{id}"))?.unwrap_or_default())
+    }
+
+    /// One accepted proof.
+    pub fn proof(&self, key: &ProofKey) -> Result<Option<ProofRecord>, RpcError> {
+        self.get(&format!("/proof/{}/{}/{}/{}", key.query, key.kind, key.creator, key.index))
+    }
+
+    /// The latest skipblock.
+    pub fn block_latest(&self) -> Result<SkipBlock, RpcError> {
+        self.get("/skipchain/latest")?.ok_or_else(|| RpcError::Query {
+            path: "/skipchain/latest".into(),
+            code: 2,
+            log: "empty skipchain".into(),
+        })
+    }
+
+    /// A skipblock by index.
+    pub fn block_by_index(&self, index: u64) -> Result<Option<SkipBlock>, RpcError> {
+        self.get(&format!("/skipchain/index/{index}"))
+    }
+
+    /// A skipblock by hash.
+    pub fn block_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SkipBlock>, RpcError> {
+        self.get(&format!("/skipchain/hash/{}", hex::encode(hash)))
+    }
+
+    /// The skipblock of a query.
+    pub fn block_by_query(&self, id: &QueryId) -> Result<Option<SkipBlock>, RpcError> {
+        self.get(&format!("/skipchain/query/{id}"))
+    }
+
+    /// A skipblock's forward links.
+    pub fn forward_links(&self, index: u64) -> Result<Vec<[u8; 32]>, RpcError> {
+        Ok(self.get(&format!("/skipchain/forward/{index}"))?.unwrap_or_default())
+    }
+
+    /// Poll until `f` returns `Some`, every `every`, at most `timeout`.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        every: Duration,
+        mut f: impl FnMut(&Node) -> Result<Option<T>, RpcError>,
+    ) -> Result<T, RpcError> {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f(self)? {
+                return Ok(v);
+            }
+            if start.elapsed() > timeout {
+                return Err(RpcError::Timeout(timeout, what.to_owned()));
+            }
+            std::thread::sleep(every);
+        }
+    }
+}
+
+/// Proof lookups through a node, for the pipeline roles and the auditor.
+impl Ledger for Node {
+    fn proof(&self, key: &ProofKey) -> Option<ProofRecord> {
+        Node::proof(self, key).ok().flatten()
+    }
+}
