@@ -10,7 +10,7 @@
 //! | `0x03` | — | [`Roster`](lemal_contracts::state::Roster) |
 //! | `0x10` | query id (16) | [`QueryRecord`](lemal_contracts::state::QueryRecord) |
 //! | `0x11` | query id (16) | [`QueryProgress`](lemal_contracts::state::QueryProgress) |
-//! | `0x12` | query id (16) | `()` — the query is open (not finalized) |
+//! | `0x12` | query id (16) | `[1]` — the query is open (not finalized) |
 //! | `0x20` | query id (16), kind (1), creator (5), index (4) | [`ProofRecord`](lemal_contracts::state::ProofRecord) |
 //! | `0x30` | query id (16), verifier (5) | [`BitmapCommitRecord`](lemal_contracts::state::BitmapCommitRecord) |
 //! | `0x40` | — | skipchain head index (`u64`) |

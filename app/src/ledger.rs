@@ -189,7 +189,7 @@ pub mod set {
     /// Mark a query open or closed.
     pub fn open(s: &mut impl KvWrite, q: &QueryId, open: bool) {
         if open {
-            s.put(keys::open(q), Vec::new())
+            s.put(keys::open(q), vec![1])
         } else {
             s.delete(keys::open(q))
         }

@@ -552,3 +552,126 @@ fn judge(state: &impl KvRead, q: &QueryId, expected: &[ProofKey]) -> JudgedSet {
     let hashes: Vec<[u8; 32]> = proofs.iter().map(ProofRecord::hash).collect();
     JudgedSet { received, proofs_root: proofs_root(&hashes) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::MemState;
+    use lemal_contracts::elgamal::SecretKey;
+    use lemal_contracts::sig::SigningKey;
+    use lemal_contracts::state::{cn_pop_context, CnEntry, DpEntry, VnEntry};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn genesis_json(params: &Params) -> Vec<u8> {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let share = SecretKey::random(&mut rng);
+        let roster = Roster {
+            vns: vec![VnEntry {
+                validator_address: [1; 20],
+                key: SigningKey::random(&mut rng).verifying_key(),
+            }],
+            cns: vec![CnEntry {
+                key: SigningKey::random(&mut rng).verifying_key(),
+                share: share.public(),
+                share_pop: share.prove_possession(&cn_pop_context(EntityId::cn(0)), &mut rng),
+            }],
+            dps: vec![DpEntry { key: SigningKey::random(&mut rng).verifying_key() }],
+        };
+        serde_json::to_vec(&GenesisState::from_typed(params, &roster)).expect("json")
+    }
+
+    fn query_payload(i: u64) -> BlockPayload {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&i.to_be_bytes());
+        BlockPayload::Query(QueryPayload {
+            query_id: QueryId(id),
+            bitmap: Bitmap::default(),
+            threshold_ppm: 1,
+            reported: Vec::new(),
+            absent: Vec::new(),
+            proofs_root: [0; 32],
+            result: Vec::new(),
+        })
+    }
+
+    /// The skipchain built block by block in state agrees with a plain model that finds every
+    /// link by scanning all blocks.
+    #[test]
+    fn skipchain_matches_a_reference_model_over_2000_blocks() {
+        for (base, hmax) in [(2u32, 5u8), (3, 4), (4, 16)] {
+            let params = Params { skip_base: base, skip_max_height: hmax, ..Params::default() };
+            let mut state = MemState::default();
+            let ctx = BlockCtx { height: 1, time: Timestamp::default() };
+            let machine = Machine::genesis(&mut state, "chain", &genesis_json(&params), &[], &ctx)
+                .expect("genesis");
+            let n = 2000u64;
+            for i in 1..=n {
+                assert_eq!(machine.append(&mut state, &ctx, query_payload(i)), i);
+            }
+            // The model: heights by the rule, links by scanning.
+            let heights: Vec<u8> = (0..=n)
+                .map(|i| {
+                    if i == 0 {
+                        hmax
+                    } else {
+                        1 + (i.trailing_zeros_in_base(base)).min(u32::from(hmax) - 1) as u8
+                    }
+                })
+                .collect();
+            let blocks: Vec<SkipBlock> =
+                (0..=n).map(|i| get::block(&state, i).expect("block stored")).collect();
+            let hashes: Vec<[u8; 32]> = blocks.iter().map(SkipBlock::hash).collect();
+            assert_eq!(get::skip_head(&state), Some(n));
+            for i in 0..=n as usize {
+                let b = &blocks[i];
+                assert_eq!(b.index, i as u64);
+                assert_eq!(b.height, heights[i], "height of block {i} (base {base})");
+                let want_back: Vec<[u8; 32]> = if i == 0 {
+                    Vec::new()
+                } else {
+                    (0..usize::from(heights[i]))
+                        .map(|l| {
+                            hashes[(0..i)
+                                .rev()
+                                .find(|&j| usize::from(heights[j]) > l)
+                                .expect("block 0 is tallest")]
+                        })
+                        .collect()
+                };
+                assert_eq!(b.back_links, want_back, "back links of block {i}");
+                let want_forward: Vec<[u8; 32]> = (0..usize::from(heights[i]))
+                    .map_while(|l| {
+                        (i + 1..=n as usize)
+                            .find(|&j| usize::from(heights[j]) > l)
+                            .map(|j| hashes[j])
+                    })
+                    .collect();
+                assert_eq!(
+                    get::forward(&state, i as u64),
+                    want_forward,
+                    "forward links of block {i}"
+                );
+                assert_eq!(get::block_by_hash(&state, &hashes[i]), Some(i as u64));
+                if let Some(q) = b.query_id() {
+                    assert_eq!(get::block_by_query(&state, &q), Some(i as u64));
+                }
+            }
+        }
+    }
+
+    trait BaseZeros {
+        fn trailing_zeros_in_base(self, base: u32) -> u32;
+    }
+
+    impl BaseZeros for u64 {
+        fn trailing_zeros_in_base(mut self, base: u32) -> u32 {
+            let mut k = 0;
+            while self.is_multiple_of(u64::from(base)) {
+                self /= u64::from(base);
+                k += 1;
+            }
+            k
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! ([`Node::broadcast`]), get the latest skipblock, a skipblock by index, hash or query id, and
 //! the proofs of a query. ABCI answers are decoded into the ledger's types; with `prove` set,
 //! [`Answer::proof`] holds the ICS23 proof against the app hash of the next header, which
-//! [`crate::light`] checks.
+//! the light-client verification checks.
 
 use std::time::{Duration, Instant};
 
