@@ -9,6 +9,7 @@ pub mod cli;
 pub mod data;
 pub mod keyring;
 pub mod light;
+pub mod localnet;
 pub mod pipeline;
 pub mod rpc;
 pub mod sql;

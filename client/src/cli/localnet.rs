@@ -1,39 +1,210 @@
-//! `lemal localnet up | down | status | logs`.
+//! `lemal localnet up | down | status | logs`: a local network of verifying nodes on 127.0.0.1,
+//! managed by [`crate::localnet`].
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Subcommand;
 
 use super::Global;
+use crate::localnet::{self, Layout, UpOptions};
 
 /// Localnet actions.
 #[derive(Debug, Subcommand)]
 pub enum Action {
-    /// Start a localnet.
+    /// Build and start a fresh localnet (replaces a stopped one in the same home).
     Up {
         /// Validators (verifying nodes).
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, env = "LEMAL_VALIDATORS", default_value_t = 4)]
         validators: u32,
         /// Data providers in the roster.
-        #[arg(long, default_value_t = 12)]
+        #[arg(long, env = "LEMAL_DPS", default_value_t = 12)]
         dps: u32,
         /// Computing nodes in the roster.
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, env = "LEMAL_CNS", default_value_t = 6)]
         cns: u32,
-        /// Target block time in milliseconds.
-        #[arg(long, default_value_t = 300)]
+        /// Target block time in milliseconds (CometBFT's timeout_commit).
+        #[arg(long, env = "LEMAL_BLOCK_TIME", default_value_t = 300)]
         block_time: u64,
+        /// Node 0's p2p port; node i uses BASE+100·i (p2p), +1 (rpc), +2 (abci).
+        #[arg(long, env = "LEMAL_BASE_PORT", default_value_t = localnet::DEFAULT_BASE_PORT)]
+        base_port: u16,
+        /// The chain id.
+        #[arg(long, env = "LEMAL_CHAIN_ID", default_value = localnet::DEFAULT_CHAIN_ID)]
+        chain_id: String,
+        /// A CometBFT v0.38.25 binary to use (default: HOME/bin/cometbft, else `cometbft` on
+        /// the PATH, else installed into HOME/bin with `go install`).
+        #[arg(long, env = "LEMAL_COMETBFT")]
+        cometbft: Option<PathBuf>,
+        /// The lemal-vn binary (default: beside `lemal`, else target/release/lemal-vn).
+        #[arg(long, env = "LEMAL_VN_BIN")]
+        lemal_vn: Option<PathBuf>,
+        /// Seconds to wait for every node to commit blocks.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
-    /// Stop the processes the localnet started.
+    /// Stop the processes the localnet started (its state stays for inspection).
     Down,
-    /// Height, app hash and peers per node.
+    /// Height, app hash and peers per node (exit code 1 unless every node is healthy).
     Status,
-    /// Tail the logs.
-    Logs,
+    /// Show the end of every node's logs.
+    Logs {
+        /// Lines per log file.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        lines: usize,
+        /// Keep printing what is appended (until interrupted).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only this node's logs.
+        #[arg(long)]
+        node: Option<usize>,
+    },
+}
+
+fn progress(msg: &str) {
+    eprintln!("localnet: {msg}");
 }
 
 /// Run a localnet action.
-pub fn run(_action: Action, _global: &Global) -> Result<ExitCode> {
-    bail!("lemal localnet is not available yet")
+pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
+    let layout = Layout::new(&global.home)?;
+    match action {
+        Action::Up {
+            validators,
+            dps,
+            cns,
+            block_time,
+            base_port,
+            chain_id,
+            cometbft,
+            lemal_vn,
+            timeout,
+        } => {
+            let opts = UpOptions {
+                validators,
+                dps,
+                cns,
+                block_time_ms: block_time,
+                base_port,
+                chain_id,
+                cometbft,
+                lemal_vn,
+                timeout: Duration::from_secs(timeout),
+            };
+            let manifest = localnet::up(&layout, &opts, &progress)?;
+            if global.json {
+                println!("{}", serde_json::to_string_pretty(&manifest)?);
+            } else {
+                println!(
+                    "localnet {} is up: {} validators, {} computing nodes, {} data providers",
+                    manifest.chain_id,
+                    manifest.nodes.len(),
+                    manifest.cns,
+                    manifest.dps
+                );
+                for n in &manifest.nodes {
+                    println!("  {} ({})  rpc {}", n.name, n.vn, n.rpc);
+                }
+                println!("home {}; stop it with `lemal localnet down`", layout.home().display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Down => {
+            let stopped = localnet::down(&layout, Duration::from_secs(10))?;
+            if global.json {
+                println!("{}", serde_json::json!({ "stopped": stopped }));
+            } else if stopped.is_empty() {
+                println!("no localnet process was running from {}", layout.home().display());
+            } else {
+                println!("stopped {}", stopped.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Status => {
+            let (manifest, nodes) = localnet::status(&layout)?;
+            let healthy = nodes.iter().all(localnet::NodeStatus::healthy);
+            if global.json {
+                let doc = serde_json::json!({
+                    "chain_id": manifest.chain_id,
+                    "home": layout.home(),
+                    "healthy": healthy,
+                    "nodes": nodes,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!("localnet {} in {}", manifest.chain_id, layout.home().display());
+                println!(
+                    "{:<6} {:<5} {:<24} {:>8} {:>5}  {:<64}  processes",
+                    "node", "vn", "rpc", "height", "peers", "app hash"
+                );
+                for n in &nodes {
+                    let procs = match (n.cometbft_running, n.app_running) {
+                        (true, true) => "running".to_owned(),
+                        (false, false) => "stopped".to_owned(),
+                        (c, a) => format!(
+                            "cometbft {}, lemal-vn {}",
+                            if c { "up" } else { "down" },
+                            if a { "up" } else { "down" }
+                        ),
+                    };
+                    let height = n.height.map_or("-".into(), |h| h.to_string());
+                    let peers = n.peers.map_or("-".into(), |p| p.to_string());
+                    let hash = n.app_hash.clone().unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<6} {:<5} {:<24} {:>8} {:>5}  {:<64}  {procs}",
+                        n.name,
+                        n.vn.to_string(),
+                        n.rpc,
+                        height,
+                        peers,
+                        hash
+                    );
+                    if let Some(e) = &n.error {
+                        println!("       {e}");
+                    }
+                }
+            }
+            Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Action::Logs { lines, follow, node } => {
+            let files = localnet::log_files(&layout, node)?;
+            let mut offsets = Vec::with_capacity(files.len());
+            for f in &files {
+                match localnet::tail(f, lines) {
+                    Ok((text, len)) => {
+                        println!("==> {} <==", f.display());
+                        if !text.is_empty() {
+                            println!("{text}");
+                        }
+                        offsets.push(len);
+                    }
+                    Err(e) => {
+                        eprintln!("lemal: {e}");
+                        offsets.push(0);
+                    }
+                }
+            }
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut last_shown = None;
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                for (i, f) in files.iter().enumerate() {
+                    let Ok((text, len)) = localnet::read_from(f, offsets[i]) else { continue };
+                    offsets[i] = len;
+                    if text.is_empty() {
+                        continue;
+                    }
+                    if last_shown != Some(i) {
+                        println!("==> {} <==", f.display());
+                        last_shown = Some(i);
+                    }
+                    print!("{text}");
+                }
+            }
+        }
+    }
 }

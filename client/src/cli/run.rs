@@ -1,17 +1,50 @@
 //! `lemal run`: one query end to end against a running network.
+//!
+//! This process plays every party with the keys of the localnet under `--home`: the querier
+//! plans the query, the first computing node registers it, each data provider submits its
+//! encrypted local aggregate with a range proof, the computing nodes aggregate along the tree
+//! (a node sends once all its inputs are on the ledger, so children go before parents), shuffle
+//! the noise list in order, and key-switch the result. Each step is a signed transaction
+//! broadcast to `--node`, sent as soon as the transactions it builds on are committed. Then it
+//! waits for the query's skipblock, decrypts the result with the querier's key, and verifies the
+//! block.
+//!
+//! Deadlines: the proof deadline defaults to 200 blocks and the commit window to 20 blocks —
+//! a minute and six seconds at the localnet's default 300 ms block time: ample for the few
+//! blocks an honest run takes, short enough that a stalled party does not hold a query for long.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
+use lemal_contracts::elgamal::DecryptionTable;
+use lemal_contracts::ids::{ProofKey, ProofKind, QueryId, Role, Verdict};
+use lemal_contracts::state::{BlockPayload, QueryStatus, Roster, SkipBlock};
+use lemal_contracts::tx::{QuerySpec, Tx};
+use serde_json::{json, Value};
 
 use super::Global;
+use crate::data::{self, DataBounds, Dataset};
+use crate::keyring::Keyring;
+use crate::localnet::{self, Layout};
+use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
+use crate::rpc::{Node, RpcError};
+use crate::sql::{self, Query};
+
+/// Smallest value of the synthetic data's aggregated column (public bound).
+pub const DATA_MIN: i64 = 0;
+
+/// Largest value of the synthetic data's aggregated column (public bound).
+pub const DATA_MAX: i64 = 1000;
 
 /// Options of `lemal run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The query.
-    #[arg(long, default_value = "SELECT avg(x) FROM y WHERE z < 321")]
+    #[arg(long, env = "LEMAL_QUERY", default_value = "SELECT avg(x) FROM y WHERE z < 321")]
     pub query: String,
     /// Data providers taking part (the first N of the roster).
     #[arg(long, default_value_t = 12)]
@@ -19,24 +52,707 @@ pub struct RunArgs {
     /// Computing nodes taking part (the first N of the roster).
     #[arg(long, default_value_t = 6)]
     pub cns: u32,
-    /// Rows per data provider (synthetic data).
+    /// Rows per data provider (synthetic data; also the public bound on rows with --csv).
     #[arg(long, default_value_t = 100)]
     pub rows: u32,
     /// Noise scale for differential privacy (0: no noise, the result is exact).
     #[arg(long, default_value_t = 0)]
     pub noise: u32,
+    /// Rows of the public noise list the computing nodes shuffle (with --noise > 0).
+    #[arg(long, default_value_t = 32)]
+    pub noise_rows: usize,
     /// Share of proofs each verifying node checks, in parts per million.
     #[arg(long, default_value_t = 400_000)]
     pub threshold: u32,
     /// Make one party cheat: `dp-N`, or `cn-N:aggregation|shuffle|keyswitch`.
     #[arg(long)]
-    pub cheat: Option<String>,
+    pub cheat: Option<Cheat>,
     /// Folder of CSV files `dp-N.csv` to use instead of synthetic data.
     #[arg(long)]
-    pub csv: Option<std::path::PathBuf>,
+    pub csv: Option<PathBuf>,
+    /// Seed of the synthetic data (data provider i uses seed·1000003 + i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Blocks after registration within which proofs are accepted.
+    #[arg(long, default_value_t = 200)]
+    pub proof_deadline: u32,
+    /// Blocks after the proof phase within which verifying nodes commit their bitmaps.
+    #[arg(long, default_value_t = 20)]
+    pub commit_window: u32,
+    /// Seconds to wait for any one step (a transaction, the skipblock).
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
+}
+
+fn progress(msg: &str) {
+    eprintln!("run: {msg}");
+}
+
+/// The parties' data and the plaintext answer computed from it.
+struct Inputs {
+    /// Each participating data provider's local values, in participant order.
+    values: Vec<Vec<i64>>,
+    /// Component-wise totals over all data providers.
+    totals: Vec<i64>,
+}
+
+fn load_inputs(args: &RunArgs, query: &Query, bounds: &DataBounds) -> Result<Inputs> {
+    let value_column = if query.column == "*" { "x" } else { query.column.as_str() };
+    let filter_column = query.filter.as_ref().map_or("z", |f| f.column.as_str());
+    let mut values = Vec::with_capacity(args.dps as usize);
+    for i in 0..args.dps {
+        let dataset = match &args.csv {
+            Some(dir) => Dataset::from_csv(&dir.join(format!("dp-{i}.csv")))?,
+            None => Dataset::synthetic(
+                args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(i)),
+                value_column,
+                filter_column,
+                args.rows,
+                bounds,
+            ),
+        };
+        values.push(dataset.local_values(query, bounds).with_context(|| format!("data of dp-{i}"))?);
+    }
+    let width = query.operation.width();
+    let mut totals = vec![0i64; width];
+    for v in &values {
+        for (t, x) in totals.iter_mut().zip(v) {
+            *t = t.checked_add(*x).ok_or_else(|| anyhow!("the totals overflow 64 bits"))?;
+        }
+    }
+    Ok(Inputs { values, totals })
+}
+
+/// Check that the keys under `--home` are the roster's keys for every participant.
+fn check_keys(keys: &Keyring, roster: &Roster, dps: u32, cns: u32, node: &str) -> Result<()> {
+    ensure!(
+        dps as usize <= roster.dps.len() && cns as usize <= roster.cns.len(),
+        "the network at {node} has {} data providers and {} computing nodes; asked for {dps} and {cns}",
+        roster.dps.len(),
+        roster.cns.len()
+    );
+    let mismatch = (0..dps as usize)
+        .any(|i| keys.dps.get(i).is_none_or(|k| k.verifying_key() != roster.dps[i].key))
+        || (0..cns as usize).any(|i| {
+            keys.cns.get(i).is_none_or(|k| {
+                k.signing.verifying_key() != roster.cns[i].key
+                    || k.share.public() != roster.cns[i].share
+            })
+        });
+    ensure!(
+        !mismatch,
+        "the keys under --home are not the roster's keys of the network at {node}: is --home the \
+         home of the localnet behind --node?"
+    );
+    Ok(())
+}
+
+/// Bits of the decryption table: every result component must fit, with the noise.
+fn decryption_bits(spec: &QuerySpec) -> u32 {
+    let noise = spec.noise.iter().map(|x| x.unsigned_abs()).max().unwrap_or(0);
+    let widest = spec
+        .bounds
+        .iter()
+        .map(|b| b.lo.unsigned_abs().max(b.hi.unsigned_abs()))
+        .max()
+        .unwrap_or(0)
+        .saturating_mul(spec.dps.len() as u64)
+        .saturating_add(noise);
+    (64 - widest.leading_zeros() + 1).clamp(32, 62)
+}
+
+/// A decryption table for the query's result.
+fn decryption_table(spec: &QuerySpec) -> DecryptionTable {
+    match decryption_bits(spec) {
+        32 => DecryptionTable::new(),
+        bits => DecryptionTable::with_bounds(bits, bits / 2 + 1),
+    }
+}
+
+/// The proofs a step waits for: those whose outputs it takes as inputs.
+fn dependencies(spec: &QuerySpec, key: &ProofKey) -> Vec<ProofKey> {
+    let (q, cn) = (key.query, key.creator.index);
+    match key.kind {
+        ProofKind::Range => Vec::new(),
+        ProofKind::Aggregation => spec.aggregation_inputs(q, cn),
+        ProofKind::Shuffle => spec.shuffle_input(q, cn).into_iter().collect(),
+        ProofKind::KeySwitch => {
+            let (root, shuffle) = spec.keyswitch_inputs(q);
+            std::iter::once(root).chain(shuffle).collect()
+        }
+    }
+}
+
+/// When the first transaction of a phase was sent and the last one committed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    first_sent: Option<Instant>,
+    last_committed: Option<Instant>,
+}
+
+impl Span {
+    fn ms(&self) -> Option<u128> {
+        Some(self.last_committed?.checked_duration_since(self.first_sent?)?.as_millis())
+    }
+}
+
+fn phase_index(kind: ProofKind) -> usize {
+    match kind {
+        ProofKind::Range => 0,
+        ProofKind::Aggregation => 1,
+        ProofKind::Shuffle => 2,
+        ProofKind::KeySwitch => 3,
+    }
+}
+
+/// A transaction on its way to a block.
+struct InFlight {
+    key: ProofKey,
+    hash: [u8; 32],
+    sent_at_height: u64,
+}
+
+/// Broadcast `tx` and turn a CheckTx refusal into an error naming `what`.
+fn send(node: &Node, tx: &Tx, what: &str) -> Result<[u8; 32]> {
+    node.broadcast(tx).with_context(|| format!("broadcasting {what} to {}", node.url()))
+}
+
+/// Whether the transaction is in a block yet: `Some(height)` once it is, an error if the
+/// block's execution refused it.
+fn committed(node: &Node, hash: [u8; 32], what: &str) -> Result<Option<u64>> {
+    match node.wait_tx(hash, Duration::ZERO) {
+        Ok(outcome) if outcome.code == 0 => Ok(Some(outcome.height)),
+        Ok(outcome) => bail!(
+            "{what} was refused in block {} with code {}: {}",
+            outcome.height,
+            outcome.code,
+            outcome.log
+        ),
+        Err(RpcError::Timeout(..)) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("looking up {what}")),
+    }
+}
+
+/// Send every proof of the query as soon as its inputs are committed; return when all are.
+fn submit_proofs(
+    node: &Node,
+    session: &Session<'_>,
+    inputs: &Inputs,
+    cheat: Option<Cheat>,
+    timeout: Duration,
+    spans: &mut [Span; 4],
+) -> Result<u64> {
+    let reg = &session.plan.registration;
+    let spec = &reg.spec;
+    let q = reg.query_id;
+    let mut rng = rand_core::OsRng;
+    let mut waiting = spec.expected_proofs(q);
+    let mut in_flight: Vec<InFlight> = Vec::new();
+    let mut done: BTreeSet<ProofKey> = BTreeSet::new();
+    let total = waiting.len();
+    let mut last_height = 0;
+    let mut last_change = Instant::now();
+    loop {
+        let ready: Vec<ProofKey> = waiting
+            .iter()
+            .filter(|k| dependencies(spec, k).iter().all(|d| done.contains(d)))
+            .copied()
+            .collect();
+        if !ready.is_empty() {
+            let height = node.status().context("node status")?.height;
+            for key in ready {
+                let who = key.creator;
+                let cheats = cheat.is_some_and(|c| c.entity == who && c.kind == key.kind);
+                let tx = match key.kind {
+                    ProofKind::Range => {
+                        let pos = spec
+                            .dps
+                            .iter()
+                            .position(|&d| d == who.index)
+                            .ok_or_else(|| anyhow!("{who} takes no part"))?;
+                        session.range(who, &inputs.values[pos], cheats, &mut rng)
+                    }
+                    ProofKind::Aggregation => session.aggregation(who, node, cheats, &mut rng),
+                    ProofKind::Shuffle => session.shuffle(who, node, cheats, &mut rng),
+                    ProofKind::KeySwitch => session.keyswitch(who, node, cheats, &mut rng),
+                }
+                .with_context(|| format!("{who} preparing its {} proof", key.kind))?;
+                let what = format!("the {} proof of {who}", key.kind);
+                let hash = send(node, &tx, &what)?;
+                let span = &mut spans[phase_index(key.kind)];
+                span.first_sent.get_or_insert_with(Instant::now);
+                if cheats {
+                    progress(&format!("{who} submitted an invalid {} proof (--cheat)", key.kind));
+                }
+                in_flight.push(InFlight { key, hash, sent_at_height: height });
+            }
+            waiting.retain(|k| !in_flight.iter().any(|f| f.key == *k));
+        }
+        if waiting.is_empty() && in_flight.is_empty() {
+            return Ok(last_height);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let height = node.status().context("node status")?.height;
+        let mut still = Vec::with_capacity(in_flight.len());
+        for f in in_flight {
+            // A transaction sent when `sent_at_height` was the latest block is in a later one.
+            if height > f.sent_at_height {
+                let what = format!("the {} proof of {}", f.key.kind, f.key.creator);
+                if let Some(h) = committed(node, f.hash, &what)? {
+                    done.insert(f.key);
+                    last_height = last_height.max(h);
+                    last_change = Instant::now();
+                    spans[phase_index(f.key.kind)].last_committed = Some(Instant::now());
+                    let of_kind = spec
+                        .expected_proofs(q)
+                        .into_iter()
+                        .filter(|k| k.kind == f.key.kind)
+                        .collect::<Vec<_>>();
+                    if of_kind.iter().all(|k| done.contains(k)) {
+                        progress(&format!(
+                            "{} {} proofs on the ledger (height {h}); {}/{total} proofs in",
+                            of_kind.len(),
+                            f.key.kind,
+                            done.len()
+                        ));
+                    }
+                    continue;
+                }
+            }
+            still.push(f);
+        }
+        in_flight = still;
+        if last_change.elapsed() > timeout {
+            bail!(
+                "no proof was committed for {timeout:?}; waiting for {}",
+                in_flight.iter().map(|f| f.key.to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+}
+
+/// Wait until the query is finalized and return its skipblock.
+fn wait_skipblock(node: &Node, q: &QueryId, timeout: Duration) -> Result<SkipBlock> {
+    let start = Instant::now();
+    let mut commits = None;
+    loop {
+        let p = node.progress(q).context("query progress")?.ok_or_else(|| {
+            anyhow!("query {q} is not registered on {}", node.url())
+        })?;
+        if let QueryStatus::Finalized { .. } = p.status {
+            return node
+                .block_by_query(q)
+                .context("fetching the skipblock")?
+                .ok_or_else(|| anyhow!("query {q} is finalized but has no skipblock"));
+        }
+        if matches!(p.status, QueryStatus::Committing { .. }) && commits != Some(p.commits) {
+            commits = Some(p.commits);
+            progress(&format!("proof phase over; {} bitmap commits so far", p.commits));
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for the skipblock of query {q}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The outcome of verifying the query's skipblock.
+struct Verification {
+    /// Whether every check passed.
+    verified: bool,
+    /// The verifier's report, or why there is none.
+    report: Value,
+}
+
+/// Light-client verification of the query's skipblock: signed header, ICS23 proof against its
+/// app hash, block hash and links, proofs root.
+///
+/// HOOK (`lemal_client::light`): the light-client verifier is not part of this build yet. Until
+/// it is, this reports the block as not verified and says why; once it is, this calls it and
+/// passes its report through.
+fn verify_skipblock(_node: &Node, _query: &QueryId) -> Verification {
+    Verification {
+        verified: false,
+        report: json!({
+            "available": false,
+            "reason": "light-client verification (lemal_client::light) is not in this build",
+        }),
+    }
+}
+
+/// For each proof that any verifying node judged wrong: the proof and every node's verdict.
+fn wrong_proofs(block: &SkipBlock) -> Vec<Value> {
+    let BlockPayload::Query(p) = &block.payload else { return Vec::new() };
+    let bm = &p.bitmap;
+    let n = bm.verifiers.len();
+    bm.proofs
+        .iter()
+        .enumerate()
+        .filter_map(|(r, key)| {
+            let row = bm.verdicts.get(r * n..(r + 1) * n)?;
+            row.contains(&Verdict::Wrong).then(|| {
+                let verdicts: serde_json::Map<String, Value> = bm
+                    .verifiers
+                    .iter()
+                    .zip(row)
+                    .map(|(v, d)| (v.to_string(), json!(d.value())))
+                    .collect();
+                json!({ "proof": key.to_string(), "verdicts": verdicts })
+            })
+        })
+        .collect()
+}
+
+/// Whether the cheater's proof is marked wrong by every verifying node that selected it, and
+/// by at least one. `None` when no verifying node selected it.
+fn cheat_detected(block: &SkipBlock, key: &ProofKey) -> Option<bool> {
+    let BlockPayload::Query(p) = &block.payload else { return Some(false) };
+    let row: Vec<Verdict> = p.bitmap.verifiers.iter().filter_map(|v| p.bitmap.get(key, *v)).collect();
+    let selected: Vec<Verdict> = row
+        .into_iter()
+        .filter(|v| matches!(v, Verdict::Wrong | Verdict::Correct))
+        .collect();
+    if selected.is_empty() {
+        return None;
+    }
+    Some(selected.iter().all(|v| *v == Verdict::Wrong))
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
 }
 
 /// Run a query.
-pub fn run(_args: RunArgs, _global: &Global) -> Result<ExitCode> {
-    bail!("lemal run is not available yet")
+pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
+    let started = Instant::now();
+    let timeout = Duration::from_secs(args.timeout);
+    let query = sql::parse(&args.query)?;
+    let layout = Layout::new(&global.home)?;
+    let keys = localnet::keyring(&layout).context("reading the localnet's key files")?;
+    let node = Node::connect(&global.node)?;
+    let status = node.status().with_context(|| format!("is a node running at {}?", global.node))?;
+    let chain_id = status.chain_id;
+    let roster = node.roster()?;
+    ensure!(args.dps >= 1 && args.cns >= 1, "--dps and --cns must be at least 1");
+    ensure!(
+        args.dps >= args.cns,
+        "--dps {} is below --cns {}: every computing node needs a data provider",
+        args.dps,
+        args.cns
+    );
+    check_keys(&keys, &roster, args.dps, args.cns, &global.node)?;
+    if let Some(c) = args.cheat {
+        let n = match c.entity.role {
+            Role::Dp => args.dps,
+            Role::Cn => args.cns,
+            Role::Vn => 0,
+        };
+        ensure!(c.entity.index < n, "--cheat {}: it takes no part in this query", c.entity);
+        ensure!(
+            c.kind != ProofKind::Shuffle || args.noise > 0,
+            "--cheat {}:shuffle needs --noise above 0 (no noise, no shuffle)",
+            c.entity
+        );
+    }
+
+    let bounds = DataBounds { min: DATA_MIN, max: DATA_MAX, rows: args.rows };
+    let inputs = load_inputs(&args, &query, &bounds)?;
+    let expected = data::answer(query.operation, &inputs.totals);
+    let opts = PlanOptions {
+        dps: (0..args.dps).collect(),
+        cns: (0..args.cns).collect(),
+        bounds,
+        noise: args.noise,
+        noise_rows: args.noise_rows,
+        threshold_ppm: args.threshold,
+        proof_deadline: args.proof_deadline,
+        commit_window: args.commit_window,
+    };
+    let plan: QueryPlan = pipeline::plan(&chain_id, query.clone(), &opts, &mut rand_core::OsRng);
+    let q = plan.registration.query_id;
+    let spec = plan.registration.spec.clone();
+    let table = {
+        let spec = spec.clone();
+        std::thread::spawn(move || decryption_table(&spec))
+    };
+    let session = Session { chain_id: &chain_id, keys: &keys, roster: &roster, plan: &plan };
+    let prepared = started.elapsed();
+
+    progress(&format!(
+        "query {q}: {} with {} data providers, {} computing nodes, noise {} ({} rows), threshold {} ppm",
+        plan.query,
+        args.dps,
+        args.cns,
+        args.noise,
+        if args.noise > 0 { args.noise_rows } else { 0 },
+        args.threshold
+    ));
+    let registration_start = Instant::now();
+    let tx = session.register(&mut rand_core::OsRng).context("signing the registration")?;
+    let hash = send(&node, &tx, "the registration")?;
+    let outcome = node.wait_tx(hash, timeout).context("waiting for the registration")?;
+    ensure!(
+        outcome.code == 0,
+        "the registration was refused in block {} with code {}: {}",
+        outcome.height,
+        outcome.code,
+        outcome.log
+    );
+    let registered = registration_start.elapsed();
+    progress(&format!("registered at height {}", outcome.height));
+
+    let mut spans = [Span::default(); 4];
+    let proofs_start = Instant::now();
+    let last_proof_height =
+        submit_proofs(&node, &session, &inputs, args.cheat, timeout, &mut spans)?;
+    let proofs_done = proofs_start.elapsed();
+    progress(&format!("every proof is on the ledger (height {last_proof_height})"));
+
+    let bitmaps_start = Instant::now();
+    let block = wait_skipblock(&node, &q, timeout)?;
+    let skipblock_seen = registration_start.elapsed();
+    let bitmaps = bitmaps_start.elapsed();
+    let BlockPayload::Query(payload) = &block.payload else {
+        bail!("the skipblock of query {q} is not a query block");
+    };
+    progress(&format!(
+        "skipblock {} appended at height {} ({} of {} verifying nodes reported)",
+        block.index,
+        block.ledger_height,
+        payload.reported.len(),
+        payload.bitmap.verifiers.len()
+    ));
+
+    let decrypt_start = Instant::now();
+    let table = table.join().map_err(|_| anyhow!("building the decryption table failed"))?;
+    let (components, result) = if payload.result.is_empty() {
+        progress("the skipblock carries no result: a key switch is missing");
+        (None, None)
+    } else {
+        let values = pipeline::decrypt(&plan, &payload.result, &table)?;
+        let answer = data::answer(query.operation, &values);
+        (Some(values), answer)
+    };
+    let decrypt = decrypt_start.elapsed();
+
+    let verify_start = Instant::now();
+    let verification = verify_skipblock(&node, &q);
+    let verify = verify_start.elapsed();
+    let registration_to_verified = registration_start.elapsed();
+
+    let counts = payload.bitmap.counts();
+    let wrong = wrong_proofs(&block);
+    let cheat_key =
+        args.cheat.map(|c| ProofKey { query: q, kind: c.kind, creator: c.entity, index: 0 });
+    let detected = cheat_key.map(|k| cheat_detected(&block, &k));
+    let noise = match (result, expected) {
+        (Some(r), Some(e)) => Some(r - e),
+        _ => None,
+    };
+
+    // An honest run must come out clean; a cheating one must still finish and be recorded.
+    let mut problems = Vec::new();
+    if args.cheat.is_none() {
+        if !wrong.is_empty() {
+            problems.push(format!("{} proofs were judged wrong", wrong.len()));
+        }
+        if args.noise == 0 && components.as_ref() != Some(&inputs.totals) {
+            problems.push("the decrypted result differs from the plaintext answer".to_owned());
+        }
+    }
+    if detected == Some(Some(false)) {
+        problems.push("a verifying node that selected the cheater's proof accepted it".into());
+    }
+    if verification.report.get("available") != Some(&Value::Bool(false)) && !verification.verified
+    {
+        problems.push("the skipblock did not verify".to_owned());
+    }
+
+    let timings = json!({
+        "prepare": ms(prepared),
+        "register": ms(registered),
+        "range": spans[0].ms(),
+        "aggregation": spans[1].ms(),
+        "shuffle": spans[2].ms(),
+        "keyswitch": spans[3].ms(),
+        "proofs": ms(proofs_done),
+        "bitmaps": ms(bitmaps),
+        "decrypt": ms(decrypt),
+        "verify": ms(verify),
+        "registration_to_skipblock": ms(skipblock_seen),
+        "registration_to_verified": ms(registration_to_verified),
+        "total": ms(started.elapsed()),
+    });
+    let doc = json!({
+        "query_id": q.to_string(),
+        "sql": plan.query.to_string(),
+        "chain_id": chain_id,
+        "node": global.node,
+        "dps": args.dps,
+        "cns": args.cns,
+        "rows": args.rows,
+        "noise_scale": args.noise,
+        "noise_rows": spec.noise_rows(),
+        "threshold_ppm": args.threshold,
+        "proof_deadline": args.proof_deadline,
+        "commit_window": args.commit_window,
+        "registered_at": outcome.height,
+        "cheat": args.cheat.map(|c| format!("{}:{}", c.entity, c.kind)),
+        "result": result,
+        "result_components": components,
+        "expected": expected,
+        "expected_components": inputs.totals,
+        "noise": noise,
+        "skipblock": {
+            "index": block.index,
+            "hash": hex::encode(block.hash()),
+            "height": block.ledger_height,
+            "skip_height": block.height,
+            "proofs_root": hex::encode(payload.proofs_root),
+            "reported": payload.reported.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "absent": payload.absent.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        },
+        "bitmap": { "0": counts[0], "1": counts[1], "2": counts[2], "3": counts[3] },
+        "wrong_proofs": wrong,
+        "cheat_detected": detected.map(|d| d.unwrap_or(false)),
+        "verified": verification.verified,
+        "verification": verification.report,
+        "problems": problems,
+        "timings_ms": timings,
+    });
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print_summary(&doc);
+    }
+    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_summary(doc: &Value) {
+    let s = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!("query     {}  {}", s(&doc["query_id"]), s(&doc["sql"]));
+    println!("result    {}", s(&doc["result"]));
+    println!("expected  {}  (noise {})", s(&doc["expected"]), s(&doc["noise"]));
+    let b = &doc["skipblock"];
+    println!(
+        "skipblock #{}  hash {}  at height {}",
+        s(&b["index"]),
+        s(&b["hash"]),
+        s(&b["height"])
+    );
+    let m = &doc["bitmap"];
+    println!(
+        "bitmap    {} wrong, {} correct, {} not selected, {} not received",
+        s(&m["0"]),
+        s(&m["1"]),
+        s(&m["2"]),
+        s(&m["3"])
+    );
+    if let Some(wrong) = doc["wrong_proofs"].as_array() {
+        for w in wrong {
+            println!("  wrong proof {}  verdicts {}", s(&w["proof"]), w["verdicts"]);
+        }
+    }
+    if !doc["cheat"].is_null() {
+        println!("cheat     {}  detected: {}", s(&doc["cheat"]), s(&doc["cheat_detected"]));
+    }
+    let verified = if doc["verified"] == Value::Bool(true) {
+        "yes".to_owned()
+    } else {
+        format!("no ({})", s(&doc["verification"]["reason"]))
+    };
+    println!("verified  {verified}");
+    if let Some(problems) = doc["problems"].as_array() {
+        for p in problems {
+            println!("PROBLEM   {}", s(p));
+        }
+    }
+    println!(
+        "time      {} ms from registration to verified skipblock",
+        s(&doc["timings_ms"]["registration_to_verified"])
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lemal_contracts::ids::EntityId;
+    use lemal_contracts::proofs::range::Bounds;
+    use lemal_contracts::tx::Operation;
+
+    fn spec(noise: Vec<i64>) -> QuerySpec {
+        QuerySpec {
+            sql: "SELECT avg(x) FROM y".into(),
+            operation: Operation::Avg,
+            range_bits: 32,
+            bounds: vec![Bounds { lo: 0, hi: 100_000 }, Bounds { lo: 0, hi: 100 }],
+            dps: (0..12).collect(),
+            cns: (0..6).collect(),
+            noise,
+        }
+    }
+
+    #[test]
+    fn aggregations_wait_for_their_children_and_key_switches_for_the_root() {
+        let s = spec(Vec::new());
+        let q = QueryId([7; 16]);
+        let key = |kind, cn| ProofKey { query: q, kind, creator: EntityId::cn(cn), index: 0 };
+        let root = dependencies(&s, &key(ProofKind::Aggregation, 0));
+        assert!(root.contains(&key(ProofKind::Aggregation, 1)));
+        assert!(root.contains(&key(ProofKind::Aggregation, 2)));
+        let leaf = dependencies(&s, &key(ProofKind::Aggregation, 5));
+        assert!(leaf.iter().all(|k| k.kind == ProofKind::Range));
+        assert_eq!(dependencies(&s, &key(ProofKind::KeySwitch, 3)), vec![key(ProofKind::Aggregation, 0)]);
+        let dp = ProofKey { query: q, kind: ProofKind::Range, creator: EntityId::dp(0), index: 0 };
+        assert!(dependencies(&s, &dp).is_empty());
+    }
+
+    #[test]
+    fn shuffles_run_in_order_and_key_switches_wait_for_the_last() {
+        let s = spec(vec![0; 8]);
+        let q = QueryId([7; 16]);
+        let key = |kind, cn| ProofKey { query: q, kind, creator: EntityId::cn(cn), index: 0 };
+        assert!(dependencies(&s, &key(ProofKind::Shuffle, 0)).is_empty());
+        assert_eq!(dependencies(&s, &key(ProofKind::Shuffle, 4)), vec![key(ProofKind::Shuffle, 3)]);
+        assert_eq!(
+            dependencies(&s, &key(ProofKind::KeySwitch, 0)),
+            vec![key(ProofKind::Aggregation, 0), key(ProofKind::Shuffle, 5)]
+        );
+    }
+
+    #[test]
+    fn every_proof_depends_only_on_expected_proofs_so_the_schedule_terminates() {
+        for noise in [Vec::new(), vec![1, 0, -1, 0]] {
+            let s = spec(noise);
+            let q = QueryId([1; 16]);
+            let expected = s.expected_proofs(q);
+            // Repeatedly send what is ready; everything must get sent.
+            let mut done: BTreeSet<ProofKey> = BTreeSet::new();
+            for _ in 0..expected.len() {
+                let ready: Vec<ProofKey> = expected
+                    .iter()
+                    .filter(|k| !done.contains(k))
+                    .filter(|k| dependencies(&s, k).iter().all(|d| done.contains(d)))
+                    .copied()
+                    .collect();
+                done.extend(ready);
+            }
+            assert_eq!(done.len(), expected.len());
+        }
+    }
+
+    #[test]
+    fn the_decryption_table_grows_with_the_largest_possible_result() {
+        assert_eq!(decryption_bits(&spec(Vec::new())), 32);
+        let mut big = spec(vec![0, 0, 1 << 41, 0]);
+        big.bounds[0].hi = 1 << 40;
+        // 12 · 2^40 + 2^41 = 14 · 2^40 < 2^44, plus one bit of margin.
+        assert_eq!(decryption_bits(&big), 45);
+        big.bounds[0].hi = i64::MAX;
+        assert_eq!(decryption_bits(&big), 62);
+    }
 }
