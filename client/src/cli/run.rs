@@ -13,7 +13,7 @@
 //! a minute and six seconds at the localnet's default 300 ms block time: ample for the few
 //! blocks an honest run takes, short enough that a stalled party does not hold a query for long.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
 use lemal_contracts::elgamal::DecryptionTable;
-use lemal_contracts::ids::{ProofKey, ProofKind, QueryId, Role, Verdict};
+use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Role, Verdict};
 use lemal_contracts::state::{BlockPayload, QueryStatus, Roster, SkipBlock};
 use lemal_contracts::tx::{QuerySpec, Tx};
 use serde_json::{json, Value};
@@ -31,7 +31,7 @@ use crate::data::{self, DataBounds, Dataset};
 use crate::keyring::Keyring;
 use crate::localnet::{self, Layout};
 use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
-use crate::rpc::{Node, RpcError};
+use crate::rpc::Node;
 use crate::sql::{self, Query};
 
 /// Smallest value of the synthetic data's aggregated column (public bound).
@@ -158,15 +158,14 @@ fn decryption_bits(spec: &QuerySpec) -> u32 {
         .unwrap_or(0)
         .saturating_mul(spec.dps.len() as u64)
         .saturating_add(noise);
-    (64 - widest.leading_zeros() + 1).clamp(32, 62)
+    (64 - widest.leading_zeros() + 1).clamp(8, 62)
 }
 
-/// A decryption table for the query's result.
+/// A decryption table just large enough for the query's result: baby-step giant-step over
+/// `|x| < 2^bits` with `2^(bits/2 + 1)` baby steps.
 fn decryption_table(spec: &QuerySpec) -> DecryptionTable {
-    match decryption_bits(spec) {
-        32 => DecryptionTable::new(),
-        bits => DecryptionTable::with_bounds(bits, bits / 2 + 1),
-    }
+    let bits = decryption_bits(spec);
+    DecryptionTable::with_bounds(bits, bits / 2 + 1)
 }
 
 /// The proofs a step waits for: those whose outputs it takes as inputs.
@@ -209,7 +208,6 @@ fn phase_index(kind: ProofKind) -> usize {
 struct InFlight {
     key: ProofKey,
     hash: [u8; 32],
-    sent_at_height: u64,
 }
 
 /// Broadcast `tx` and turn a CheckTx refusal into an error naming `what`.
@@ -217,27 +215,118 @@ fn send(node: &Node, tx: &Tx, what: &str) -> Result<[u8; 32]> {
     node.broadcast(tx).with_context(|| format!("broadcasting {what} to {}", node.url()))
 }
 
-/// Whether the transaction is in a block yet: `Some(height)` once it is, an error if the
-/// block's execution refused it.
-fn committed(node: &Node, hash: [u8; 32], what: &str) -> Result<Option<u64>> {
-    match node.wait_tx(hash, Duration::ZERO) {
-        Ok(outcome) if outcome.code == 0 => Ok(Some(outcome.height)),
-        Ok(outcome) => bail!(
-            "{what} was refused in block {} with code {}: {}",
-            outcome.height,
-            outcome.code,
-            outcome.log
-        ),
-        Err(RpcError::Timeout(..)) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("looking up {what}")),
+/// The outcome (hash, the app's code and log) of each awaited transaction in the block at
+/// `height`, or `None` while the node's transaction index has not caught up with that block.
+///
+/// The block itself says which transactions it holds; the index, filled asynchronously after
+/// each block, gives their codes, in one search per block however many transactions are
+/// awaited.
+fn block_outcomes(
+    node: &Node,
+    height: u64,
+    awaited: &[InFlight],
+) -> Result<Option<Vec<([u8; 32], u32, String)>>> {
+    let (client, rt) = node.raw();
+    let h = tendermint::block::Height::try_from(height)?;
+    let block = rt
+        .block_on(tendermint_rpc::Client::block(client, h))
+        .map_err(|e| anyhow!("{}", first_line(&e)))
+        .with_context(|| format!("fetching block {height}"))?;
+    let in_block: Vec<[u8; 32]> = block.block.data.iter().map(|b| Tx::hash(b)).collect();
+    if !awaited.iter().any(|f| in_block.contains(&f.hash)) {
+        return Ok(Some(Vec::new()));
     }
+    let query = tendermint_rpc::query::Query::eq("tx.height", height);
+    let mut out = Vec::with_capacity(in_block.len());
+    for page in 1.. {
+        let r = rt
+            .block_on(tendermint_rpc::Client::tx_search(
+                client,
+                query.clone(),
+                false,
+                page,
+                100,
+                tendermint_rpc::Order::Ascending,
+            ))
+            .map_err(|e| anyhow!("{}", first_line(&e)))
+            .with_context(|| format!("listing the transactions of block {height}"))?;
+        let got = r.txs.len();
+        for t in r.txs {
+            let hash: [u8; 32] = t
+                .hash
+                .as_bytes()
+                .try_into()
+                .map_err(|_| anyhow!("block {height}: a transaction hash is not 32 bytes"))?;
+            out.push((hash, t.tx_result.code.value(), t.tx_result.log));
+        }
+        if got == 0 || out.len() >= r.total_count as usize {
+            break;
+        }
+    }
+    Ok((out.len() >= in_block.len()).then_some(out))
 }
 
-/// Send every proof of the query as soon as its inputs are committed; return when all are.
+/// The first line of an error (the RPC library's errors may carry a multi-line trace).
+fn first_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+/// Every data provider's submission, built on up to `threads` threads (they need nothing from
+/// the ledger, so they are prepared while the registration is on its way to a block).
+fn range_submissions(
+    session: &Session<'_>,
+    inputs: &Inputs,
+    cheat: Option<Cheat>,
+    threads: usize,
+) -> Result<BTreeMap<ProofKey, Tx>> {
+    let reg = &session.plan.registration;
+    let dps = &reg.spec.dps;
+    let chunk = dps.len().div_ceil(threads.max(1)).max(1);
+    let built: Vec<Result<Vec<(ProofKey, Tx)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = dps
+            .chunks(chunk)
+            .zip(inputs.values.chunks(chunk))
+            .map(|(ids, values)| {
+                s.spawn(move || {
+                    let mut rng = rand_core::OsRng;
+                    ids.iter()
+                        .zip(values)
+                        .map(|(&d, v)| {
+                            let dp = EntityId::dp(d);
+                            let key = ProofKey {
+                                query: reg.query_id,
+                                kind: ProofKind::Range,
+                                creator: dp,
+                                index: 0,
+                            };
+                            let cheats = cheat.is_some_and(|c| c.entity == dp);
+                            let tx = session
+                                .range(dp, v, cheats, &mut rng)
+                                .with_context(|| format!("{dp} preparing its range proof"))?;
+                            Ok((key, tx))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a range-proof thread panicked"))))
+            .collect()
+    });
+    let mut out = BTreeMap::new();
+    for part in built {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// Send every proof of the query as soon as its inputs are committed (the data providers'
+/// submissions are `prebuilt`); return the height of the last one once all are committed.
 fn submit_proofs(
     node: &Node,
     session: &Session<'_>,
-    inputs: &Inputs,
+    mut prebuilt: BTreeMap<ProofKey, Tx>,
     cheat: Option<Cheat>,
     timeout: Duration,
     spans: &mut [Span; 4],
@@ -246,11 +335,13 @@ fn submit_proofs(
     let spec = &reg.spec;
     let q = reg.query_id;
     let mut rng = rand_core::OsRng;
-    let mut waiting = spec.expected_proofs(q);
+    let expected = spec.expected_proofs(q);
+    let mut waiting = expected.clone();
     let mut in_flight: Vec<InFlight> = Vec::new();
     let mut done: BTreeSet<ProofKey> = BTreeSet::new();
-    let total = waiting.len();
-    let mut last_height = 0;
+    // Every transaction is sent after this block, so the blocks after it are read once each.
+    let mut scanned = node.status().context("node status")?.height;
+    let mut last_height = scanned;
     let mut last_change = Instant::now();
     loop {
         let ready: Vec<ProofKey> = waiting
@@ -258,70 +349,83 @@ fn submit_proofs(
             .filter(|k| dependencies(spec, k).iter().all(|d| done.contains(d)))
             .copied()
             .collect();
-        if !ready.is_empty() {
-            let height = node.status().context("node status")?.height;
-            for key in ready {
-                let who = key.creator;
-                let cheats = cheat.is_some_and(|c| c.entity == who && c.kind == key.kind);
-                let tx = match key.kind {
-                    ProofKind::Range => {
-                        let pos = spec
-                            .dps
-                            .iter()
-                            .position(|&d| d == who.index)
-                            .ok_or_else(|| anyhow!("{who} takes no part"))?;
-                        session.range(who, &inputs.values[pos], cheats, &mut rng)
-                    }
-                    ProofKind::Aggregation => session.aggregation(who, node, cheats, &mut rng),
-                    ProofKind::Shuffle => session.shuffle(who, node, cheats, &mut rng),
-                    ProofKind::KeySwitch => session.keyswitch(who, node, cheats, &mut rng),
+        for key in ready {
+            let who = key.creator;
+            let cheats = cheat.is_some_and(|c| c.entity == who && c.kind == key.kind);
+            let tx = match key.kind {
+                ProofKind::Range => prebuilt
+                    .remove(&key)
+                    .ok_or_else(|| anyhow!("no submission was prepared for {who}")),
+                ProofKind::Aggregation => {
+                    session.aggregation(who, node, cheats, &mut rng).map_err(Into::into)
                 }
-                .with_context(|| format!("{who} preparing its {} proof", key.kind))?;
-                let what = format!("the {} proof of {who}", key.kind);
-                let hash = send(node, &tx, &what)?;
-                let span = &mut spans[phase_index(key.kind)];
-                span.first_sent.get_or_insert_with(Instant::now);
-                if cheats {
-                    progress(&format!("{who} submitted an invalid {} proof (--cheat)", key.kind));
+                ProofKind::Shuffle => {
+                    session.shuffle(who, node, cheats, &mut rng).map_err(Into::into)
                 }
-                in_flight.push(InFlight { key, hash, sent_at_height: height });
+                ProofKind::KeySwitch => {
+                    session.keyswitch(who, node, cheats, &mut rng).map_err(Into::into)
+                }
             }
-            waiting.retain(|k| !in_flight.iter().any(|f| f.key == *k));
+            .with_context(|| format!("{who} preparing its {} proof", key.kind))?;
+            let hash = send(node, &tx, &format!("the {} proof of {who}", key.kind))?;
+            spans[phase_index(key.kind)].first_sent.get_or_insert_with(Instant::now);
+            if cheats {
+                progress(&format!("{who} submitted an invalid {} proof (--cheat)", key.kind));
+            }
+            waiting.retain(|k| *k != key);
+            in_flight.push(InFlight { key, hash });
         }
         if waiting.is_empty() && in_flight.is_empty() {
             return Ok(last_height);
         }
-        std::thread::sleep(Duration::from_millis(20));
-        let height = node.status().context("node status")?.height;
-        let mut still = Vec::with_capacity(in_flight.len());
-        for f in in_flight {
-            // A transaction sent when `sent_at_height` was the latest block is in a later one.
-            if height > f.sent_at_height {
-                let what = format!("the {} proof of {}", f.key.kind, f.key.creator);
-                if let Some(h) = committed(node, f.hash, &what)? {
+        std::thread::sleep(Duration::from_millis(10));
+        let latest = node.status().context("node status")?.height;
+        while scanned < latest {
+            let Some(outcomes) = block_outcomes(node, scanned + 1, &in_flight)? else { break };
+            scanned += 1;
+            let mut refused = None;
+            let mut landed: Vec<ProofKind> = Vec::new();
+            in_flight.retain(|f| match outcomes.iter().find(|(h, _, _)| *h == f.hash) {
+                None => true,
+                Some((_, 0, _)) => {
                     done.insert(f.key);
-                    last_height = last_height.max(h);
-                    last_change = Instant::now();
                     spans[phase_index(f.key.kind)].last_committed = Some(Instant::now());
-                    let of_kind = spec
-                        .expected_proofs(q)
-                        .into_iter()
-                        .filter(|k| k.kind == f.key.kind)
-                        .collect::<Vec<_>>();
-                    if of_kind.iter().all(|k| done.contains(k)) {
-                        progress(&format!(
-                            "{} {} proofs on the ledger (height {h}); {}/{total} proofs in",
-                            of_kind.len(),
+                    landed.push(f.key.kind);
+                    false
+                }
+                Some((_, code, log)) => {
+                    refused.get_or_insert_with(|| {
+                        anyhow!(
+                            "the {} proof of {} was refused in block {scanned} with code \
+                             {code}: {log}",
                             f.key.kind,
-                            done.len()
-                        ));
-                    }
-                    continue;
+                            f.key.creator
+                        )
+                    });
+                    false
+                }
+            });
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            if !landed.is_empty() {
+                last_height = scanned;
+                last_change = Instant::now();
+            }
+            landed.sort_unstable();
+            landed.dedup();
+            for kind in landed {
+                let of_kind: Vec<&ProofKey> = expected.iter().filter(|e| e.kind == kind).collect();
+                if of_kind.iter().all(|e| done.contains(e)) {
+                    progress(&format!(
+                        "{} {kind} proofs on the ledger (height {scanned}); {}/{} proofs in",
+                        of_kind.len(),
+                        done.len(),
+                        expected.len()
+                    ));
                 }
             }
-            still.push(f);
         }
-        in_flight = still;
         if last_change.elapsed() > timeout {
             bail!(
                 "no proof was committed for {timeout:?}; waiting for {}",
@@ -490,7 +594,16 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let registration_start = Instant::now();
     let tx = session.register(&mut rand_core::OsRng).context("signing the registration")?;
     let hash = send(&node, &tx, "the registration")?;
-    let outcome = node.wait_tx(hash, timeout).context("waiting for the registration")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let (outcome, range_txs) = std::thread::scope(|s| {
+        let builder = s.spawn(|| range_submissions(&session, &inputs, args.cheat, threads));
+        let outcome = node.wait_tx(hash, timeout).context("waiting for the registration");
+        let built = builder
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("preparing the range proofs panicked")));
+        (outcome, built)
+    });
+    let (outcome, range_txs) = (outcome?, range_txs?);
     ensure!(
         outcome.code == 0,
         "the registration was refused in block {} with code {}: {}",
@@ -504,7 +617,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let mut spans = [Span::default(); 4];
     let proofs_start = Instant::now();
     let last_proof_height =
-        submit_proofs(&node, &session, &inputs, args.cheat, timeout, &mut spans)?;
+        submit_proofs(&node, &session, range_txs, args.cheat, timeout, &mut spans)?;
     let proofs_done = proofs_start.elapsed();
     progress(&format!("every proof is on the ledger (height {last_proof_height})"));
 
@@ -680,7 +793,6 @@ fn print_summary(doc: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lemal_contracts::ids::EntityId;
     use lemal_contracts::proofs::range::Bounds;
     use lemal_contracts::tx::Operation;
 
@@ -747,7 +859,8 @@ mod tests {
 
     #[test]
     fn the_decryption_table_grows_with_the_largest_possible_result() {
-        assert_eq!(decryption_bits(&spec(Vec::new())), 32);
+        // 12 · 100000 < 2^21, plus one bit of margin.
+        assert_eq!(decryption_bits(&spec(Vec::new())), 22);
         let mut big = spec(vec![0, 0, 1 << 41, 0]);
         big.bounds[0].hi = 1 << 40;
         // 12 · 2^40 + 2^41 = 14 · 2^40 < 2^44, plus one bit of margin.
