@@ -321,6 +321,100 @@ fn range_submissions(
     Ok(out)
 }
 
+/// Build the computing nodes' submissions for `keys` (their inputs are on the ledger) on one
+/// thread per client in `readers`, each reading the ledger through its own client.
+fn build_in_parallel(
+    readers: &[Node],
+    session: &Session<'_>,
+    keys: &[ProofKey],
+    cheat: Option<Cheat>,
+) -> Result<Vec<(ProofKey, Tx)>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chunk = keys.len().div_ceil(readers.len().max(1)).max(1);
+    let parts: Vec<Result<Vec<(ProofKey, Tx)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = keys
+            .chunks(chunk)
+            .zip(readers)
+            .map(|(part, node)| {
+                s.spawn(move || {
+                    let mut rng = rand_core::OsRng;
+                    part.iter()
+                        .map(|&key| {
+                            let who = key.creator;
+                            let cheats =
+                                cheat.is_some_and(|c| c.entity == who && c.kind == key.kind);
+                            let tx = match key.kind {
+                                ProofKind::Aggregation => {
+                                    session.aggregation(who, node, cheats, &mut rng)
+                                }
+                                ProofKind::Shuffle => session.shuffle(who, node, cheats, &mut rng),
+                                ProofKind::KeySwitch => {
+                                    session.keyswitch(who, node, cheats, &mut rng)
+                                }
+                                ProofKind::Range => {
+                                    return Err(anyhow!("{who}'s submission was not prepared"))
+                                }
+                            }
+                            .with_context(|| format!("{who} preparing its {} proof", key.kind))?;
+                            Ok((key, tx))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a proving thread panicked"))))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(keys.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// Broadcast every transaction at once (`broadcast_tx_sync`, concurrently); their hashes, in
+/// order, once CheckTx accepted each. A refusal names the proof.
+fn broadcast_all(node: &Node, batch: &[(ProofKey, Tx)]) -> Result<Vec<[u8; 32]>> {
+    let (client, rt) = node.raw();
+    let results = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (_, tx)) in batch.iter().enumerate() {
+            let client = client.clone();
+            let bytes = tx.encode();
+            set.spawn(async move {
+                let r = tendermint_rpc::Client::broadcast_tx_sync(&client, bytes).await;
+                (i, r)
+            });
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        while let Some(joined) = set.join_next().await {
+            out.push(joined);
+        }
+        out
+    });
+    let mut hashes = vec![None; batch.len()];
+    for joined in results {
+        let (i, r) = joined.map_err(|e| anyhow!("a broadcast task failed: {e}"))?;
+        let (key, tx) = &batch[i];
+        let what = format!("the {} proof of {}", key.kind, key.creator);
+        let r = r
+            .map_err(|e| anyhow!("{}", first_line(&e)))
+            .with_context(|| format!("broadcasting {what} to {}", node.url()))?;
+        ensure!(
+            r.code.is_ok(),
+            "{what} was refused by CheckTx with code {}: {}",
+            r.code.value(),
+            r.log
+        );
+        hashes[i] = Some(Tx::hash(&tx.encode()));
+    }
+    hashes.into_iter().map(|h| h.ok_or_else(|| anyhow!("a broadcast went missing"))).collect()
+}
+
 /// Send every proof of the query as soon as its inputs are committed (the data providers'
 /// submissions are `prebuilt`); return the height of the last one once all are committed.
 fn submit_proofs(
@@ -328,14 +422,16 @@ fn submit_proofs(
     session: &Session<'_>,
     mut prebuilt: BTreeMap<ProofKey, Tx>,
     cheat: Option<Cheat>,
+    threads: usize,
     timeout: Duration,
     spans: &mut [Span; 4],
 ) -> Result<u64> {
     let reg = &session.plan.registration;
     let spec = &reg.spec;
     let q = reg.query_id;
-    let mut rng = rand_core::OsRng;
     let expected = spec.expected_proofs(q);
+    let readers: Vec<Node> =
+        (0..threads.max(1)).map(|_| Node::connect(node.url())).collect::<Result<_, _>>()?;
     let mut waiting = expected.clone();
     let mut in_flight: Vec<InFlight> = Vec::new();
     let mut done: BTreeSet<ProofKey> = BTreeSet::new();
@@ -349,31 +445,28 @@ fn submit_proofs(
             .filter(|k| dependencies(spec, k).iter().all(|d| done.contains(d)))
             .copied()
             .collect();
-        for key in ready {
-            let who = key.creator;
-            let cheats = cheat.is_some_and(|c| c.entity == who && c.kind == key.kind);
-            let tx = match key.kind {
-                ProofKind::Range => prebuilt
-                    .remove(&key)
-                    .ok_or_else(|| anyhow!("no submission was prepared for {who}")),
-                ProofKind::Aggregation => {
-                    session.aggregation(who, node, cheats, &mut rng).map_err(Into::into)
-                }
-                ProofKind::Shuffle => {
-                    session.shuffle(who, node, cheats, &mut rng).map_err(Into::into)
-                }
-                ProofKind::KeySwitch => {
-                    session.keyswitch(who, node, cheats, &mut rng).map_err(Into::into)
+        if !ready.is_empty() {
+            let mut batch = Vec::with_capacity(ready.len());
+            let mut to_build = Vec::new();
+            for key in ready {
+                match prebuilt.remove(&key) {
+                    Some(tx) => batch.push((key, tx)),
+                    None => to_build.push(key),
                 }
             }
-            .with_context(|| format!("{who} preparing its {} proof", key.kind))?;
-            let hash = send(node, &tx, &format!("the {} proof of {who}", key.kind))?;
-            spans[phase_index(key.kind)].first_sent.get_or_insert_with(Instant::now);
-            if cheats {
-                progress(&format!("{who} submitted an invalid {} proof (--cheat)", key.kind));
+            batch.extend(build_in_parallel(&readers, session, &to_build, cheat)?);
+            let hashes = broadcast_all(node, &batch)?;
+            for ((key, _), hash) in batch.into_iter().zip(hashes) {
+                spans[phase_index(key.kind)].first_sent.get_or_insert_with(Instant::now);
+                if cheat.is_some_and(|c| c.entity == key.creator && c.kind == key.kind) {
+                    progress(&format!(
+                        "{} submitted an invalid {} proof (--cheat)",
+                        key.creator, key.kind
+                    ));
+                }
+                waiting.retain(|k| *k != key);
+                in_flight.push(InFlight { key, hash });
             }
-            waiting.retain(|k| *k != key);
-            in_flight.push(InFlight { key, hash });
         }
         if waiting.is_empty() && in_flight.is_empty() {
             return Ok(last_height);
@@ -617,7 +710,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let mut spans = [Span::default(); 4];
     let proofs_start = Instant::now();
     let last_proof_height =
-        submit_proofs(&node, &session, range_txs, args.cheat, timeout, &mut spans)?;
+        submit_proofs(&node, &session, range_txs, args.cheat, threads, timeout, &mut spans)?;
     let proofs_done = proofs_start.elapsed();
     progress(&format!("every proof is on the ledger (height {last_proof_height})"));
 
