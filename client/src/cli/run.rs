@@ -31,7 +31,7 @@ use crate::data::{self, DataBounds, Dataset};
 use crate::keyring::Keyring;
 use crate::localnet::{self, Layout};
 use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
-use crate::rpc::Node;
+use crate::rpc::{Node, RpcError};
 use crate::sql::{self, Query};
 
 /// Smallest value of the synthetic data's aggregated column (public bound).
@@ -102,7 +102,10 @@ fn load_inputs(args: &RunArgs, query: &Query, bounds: &DataBounds) -> Result<Inp
     let mut values = Vec::with_capacity(args.dps as usize);
     for i in 0..args.dps {
         let dataset = match &args.csv {
-            Some(dir) => Dataset::from_csv(&dir.join(format!("dp-{i}.csv")))?,
+            // The message already names the file and the cause.
+            Some(dir) => {
+                Dataset::from_csv(&dir.join(format!("dp-{i}.csv"))).map_err(|e| anyhow!("{e}"))?
+            }
             None => Dataset::synthetic(
                 args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(i)),
                 value_column,
@@ -213,7 +216,9 @@ struct InFlight {
 
 /// Broadcast `tx` and turn a CheckTx refusal into an error naming `what`.
 fn send(node: &Node, tx: &Tx, what: &str) -> Result<[u8; 32]> {
-    node.broadcast(tx).with_context(|| format!("broadcasting {what} to {}", node.url()))
+    node.broadcast(tx)
+        .map_err(short)
+        .with_context(|| format!("broadcasting {what} to {}", node.url()))
 }
 
 /// A transaction in a block: its hash, the app's code and log.
@@ -225,11 +230,7 @@ type Outcome = ([u8; 32], u32, String);
 /// The block itself says which transactions it holds; the index, filled asynchronously after
 /// each block, gives their codes, in one search per block however many transactions are
 /// awaited.
-fn block_outcomes(
-    node: &Node,
-    height: u64,
-    awaited: &[InFlight],
-) -> Result<Option<Vec<Outcome>>> {
+fn block_outcomes(node: &Node, height: u64, awaited: &[InFlight]) -> Result<Option<Vec<Outcome>>> {
     let (client, rt) = node.raw();
     let h = tendermint::block::Height::try_from(height)?;
     let block = rt
@@ -273,6 +274,11 @@ fn block_outcomes(
 /// The first line of an error (the RPC library's errors may carry a multi-line trace).
 fn first_line(e: &impl std::fmt::Display) -> String {
     e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+/// An RPC error as one line.
+fn short(e: RpcError) -> anyhow::Error {
+    anyhow!("{}", first_line(&e))
 }
 
 /// Every data provider's submission, built on up to `threads` threads (they need nothing from
@@ -434,13 +440,14 @@ fn submit_proofs(
     let spec = &reg.spec;
     let q = reg.query_id;
     let expected = spec.expected_proofs(q);
-    let readers: Vec<Node> =
-        (0..threads.max(1)).map(|_| Node::connect(node.url())).collect::<Result<_, _>>()?;
+    let readers: Vec<Node> = (0..threads.max(1))
+        .map(|_| Node::connect(node.url()).map_err(short))
+        .collect::<Result<_>>()?;
     let mut waiting = expected.clone();
     let mut in_flight: Vec<InFlight> = Vec::new();
     let mut done: BTreeSet<ProofKey> = BTreeSet::new();
     // Every transaction is sent after this block, so the blocks after it are read once each.
-    let mut scanned = node.status().context("node status")?.height;
+    let mut scanned = node.status().map_err(short).context("node status")?.height;
     let mut last_height = scanned;
     let mut last_change = Instant::now();
     loop {
@@ -476,7 +483,7 @@ fn submit_proofs(
             return Ok(last_height);
         }
         std::thread::sleep(Duration::from_millis(10));
-        let latest = node.status().context("node status")?.height;
+        let latest = node.status().map_err(short).context("node status")?.height;
         while scanned < latest {
             let Some(outcomes) = block_outcomes(node, scanned + 1, &in_flight)? else { break };
             scanned += 1;
@@ -539,11 +546,13 @@ fn wait_skipblock(node: &Node, q: &QueryId, timeout: Duration) -> Result<SkipBlo
     loop {
         let p = node
             .progress(q)
+            .map_err(short)
             .context("query progress")?
             .ok_or_else(|| anyhow!("query {q} is not registered on {}", node.url()))?;
         if let QueryStatus::Finalized { .. } = p.status {
             return node
                 .block_by_query(q)
+                .map_err(short)
                 .context("fetching the skipblock")?
                 .ok_or_else(|| anyhow!("query {q} is finalized but has no skipblock"));
         }
@@ -630,10 +639,13 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let query = sql::parse(&args.query)?;
     let layout = Layout::new(&global.home)?;
     let keys = localnet::keyring(&layout).context("reading the localnet's key files")?;
-    let node = Node::connect(&global.node)?;
-    let status = node.status().with_context(|| format!("is a node running at {}?", global.node))?;
+    let node = Node::connect(&global.node).map_err(short)?;
+    let status = node
+        .status()
+        .map_err(short)
+        .with_context(|| format!("is a node running at {}?", global.node))?;
     let chain_id = status.chain_id;
-    let roster = node.roster()?;
+    let roster = node.roster().map_err(short)?;
     ensure!(args.dps >= 1 && args.cns >= 1, "--dps and --cns must be at least 1");
     ensure!(
         args.dps >= args.cns,
@@ -694,7 +706,8 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let (outcome, range_txs) = std::thread::scope(|s| {
         let builder = s.spawn(|| range_submissions(&session, &inputs, args.cheat, threads));
-        let outcome = node.wait_tx(hash, timeout).context("waiting for the registration");
+        let outcome =
+            node.wait_tx(hash, timeout).map_err(short).context("waiting for the registration");
         let built =
             builder.join().unwrap_or_else(|_| Err(anyhow!("preparing the range proofs panicked")));
         (outcome, built)
@@ -811,6 +824,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         "expected": expected,
         "expected_components": inputs.totals,
         "noise": noise,
+        "noise_components": components.as_ref().map(|c| {
+            c.iter().zip(&inputs.totals).map(|(r, e)| r - e).collect::<Vec<i64>>()
+        }),
         "skipblock": {
             "index": block.index,
             "hash": hex::encode(block.hash()),
