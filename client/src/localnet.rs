@@ -514,11 +514,8 @@ fn run_checked(command: &mut Command) -> Result<String, LocalnetError> {
         .stdin(Stdio::null())
         .output()
         .map_err(io(format!("running {shown} (is it installed?)")))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
         return Err(LocalnetError::Command {
             command: shown,
@@ -543,7 +540,8 @@ pub fn ensure_cometbft(
     progress: &dyn Fn(&str),
 ) -> Result<PathBuf, LocalnetError> {
     if let Some(path) = explicit {
-        let path = std::path::absolute(path).map_err(io(format!("resolving {}", path.display())))?;
+        let path =
+            std::path::absolute(path).map_err(io(format!("resolving {}", path.display())))?;
         if !is_pinned_cometbft(&path) {
             return Err(LocalnetError::Missing(format!(
                 "{} is not CometBFT v{COMETBFT_VERSION}",
@@ -610,7 +608,12 @@ pub fn find_lemal_vn(explicit: Option<&Path>) -> Result<PathBuf, LocalnetError> 
 
 /// Set `key = value` in `[section]` (`""` for the top level) of a CometBFT `config.toml`;
 /// `value` is already in TOML syntax. The key must exist: CometBFT writes every key.
-pub fn set_toml(text: &str, section: &str, key: &str, value: &str) -> Result<String, LocalnetError> {
+pub fn set_toml(
+    text: &str,
+    section: &str,
+    key: &str,
+    value: &str,
+) -> Result<String, LocalnetError> {
     let mut current = String::new();
     let mut found = false;
     let mut out = String::with_capacity(text.len() + 64);
@@ -632,9 +635,7 @@ pub fn set_toml(text: &str, section: &str, key: &str, value: &str) -> Result<Str
     if found {
         Ok(out)
     } else {
-        Err(LocalnetError::Config(format!(
-            "config.toml has no key {key} in section [{section}]"
-        )))
+        Err(LocalnetError::Config(format!("config.toml has no key {key} in section [{section}]")))
     }
 }
 
@@ -691,7 +692,8 @@ fn tune_genesis(
     app_state: serde_json::Value,
 ) -> Result<Vec<u8>, LocalnetError> {
     let bad = |m: &str| LocalnetError::Config(format!("generated genesis.json: {m}"));
-    let mut g: serde_json::Value = serde_json::from_slice(generated).map_err(|e| bad(&e.to_string()))?;
+    let mut g: serde_json::Value =
+        serde_json::from_slice(generated).map_err(|e| bad(&e.to_string()))?;
     let obj = g.as_object_mut().ok_or_else(|| bad("not an object"))?;
     obj.insert("chain_id".into(), chain_id.into());
     obj.insert("app_state".into(), app_state);
@@ -759,9 +761,11 @@ fn generate(
     let mut addresses = Vec::with_capacity(n);
     for i in 0..n {
         let home = layout.node_dir(i);
-        let id = run_checked(
-            Command::new(cometbft).args(["show-node-id", "--home", &home.to_string_lossy()]),
-        )?;
+        let id = run_checked(Command::new(cometbft).args([
+            "show-node-id",
+            "--home",
+            &home.to_string_lossy(),
+        ]))?;
         node_ids.push(id.trim().to_owned());
         addresses.push(validator_address(&home)?);
     }
@@ -848,7 +852,10 @@ fn start(
     // The child is not waited for: it outlives this process (and is then reaped by init).
     drop(child);
     let stat = proc_stat(pid).ok_or_else(|| {
-        LocalnetError::Config(format!("{name} (pid {pid}) exited at once; see {}", log_path.display()))
+        LocalnetError::Config(format!(
+            "{name} (pid {pid}) exited at once; see {}",
+            log_path.display()
+        ))
     })?;
     let record = ProcessRecord {
         name: name.to_owned(),
@@ -863,15 +870,15 @@ fn start(
 
 fn died(record: &ProcessRecord) -> LocalnetError {
     let tail = fs::read_to_string(&record.log).map(|t| last_lines(&t, 15)).unwrap_or_default();
-    LocalnetError::Died {
-        name: record.name.clone(),
-        log: record.log.display().to_string(),
-        tail,
-    }
+    LocalnetError::Died { name: record.name.clone(), log: record.log.display().to_string(), tail }
 }
 
 /// Wait until something accepts TCP connections on `port`, while `record` runs.
-fn wait_listening(record: &ProcessRecord, port: u16, timeout: Duration) -> Result<(), LocalnetError> {
+fn wait_listening(
+    record: &ProcessRecord,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), LocalnetError> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let start = Instant::now();
     loop {
@@ -882,7 +889,10 @@ fn wait_listening(record: &ProcessRecord, port: u16, timeout: Duration) -> Resul
             return Err(died(record));
         }
         if start.elapsed() > timeout {
-            return Err(LocalnetError::Timeout(timeout, format!("{} to listen on {port}", record.name)));
+            return Err(LocalnetError::Timeout(
+                timeout,
+                format!("{} to listen on {port}", record.name),
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -945,7 +955,10 @@ fn start_all(
         if start.elapsed() > timeout {
             return Err(LocalnetError::Timeout(
                 timeout,
-                format!("every node to commit blocks (heights {heights:?}); see the logs in {}", layout.logs_dir().display()),
+                format!(
+                    "every node to commit blocks (heights {heights:?}); see the logs in {}",
+                    layout.logs_dir().display()
+                ),
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -1121,7 +1134,8 @@ pub fn keyring(layout: &Layout) -> Result<Keyring, LocalnetError> {
             .map_err(|e| LocalnetError::Config(format!("{}: {e}", path.display())))?;
         files.push(file);
     }
-    Keyring::from_key_files(&files).map_err(|e| LocalnetError::Config(format!("{}: {e}", dir.display())))
+    Keyring::from_key_files(&files)
+        .map_err(|e| LocalnetError::Config(format!("{}: {e}", dir.display())))
 }
 
 #[cfg(test)]

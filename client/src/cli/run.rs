@@ -111,7 +111,8 @@ fn load_inputs(args: &RunArgs, query: &Query, bounds: &DataBounds) -> Result<Inp
                 bounds,
             ),
         };
-        values.push(dataset.local_values(query, bounds).with_context(|| format!("data of dp-{i}"))?);
+        values
+            .push(dataset.local_values(query, bounds).with_context(|| format!("data of dp-{i}"))?);
     }
     let width = query.operation.width();
     let mut totals = vec![0i64; width];
@@ -336,9 +337,10 @@ fn wait_skipblock(node: &Node, q: &QueryId, timeout: Duration) -> Result<SkipBlo
     let start = Instant::now();
     let mut commits = None;
     loop {
-        let p = node.progress(q).context("query progress")?.ok_or_else(|| {
-            anyhow!("query {q} is not registered on {}", node.url())
-        })?;
+        let p = node
+            .progress(q)
+            .context("query progress")?
+            .ok_or_else(|| anyhow!("query {q} is not registered on {}", node.url()))?;
         if let QueryStatus::Finalized { .. } = p.status {
             return node
                 .block_by_query(q)
@@ -407,11 +409,10 @@ fn wrong_proofs(block: &SkipBlock) -> Vec<Value> {
 /// by at least one. `None` when no verifying node selected it.
 fn cheat_detected(block: &SkipBlock, key: &ProofKey) -> Option<bool> {
     let BlockPayload::Query(p) = &block.payload else { return Some(false) };
-    let row: Vec<Verdict> = p.bitmap.verifiers.iter().filter_map(|v| p.bitmap.get(key, *v)).collect();
-    let selected: Vec<Verdict> = row
-        .into_iter()
-        .filter(|v| matches!(v, Verdict::Wrong | Verdict::Correct))
-        .collect();
+    let row: Vec<Verdict> =
+        p.bitmap.verifiers.iter().filter_map(|v| p.bitmap.get(key, *v)).collect();
+    let selected: Vec<Verdict> =
+        row.into_iter().filter(|v| matches!(v, Verdict::Wrong | Verdict::Correct)).collect();
     if selected.is_empty() {
         return None;
     }
@@ -563,8 +564,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     if detected == Some(Some(false)) {
         problems.push("a verifying node that selected the cheater's proof accepted it".into());
     }
-    if verification.report.get("available") != Some(&Value::Bool(false)) && !verification.verified
-    {
+    if verification.report.get("available") != Some(&Value::Bool(false)) && !verification.verified {
         problems.push("the skipblock did not verify".to_owned());
     }
 
@@ -706,7 +706,10 @@ mod tests {
         assert!(root.contains(&key(ProofKind::Aggregation, 2)));
         let leaf = dependencies(&s, &key(ProofKind::Aggregation, 5));
         assert!(leaf.iter().all(|k| k.kind == ProofKind::Range));
-        assert_eq!(dependencies(&s, &key(ProofKind::KeySwitch, 3)), vec![key(ProofKind::Aggregation, 0)]);
+        assert_eq!(
+            dependencies(&s, &key(ProofKind::KeySwitch, 3)),
+            vec![key(ProofKind::Aggregation, 0)]
+        );
         let dp = ProofKey { query: q, kind: ProofKind::Range, creator: EntityId::dp(0), index: 0 };
         assert!(dependencies(&s, &dp).is_empty());
     }
