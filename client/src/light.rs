@@ -1206,10 +1206,28 @@ pub fn verify_ancestry(
     trust: &TrustRoot,
     from: BlockRef,
 ) -> Result<AncestryReport, LightError> {
-    let client = LightClient::new(node, trust)?;
+    verify_ancestry_with(&LightClient::new(node, trust)?, from)
+}
+
+/// [`verify_ancestry`] with a light client already holding a verified header. Block 0 must
+/// also carry a genesis record that matches the proven chain id, roster and parameters.
+pub fn verify_ancestry_with(
+    client: &LightClient<'_>,
+    from: BlockRef,
+) -> Result<AncestryReport, LightError> {
     let start = client.block(from)?;
     let params = client.params()?;
-    let (hops, latest) = walk_forward(&client, &start, params.skip_base)?;
+    if start.index == 0 {
+        let BlockPayload::Genesis(record) = &start.payload else {
+            return Err(LightError::Mismatch("block 0 is not a genesis block".into()));
+        };
+        let check =
+            check_genesis_record(record, &client.header().chain_id, &client.roster()?, &params);
+        if !check.passed {
+            return Err(LightError::Mismatch(format!("block 0: {}", check.detail)));
+        }
+    }
+    let (hops, latest) = walk_forward(client, &start, params.skip_base)?;
     Ok(AncestryReport {
         header: client.header().clone(),
         from: BlockSummary::from(&start),
@@ -1224,23 +1242,7 @@ pub fn verify_latest_from_genesis(
     node: &Node,
     trust: &TrustRoot,
 ) -> Result<AncestryReport, LightError> {
-    let client = LightClient::new(node, trust)?;
-    let genesis = client.block(BlockRef::Index(0))?;
-    let BlockPayload::Genesis(record) = &genesis.payload else {
-        return Err(LightError::Mismatch("block 0 is not a genesis block".into()));
-    };
-    let params = client.params()?;
-    let check = check_genesis_record(record, &client.header().chain_id, &client.roster()?, &params);
-    if !check.passed {
-        return Err(LightError::Mismatch(format!("block 0: {}", check.detail)));
-    }
-    let (hops, latest) = walk_forward(&client, &genesis, params.skip_base)?;
-    Ok(AncestryReport {
-        header: client.header().clone(),
-        from: BlockSummary::from(&genesis),
-        latest: BlockSummary::from(&latest),
-        hops,
-    })
+    verify_ancestry(node, trust, BlockRef::Index(0))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,14 +8,15 @@
 //! |---|---|
 //! | `LEMAL_GENESIS` | the validators and chain id of this CometBFT genesis file |
 //! | `LEMAL_TRUSTED_VALIDATORS` | the validator set with this hash (hex), signing for `LEMAL_CHAIN_ID` if set |
-//! | neither | the genesis document the node serves (trust on first use) |
+//! | neither, `--node` a node of the localnet under `--home` | the localnet's genesis file |
+//! | none of these | the genesis document the node serves (trust on first use) |
 //!
 //! Each command prints a readable report on stdout, or one JSON document with `--json`; progress
 //! goes to stderr. The exit code is 0 only when the command succeeded: for `verify`, when every
 //! check passed; for `audit`, when the block verified and nothing is wrong.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,14 +28,21 @@ use lemal_contracts::state::{
 use serde::Serialize;
 
 use super::Global;
-use crate::light::{self, AuditReport, LightError, TrustRoot, VerifyReport};
+use crate::light::{
+    self, AncestryReport, AuditReport, BlockRef, LightClient, LightError, TrustRoot, VerifyReport,
+};
+use crate::localnet::{Layout, Manifest};
 use crate::rpc::Node;
 
 /// Which skipblock to show.
 #[derive(Debug, Subcommand)]
 pub enum BlockCmd {
     /// The latest skipblock.
-    Latest,
+    Latest {
+        /// Verify it as a light client, and reach it from block 0 through forward links.
+        #[arg(long)]
+        verify: bool,
+    },
     /// A skipblock by index, hash or query id.
     Get {
         /// Its index.
@@ -46,6 +54,9 @@ pub enum BlockCmd {
         /// The query it records.
         #[arg(long)]
         query: Option<String>,
+        /// Verify it as a light client, and prove it an ancestor of the latest block.
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -231,28 +242,80 @@ fn list(items: &[String]) -> String {
 /// `lemal block`.
 pub fn block(which: BlockCmd, global: &Global) -> Result<ExitCode> {
     let node = connect(global)?;
-    let block = match which {
-        BlockCmd::Latest => node.block_latest()?,
-        BlockCmd::Get { index: Some(i), .. } => {
-            node.block_by_index(i)?.ok_or_else(|| anyhow!("there is no skipblock {i}"))?
-        }
-        BlockCmd::Get { hash: Some(h), .. } => {
+    let (block_ref, verify) = match which {
+        BlockCmd::Latest { verify } => (BlockRef::Latest, verify),
+        BlockCmd::Get { index: Some(i), verify, .. } => (BlockRef::Index(i), verify),
+        BlockCmd::Get { hash: Some(h), verify, .. } => {
             let mut hash = [0u8; 32];
             hex::decode_to_slice(h.trim(), &mut hash)
                 .map_err(|_| anyhow!("{h:?} is not a block hash (64 hex digits)"))?;
-            node.block_by_hash(&hash)?.ok_or_else(|| anyhow!("there is no skipblock {h}"))?
+            (BlockRef::Hash(hash), verify)
         }
-        BlockCmd::Get { query: Some(q), .. } => {
-            let id = parse_query(&q)?;
-            node.block_by_query(&id)?
-                .ok_or_else(|| anyhow!("query {id} has no skipblock (unknown or not finalized)"))?
-        }
+        BlockCmd::Get { query: Some(q), verify, .. } => (BlockRef::Query(parse_query(&q)?), verify),
         BlockCmd::Get { .. } => bail!("say which block: --index N, --hash H or --query ID"),
     };
+    if verify {
+        return verified_block(&node, block_ref, global);
+    }
+    let block = match block_ref {
+        BlockRef::Latest => Some(node.block_latest()?),
+        BlockRef::Index(i) => node.block_by_index(i)?,
+        BlockRef::Hash(h) => node.block_by_hash(&h)?,
+        BlockRef::Query(q) => node.block_by_query(&q)?,
+    }
+    .ok_or_else(|| anyhow!("there is no {block_ref} (for a query: unknown or not finalized)"))?;
     let forward = node.forward_links(block.index)?;
     let view = block_view(&block, &forward);
     emit(global, &view, || render_block(&view))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lemal block ... --verify`: the block, its light verification, and the forward walk from it
+/// (from block 0 for the latest block) to the latest block.
+#[derive(Serialize)]
+struct VerifiedBlock {
+    block: BlockView,
+    verification: VerifyReport,
+    ancestry: AncestryReport,
+    verified: bool,
+}
+
+fn verified_block(node: &Node, which: BlockRef, global: &Global) -> Result<ExitCode> {
+    let trust = trust_root(global)?;
+    eprintln!("verifying {which} against {}", node.url());
+    let client = match LightClient::new(node, &trust) {
+        Ok(c) => c,
+        Err(e) => return light_failure(global, e),
+    };
+    let outcome = client.verify(which).and_then(|(verification, block, _)| {
+        let from = if which == BlockRef::Latest { BlockRef::Index(0) } else { which };
+        eprintln!("walking forward links from {from} to the latest block");
+        let ancestry = light::verify_ancestry_with(&client, from)?;
+        let forward = light::SkipchainState::forward_links(&client, block.index)?;
+        Ok((block_view(&block, &forward), verification, ancestry))
+    });
+    let (view, verification, ancestry) = match outcome {
+        Ok(parts) => parts,
+        Err(e) => return light_failure(global, e),
+    };
+    let doc =
+        VerifiedBlock { block: view, verified: verification.verified, verification, ancestry };
+    emit(global, &doc, || {
+        let mut s = render_block(&doc.block);
+        s.push_str(&render_verify(&doc.verification));
+        let a = &doc.ancestry;
+        let _ = writeln!(
+            s,
+            "ancestry: block {} reaches the latest block {} in {} hops{}",
+            a.from.index,
+            a.latest.index,
+            a.hops.len(),
+            a.hops.iter().fold(String::new(), |acc, h| acc
+                + &format!(" {}→{} (level {})", h.from, h.to, h.level))
+        );
+        s
+    })?;
+    Ok(exit(doc.verified))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -489,8 +552,9 @@ pub fn bitmap(id: &str, global: &Global) -> Result<ExitCode> {
 // lemal verify, lemal audit
 // ---------------------------------------------------------------------------------------------
 
-/// The trust root chosen by the environment (see the module documentation).
-fn trust_root() -> Result<TrustRoot> {
+/// The trust root chosen by the environment and the localnet home (see the module
+/// documentation).
+fn trust_root(global: &Global) -> Result<TrustRoot> {
     if let Some(path) = std::env::var_os("LEMAL_GENESIS") {
         let path = Path::new(&path);
         eprintln!("trusting the genesis validators of {}", path.display());
@@ -500,6 +564,10 @@ fn trust_root() -> Result<TrustRoot> {
         eprintln!("trusting the validator set with hash {hash}");
         return Ok(TrustRoot::validators_hash_hex(&hash, std::env::var("LEMAL_CHAIN_ID").ok())?);
     }
+    if let Some(path) = localnet_genesis(global) {
+        eprintln!("trusting the genesis validators of the localnet ({})", path.display());
+        return Ok(TrustRoot::genesis_file(&path)?);
+    }
     eprintln!(
         "trusting the genesis the node serves (set LEMAL_GENESIS or LEMAL_TRUSTED_VALIDATORS \
          to pin the trust root)"
@@ -507,10 +575,23 @@ fn trust_root() -> Result<TrustRoot> {
     Ok(TrustRoot::NodeGenesis)
 }
 
-/// A verification that could not be carried out, as one JSON document.
+/// The genesis file of the localnet under `--home`, when `--node` is one of its nodes.
+fn localnet_genesis(global: &Global) -> Option<PathBuf> {
+    let layout = Layout::new(&global.home).ok()?;
+    let manifest = Manifest::load(&layout).ok()?;
+    let node = global.node.trim_end_matches('/');
+    manifest
+        .nodes
+        .iter()
+        .any(|n| n.rpc.trim_end_matches('/') == node)
+        .then(|| layout.node_dir(0).join("config").join("genesis.json"))
+}
+
+/// A verification or audit that could not be carried out, as one JSON document.
 #[derive(Serialize)]
 struct Failure {
     verified: bool,
+    ok: bool,
     error: String,
 }
 
@@ -519,7 +600,7 @@ struct Failure {
 fn light_failure(global: &Global, e: LightError) -> Result<ExitCode> {
     if global.json {
         eprintln!("lemal: {e}");
-        emit(global, &Failure { verified: false, error: e.to_string() }, String::new)?;
+        emit(global, &Failure { verified: false, ok: false, error: e.to_string() }, String::new)?;
         return Ok(ExitCode::FAILURE);
     }
     Err(e.into())
@@ -555,7 +636,7 @@ fn render_verify(r: &VerifyReport) -> String {
 pub fn verify(id: &str, global: &Global) -> Result<ExitCode> {
     let id = parse_query(id)?;
     let node = connect(global)?;
-    let trust = trust_root()?;
+    let trust = trust_root(global)?;
     eprintln!("verifying the skipblock of query {id} against {}", node.url());
     match light::verify_query(&node, &trust, &id) {
         Ok(report) => {
@@ -635,7 +716,7 @@ fn render_audit(r: &AuditReport) -> String {
 pub fn audit(id: &str, global: &Global) -> Result<ExitCode> {
     let id = parse_query(id)?;
     let node = connect(global)?;
-    let trust = trust_root()?;
+    let trust = trust_root(global)?;
     eprintln!(
         "auditing query {id} against {}: light verification of its skipblock, then every proof \
          re-verified locally",
