@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test lint fmt doc unit release demo down bench
+.PHONY: test lint fmt doc unit e2e release demo down bench
 
 ## Run the whole suite: formatting, lints, docs and every test.
 test: lint doc unit
@@ -15,9 +15,13 @@ lint:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
-## The end-to-end test drives the release binaries `lemal` and `lemal-vn`: build them first.
-unit: release
+unit:
 	$(CARGO) test --workspace --locked
+
+## The end-to-end test against a real 4-validator CometBFT localnet (ports 46656+) drives the
+## release binaries `lemal` and `lemal-vn`: build them first.
+e2e: release
+	$(CARGO) test --locked -p lemal-tests --test end_to_end -- --ignored
 
 release:
 	$(CARGO) build --release --bins --locked

@@ -155,6 +155,7 @@ fn app_hashes_agree() -> Result<u64> {
 }
 
 #[test]
+#[ignore = "needs the release binaries and a CometBFT install: run with `make e2e`"]
 fn a_fresh_localnet_runs_the_reports_query_and_catches_a_cheating_data_provider() -> Result<()> {
     let bin = bin_dir()?;
     let cometbft = cometbft()?;
