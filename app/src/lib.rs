@@ -9,8 +9,9 @@
 //! - [`worker`]: the off-chain verifier that commits this node's bitmaps.
 
 pub mod abci;
+/// The state layout, shared with clients.
+pub use lemal_contracts::keys;
 pub mod codes;
-pub mod keys;
 pub mod ledger;
 pub mod machine;
 pub mod query;

@@ -117,52 +117,7 @@ fn transport(node: &Node, e: impl fmt::Display) -> LightError {
 // State keys
 // ---------------------------------------------------------------------------------------------
 
-/// The state keys the client proves values under: a one-byte prefix followed by big-endian
-/// fields, the same layout as the verifying nodes' state (`lemal_app::keys`). A value proven
-/// under any other key says nothing about the path that was asked, so the client never takes
-/// the key from the node.
-pub mod state_key {
-    use lemal_contracts::ids::QueryId;
-
-    /// Chain parameters.
-    pub const PARAMS: &[u8] = &[0x02];
-    /// The roster.
-    pub const ROSTER: &[u8] = &[0x03];
-    /// Skipchain head index.
-    pub const SKIP_HEAD: &[u8] = &[0x40];
-
-    fn with(prefix: u8, field: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(1 + field.len());
-        k.push(prefix);
-        k.extend_from_slice(field);
-        k
-    }
-
-    /// A query's registration.
-    pub fn query(q: &QueryId) -> Vec<u8> {
-        with(0x10, &q.0)
-    }
-
-    /// A skipblock.
-    pub fn block(index: u64) -> Vec<u8> {
-        with(0x41, &index.to_be_bytes())
-    }
-
-    /// A skipblock's forward links.
-    pub fn forward(index: u64) -> Vec<u8> {
-        with(0x42, &index.to_be_bytes())
-    }
-
-    /// The block-hash index.
-    pub fn block_by_hash(hash: &[u8; 32]) -> Vec<u8> {
-        with(0x43, hash)
-    }
-
-    /// The query-id index.
-    pub fn block_by_query(q: &QueryId) -> Vec<u8> {
-        with(0x44, &q.0)
-    }
-}
+pub use lemal_contracts::keys as state_key;
 
 // ---------------------------------------------------------------------------------------------
 // Trust root and header check

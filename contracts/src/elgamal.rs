@@ -18,7 +18,7 @@ use merlin::Transcript;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::error::DecodeError;
-use crate::group::{decode_point, scalar_from_i64, Point, Reader, Writer, B};
+use crate::group::{scalar_from_i64, Point, Reader, Writer, B};
 use crate::transcript::TranscriptProtocol;
 
 /// An ElGamal ciphertext `(C1, C2)`.
@@ -373,11 +373,6 @@ pub fn write_ciphertexts(w: &mut Writer, cts: &[Ciphertext]) {
     for ct in cts {
         w.point(&ct.c1).point(&ct.c2);
     }
-}
-
-/// Decode a point from 32 bytes (re-exported for callers that only hold bytes).
-pub fn point_from_bytes(bytes: &[u8; 32]) -> Result<RistrettoPoint, DecodeError> {
-    decode_point(bytes)
 }
 
 #[cfg(test)]

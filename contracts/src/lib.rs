@@ -14,7 +14,8 @@
 //! - [`sig`] and [`sampling`]: sr25519 signatures with one context per message kind, and the
 //!   VRF that decides which proofs a verifying node checks;
 //! - [`ids`], [`tx`] and [`state`]: identifiers, transactions and ledger values, borsh-encoded;
-//! - [`commitment`]: checking ICS23 proofs of ledger state against an app hash.
+//! - [`commitment`]: checking ICS23 proofs of ledger state against an app hash;
+//! - [`keys`]: the state layout, shared by the application and its clients.
 //!
 //! Boundaries: no I/O, no clock, and no randomness inside verification. Provers take their RNG
 //! as an argument. Verifiers take their statement from the caller (the ledger), never from the
@@ -25,6 +26,7 @@ pub mod elgamal;
 pub mod error;
 pub mod group;
 pub mod ids;
+pub mod keys;
 pub mod proofs;
 pub mod sampling;
 pub mod sig;

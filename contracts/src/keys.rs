@@ -1,4 +1,7 @@
-//! The state layout: every key of the authenticated store, in one place.
+//! The state layout: every key of the verifying nodes' authenticated store, in one place.
+//!
+//! It lives in this crate because both sides need it: the application writes under these keys,
+//! and clients compute them to check ICS23 proofs without trusting the node's choice of key.
 //!
 //! Each key is a one-byte prefix followed by fixed-width big-endian fields, so prefix scans come
 //! out in numeric order. Values are borsh-encoded; the value type of each prefix is fixed here.
@@ -6,20 +9,20 @@
 //! | prefix | key fields | value |
 //! |---|---|---|
 //! | `0x01` | — | chain id (`String`) |
-//! | `0x02` | — | [`Params`](lemal_contracts::state::Params) |
-//! | `0x03` | — | [`Roster`](lemal_contracts::state::Roster) |
-//! | `0x10` | query id (16) | [`QueryRecord`](lemal_contracts::state::QueryRecord) |
-//! | `0x11` | query id (16) | [`QueryProgress`](lemal_contracts::state::QueryProgress) |
+//! | `0x02` | — | [`Params`](crate::state::Params) |
+//! | `0x03` | — | [`Roster`](crate::state::Roster) |
+//! | `0x10` | query id (16) | [`QueryRecord`](crate::state::QueryRecord) |
+//! | `0x11` | query id (16) | [`QueryProgress`](crate::state::QueryProgress) |
 //! | `0x12` | query id (16) | `[1]` — the query is open (not finalized) |
-//! | `0x20` | query id (16), kind (1), creator (5), index (4) | [`ProofRecord`](lemal_contracts::state::ProofRecord) |
-//! | `0x30` | query id (16), verifier (5) | [`BitmapCommitRecord`](lemal_contracts::state::BitmapCommitRecord) |
+//! | `0x20` | query id (16), kind (1), creator (5), index (4) | [`ProofRecord`](crate::state::ProofRecord) |
+//! | `0x30` | query id (16), verifier (5) | [`BitmapCommitRecord`](crate::state::BitmapCommitRecord) |
 //! | `0x40` | — | skipchain head index (`u64`) |
-//! | `0x41` | index (8) | [`SkipBlock`](lemal_contracts::state::SkipBlock) |
+//! | `0x41` | index (8) | [`SkipBlock`](crate::state::SkipBlock) |
 //! | `0x42` | index (8) | forward links (`Vec<[u8; 32]>`, filled level by level) |
 //! | `0x43` | block hash (32) | index (`u64`) |
 //! | `0x44` | query id (16) | index (`u64`) |
 
-use lemal_contracts::ids::{EntityId, ProofKey, QueryId};
+use crate::ids::{EntityId, ProofKey, QueryId};
 
 /// Chain id, written at InitChain.
 pub const CHAIN_ID: &[u8] = &[0x01];
@@ -121,7 +124,7 @@ pub fn block_by_query(q: &QueryId) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lemal_contracts::ids::ProofKind;
+    use crate::ids::ProofKind;
 
     #[test]
     fn proof_keys_of_a_query_share_its_prefix_and_sort_like_proof_keys() {
