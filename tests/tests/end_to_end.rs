@@ -154,11 +154,30 @@ fn app_hashes_agree() -> Result<u64> {
     Ok(height)
 }
 
+/// The end of every log of the localnet, to tell why a step failed.
+fn show_logs(net: &Localnet) {
+    let Ok(layout) = Layout::new(net.home.path()) else { return };
+    for file in localnet::log_files(&layout, None).unwrap_or_default() {
+        if let Ok((text, _)) = localnet::tail(&file, 25) {
+            eprintln!("==> {} <==\n{text}", file.display());
+        }
+    }
+}
+
 #[test]
 fn a_fresh_localnet_runs_the_reports_query_and_catches_a_cheating_data_provider() -> Result<()> {
     let bin = bin_dir()?;
     let cometbft = cometbft()?;
     let net = Localnet { home: tempfile::Builder::new().prefix("lemal-e2e-").tempdir()?, bin };
+    let outcome = scenario(&net, &cometbft);
+    if let Err(e) = &outcome {
+        eprintln!("e2e: failed: {e:#}");
+        show_logs(&net);
+    }
+    outcome
+}
+
+fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     let cometbft = cometbft.to_string_lossy().into_owned();
     let lemal_vn = net.bin.join("lemal-vn").to_string_lossy().into_owned();
     let up = [
