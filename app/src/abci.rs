@@ -174,8 +174,10 @@ impl LemalApp {
             apply(&mut overlay, g);
         }
         let ctx = BlockCtx { height, time };
-        txs.iter()
-            .map(|tx| overlay.transact(|child| machine.deliver(child, &ctx, tx)).map(|_| ()))
+        machine
+            .authenticate_block(txs)
+            .into_iter()
+            .map(|tx| overlay.transact(|child| machine.execute(child, &ctx, tx?)).map(|_| ()))
             .collect()
     }
 }
@@ -319,8 +321,8 @@ impl Application for LemalApp {
             apply(&mut overlay, &g);
         }
         let mut tx_results = Vec::with_capacity(request.txs.len());
-        for tx in &request.txs {
-            let result = overlay.transact(|child| machine.deliver(child, &ctx, tx));
+        for tx in machine.authenticate_block(&request.txs) {
+            let result = overlay.transact(|child| machine.execute(child, &ctx, tx?));
             tx_results.push(match result {
                 Ok(events) => {
                     ExecTxResult { code: 0, events: abci_events(events), ..Default::default() }

@@ -13,6 +13,7 @@
 use lemal_contracts::group::to_borsh;
 use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Verdict};
 use lemal_contracts::sampling;
+use lemal_contracts::sig::VerifyingKey;
 use lemal_contracts::state::{
     back_link_target, proofs_root, skip_height, Bitmap, BitmapCommitRecord, BlockPayload,
     GenesisRecord, GenesisState, JudgedSet, Params, ProofRecord, QueryPayload, QueryProgress,
@@ -150,8 +151,9 @@ impl Machine {
         &self.roster
     }
 
-    /// Stateless phase: size, decoding, chain id, signer in roster, signature.
-    pub fn decode_and_authenticate(&self, bytes: &[u8]) -> Result<Tx, TxError> {
+    /// Stateless checks short of the signature: size, decoding, chain id, signer in roster.
+    /// Returns the transaction and its signer's key.
+    fn decode(&self, bytes: &[u8]) -> Result<(Tx, &VerifyingKey), TxError> {
         let max = self.params.max_tx_bytes as usize;
         if bytes.len() > max {
             return Err(TxError::TooLarge { size: bytes.len(), max });
@@ -164,8 +166,43 @@ impl Machine {
             .roster
             .signing_key(tx.signer)
             .ok_or_else(|| TxError::UnknownSigner(tx.signer.to_string()))?;
+        Ok((tx, key))
+    }
+
+    /// Stateless phase: size, decoding, chain id, signer in roster, signature.
+    pub fn decode_and_authenticate(&self, bytes: &[u8]) -> Result<Tx, TxError> {
+        let (tx, key) = self.decode(bytes)?;
         tx.verify_signature(bytes, key).map_err(|e| TxError::BadSignature(e.to_string()))?;
         Ok(tx)
+    }
+
+    /// The stateless phase for a whole block: decode every transaction, then check all
+    /// signatures in one batch (one by one only when the batch fails, to find the culprits).
+    /// Same results as [`Machine::decode_and_authenticate`] on each.
+    pub fn authenticate_block<B: AsRef<[u8]>>(&self, txs: &[B]) -> Vec<Result<Tx, TxError>> {
+        let decoded: Vec<Result<(Tx, &VerifyingKey), TxError>> =
+            txs.iter().map(|b| self.decode(b.as_ref())).collect();
+        let items: Vec<_> = decoded
+            .iter()
+            .zip(txs)
+            .filter_map(|(d, b)| d.as_ref().ok().map(|(tx, key)| (tx, *key, b.as_ref())))
+            .map(|(tx, key, b)| {
+                (key, tx.body.message_kind(), lemal_contracts::tx::signed_part(b), &tx.signature)
+            })
+            .collect();
+        let all_valid = lemal_contracts::sig::verify_batch(&items).is_ok();
+        decoded
+            .into_iter()
+            .zip(txs)
+            .map(|(d, b)| {
+                let (tx, key) = d?;
+                if !all_valid {
+                    tx.verify_signature(b.as_ref(), key)
+                        .map_err(|e| TxError::BadSignature(e.to_string()))?;
+                }
+                Ok(tx)
+            })
+            .collect()
     }
 
     /// Stateless and stateful phases, without writing: what CheckTx runs.
@@ -183,7 +220,7 @@ impl Machine {
         Ok(tx)
     }
 
-    /// All three phases: check, then execute. Writes only when every check passed.
+    /// All three phases on transaction bytes: check, then execute.
     pub fn deliver(
         &self,
         state: &mut impl KvWrite,
@@ -191,6 +228,18 @@ impl Machine {
         bytes: &[u8],
     ) -> Result<Vec<Event>, TxError> {
         let tx = self.decode_and_authenticate(bytes)?;
+        self.execute(state, ctx, tx)
+    }
+
+    /// The stateful phase and execution of an authenticated transaction (from
+    /// [`Machine::decode_and_authenticate`] or [`Machine::authenticate_block`]). Writes only
+    /// when every check passed.
+    pub fn execute(
+        &self,
+        state: &mut impl KvWrite,
+        ctx: &BlockCtx,
+        tx: Tx,
+    ) -> Result<Vec<Event>, TxError> {
         let signer = tx.signer;
         match tx.body {
             TxBody::RegisterQuery(r) => {

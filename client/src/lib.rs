@@ -1,6 +1,6 @@
 //! The Lemal client: the pipeline roles (data providers, computing nodes, querier) that produce
-//! real encrypted data and proofs, the keys of a network, and (with their issue) the RPC client,
-//! light-client verification and the `lemal` CLI.
+//! real encrypted data and proofs, the keys of a network, the RPC client, light-client
+//! verification of the skipchain ([`light`]) and the `lemal` CLI.
 
 // The client is not consensus code: it waits, times and retries with the wall clock.
 #![allow(clippy::disallowed_methods)]
@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod data;
 pub mod keyring;
+pub mod light;
 pub mod localnet;
 pub mod pipeline;
 pub mod rpc;

@@ -198,6 +198,15 @@ impl<'a> Reader<'a> {
         decode_point(&self.array32()?)
     }
 
+    /// Read a canonical point and keep its encoding (the identity is allowed).
+    ///
+    /// Only canonical encodings decode, so the bytes kept are the point's one encoding. Costs
+    /// the same as [`Reader::point`]; a proof that stores [`Point`]s reads them with this method
+    /// instead of compressing each decoded point again.
+    pub fn point_with_encoding(&mut self) -> Result<Point, DecodeError> {
+        Point::from_bytes(&self.array32()?)
+    }
+
     /// Read a canonical point that must not be the identity.
     pub fn point_nonidentity(&mut self) -> Result<RistrettoPoint, DecodeError> {
         let p = self.point()?;
@@ -288,6 +297,20 @@ mod tests {
         let mut r = Reader::new(&two);
         assert!(r.point().is_ok());
         assert_eq!(r.finish(), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn reader_keeps_the_encoding_of_a_point_and_refuses_non_canonical_ones() {
+        let p = B * Scalar::from(11u64);
+        let mut bytes = p.compress().to_bytes().to_vec();
+        bytes.extend_from_slice(&[0xff; 32]);
+        bytes.extend_from_slice(&[0; 31]);
+        let mut r = Reader::new(&bytes);
+        let read = r.point_with_encoding().expect("a canonical encoding");
+        assert_eq!(read.point(), &p);
+        assert_eq!(read.as_bytes(), &p.compress().to_bytes());
+        assert_eq!(r.point_with_encoding(), Err(DecodeError::InvalidPoint));
+        assert_eq!(r.point_with_encoding(), Err(DecodeError::Truncated { needed: 1 }));
     }
 
     #[test]

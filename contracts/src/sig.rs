@@ -145,6 +145,24 @@ impl BorshDeserialize for VerifyingKey {
     }
 }
 
+/// Verify many signatures at once (one multiscalar multiplication, with weights derived from
+/// the signatures themselves, so the outcome is deterministic). `Ok` only if every signature
+/// verifies; on `Err`, check them one by one to find the bad ones.
+pub fn verify_batch(
+    items: &[(&VerifyingKey, MessageKind, &[u8], &Signature)],
+) -> Result<(), SigError> {
+    let mut sigs = Vec::with_capacity(items.len());
+    for (_, _, _, sig) in items {
+        sigs.push(schnorrkel::Signature::from_bytes(&sig.0).map_err(|_| SigError::Malformed)?);
+    }
+    let keys: Vec<schnorrkel::PublicKey> = items.iter().map(|(k, ..)| k.0).collect();
+    let transcripts = items
+        .iter()
+        .map(|(_, kind, msg, _)| schnorrkel::signing_context(kind.context()).bytes(msg));
+    schnorrkel::verify_batch_deterministic(transcripts, &sigs, &keys, false)
+        .map_err(|_| SigError::Invalid)
+}
+
 /// A 64-byte sr25519 signature (its internal canonicity is checked at verification).
 #[derive(Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Signature(pub [u8; 64]);
@@ -186,6 +204,39 @@ mod tests {
         let mut bad = sig;
         bad.0[63] &= 0x7f; // clears schnorrkel's marker bit
         assert_eq!(vk.verify(MessageKind::SubmitProof, b"hello", &bad), Err(SigError::Malformed));
+    }
+
+    #[test]
+    fn batch_verification_accepts_only_all_valid() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let keys: Vec<SigningKey> = (0..5).map(|_| SigningKey::random(&mut rng)).collect();
+        let vks: Vec<VerifyingKey> = keys.iter().map(SigningKey::verifying_key).collect();
+        let msgs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10]).collect();
+        let sigs: Vec<Signature> = keys
+            .iter()
+            .zip(&msgs)
+            .map(|(k, m)| k.sign_with_rng(MessageKind::SubmitProof, m, &mut rng))
+            .collect();
+        fn items<'a>(
+            vks: &'a [VerifyingKey],
+            msgs: &'a [Vec<u8>],
+            sigs: &'a [Signature],
+        ) -> Vec<(&'a VerifyingKey, MessageKind, &'a [u8], &'a Signature)> {
+            (0..5)
+                .map(|i| (&vks[i], MessageKind::SubmitProof, msgs[i].as_slice(), &sigs[i]))
+                .collect()
+        }
+        assert_eq!(verify_batch(&items(&vks, &msgs, &sigs)), Ok(()));
+        assert_eq!(verify_batch(&[]), Ok(()));
+        let mut swapped = sigs.clone();
+        swapped.swap(0, 1);
+        assert_eq!(verify_batch(&items(&vks, &msgs, &swapped)), Err(SigError::Invalid));
+        let mut other_kind = items(&vks, &msgs, &sigs);
+        other_kind[4].1 = MessageKind::CommitBitmap;
+        assert_eq!(verify_batch(&other_kind), Err(SigError::Invalid));
+        let mut malformed = sigs.clone();
+        malformed[2].0[63] &= 0x7f;
+        assert_eq!(verify_batch(&items(&vks, &msgs, &malformed)), Err(SigError::Malformed));
     }
 
     #[test]

@@ -311,9 +311,11 @@ impl Proof {
         if r.remaining() > body {
             return Err(DecodeError::TrailingBytes(r.remaining() - body));
         }
-        let t_k = Point::new(r.point()?);
+        let t_k = r.point_with_encoding()?;
         let rows = (0..n)
-            .map(|_| Ok(RowCommitment { t1: Point::new(r.point()?), t2: Point::new(r.point()?) }))
+            .map(|_| {
+                Ok(RowCommitment { t1: r.point_with_encoding()?, t2: r.point_with_encoding()? })
+            })
             .collect::<Result<Vec<_>, DecodeError>>()?;
         let z_k = r.scalar()?;
         let z = (0..n).map(|_| r.scalar()).collect::<Result<Vec<_>, _>>()?;

@@ -478,7 +478,7 @@ impl Proof {
                 max: MAX_VALUES as u64,
             });
         }
-        let point = |r: &mut Reader<'_>| r.point().map(Point::new);
+        let point = Reader::point_with_encoding;
         let commitments = (0..m).map(|_| point(&mut r)).collect::<Result<Vec<_>, _>>()?;
         let sigma_commitments = (0..m)
             .map(|_| {
