@@ -130,7 +130,8 @@ fn as_u64(v: &Value, what: &str) -> Result<u64> {
 
 /// Every node reports the same app hash in its header at one common height.
 fn app_hashes_agree() -> Result<u64> {
-    let nodes: Vec<Node> = (0..VALIDATORS).map(|i| Node::connect(&rpc(i))).collect::<Result<_, _>>()?;
+    let nodes: Vec<Node> =
+        (0..VALIDATORS).map(|i| Node::connect(&rpc(i))).collect::<Result<_, _>>()?;
     let height = nodes
         .iter()
         .map(|n| n.status().map(|s| s.height))
@@ -197,7 +198,9 @@ fn a_fresh_localnet_runs_the_reports_query_and_catches_a_cheating_data_provider(
     ensure!(
         as_u64(&bitmap["1"], "bitmap 1")? + as_u64(&bitmap["2"], "bitmap 2")? == expected_entries
     );
-    ensure!(honest["verified"] == Value::Bool(true) || honest["verification"]["available"] == false);
+    ensure!(
+        honest["verified"] == Value::Bool(true) || honest["verification"]["available"] == false
+    );
 
     // The skipblock, read from another node than the one that received the transactions.
     let id: QueryId = honest["query_id"].as_str().context("query id")?.parse()?;
