@@ -1063,7 +1063,8 @@ pub fn status(layout: &Layout) -> Result<(Manifest, Vec<NodeStatus>), LocalnetEr
                 s.app_hash = Some(hex::encode_upper(&st.app_hash));
                 s.peers = Some(peers);
             }
-            Err(e) => s.error = Some(e.to_string()),
+            // The RPC library's errors may carry a multi-line trace: keep the message.
+            Err(e) => s.error = Some(e.to_string().lines().next().unwrap_or_default().to_owned()),
         }
         out.push(s);
     }

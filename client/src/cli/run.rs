@@ -13,7 +13,7 @@
 //! a minute and six seconds at the localnet's default 300 ms block time: ample for the few
 //! blocks an honest run takes, short enough that a stalled party does not hold a query for long.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
 use lemal_contracts::elgamal::DecryptionTable;
-use lemal_contracts::ids::{ProofKey, ProofKind, QueryId, Role, Verdict};
+use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Role, Verdict};
 use lemal_contracts::state::{BlockPayload, QueryStatus, Roster, SkipBlock};
 use lemal_contracts::tx::{QuerySpec, Tx};
 use serde_json::{json, Value};
@@ -102,7 +102,10 @@ fn load_inputs(args: &RunArgs, query: &Query, bounds: &DataBounds) -> Result<Inp
     let mut values = Vec::with_capacity(args.dps as usize);
     for i in 0..args.dps {
         let dataset = match &args.csv {
-            Some(dir) => Dataset::from_csv(&dir.join(format!("dp-{i}.csv")))?,
+            // The message already names the file and the cause.
+            Some(dir) => {
+                Dataset::from_csv(&dir.join(format!("dp-{i}.csv"))).map_err(|e| anyhow!("{e}"))?
+            }
             None => Dataset::synthetic(
                 args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(i)),
                 value_column,
@@ -159,15 +162,14 @@ fn decryption_bits(spec: &QuerySpec) -> u32 {
         .unwrap_or(0)
         .saturating_mul(spec.dps.len() as u64)
         .saturating_add(noise);
-    (64 - widest.leading_zeros() + 1).clamp(32, 62)
+    (64 - widest.leading_zeros() + 1).clamp(8, 62)
 }
 
-/// A decryption table for the query's result.
+/// A decryption table just large enough for the query's result: baby-step giant-step over
+/// `|x| < 2^bits` with `2^(bits/2 + 1)` baby steps.
 fn decryption_table(spec: &QuerySpec) -> DecryptionTable {
-    match decryption_bits(spec) {
-        32 => DecryptionTable::new(),
-        bits => DecryptionTable::with_bounds(bits, bits / 2 + 1),
-    }
+    let bits = decryption_bits(spec);
+    DecryptionTable::with_bounds(bits, bits / 2 + 1)
 }
 
 /// The proofs a step waits for: those whose outputs it takes as inputs.
@@ -210,48 +212,243 @@ fn phase_index(kind: ProofKind) -> usize {
 struct InFlight {
     key: ProofKey,
     hash: [u8; 32],
-    sent_at_height: u64,
 }
 
 /// Broadcast `tx` and turn a CheckTx refusal into an error naming `what`.
 fn send(node: &Node, tx: &Tx, what: &str) -> Result<[u8; 32]> {
-    node.broadcast(tx).with_context(|| format!("broadcasting {what} to {}", node.url()))
+    node.broadcast(tx)
+        .map_err(short)
+        .with_context(|| format!("broadcasting {what} to {}", node.url()))
 }
 
-/// Whether the transaction is in a block yet: `Some(height)` once it is, an error if the
-/// block's execution refused it.
-fn committed(node: &Node, hash: [u8; 32], what: &str) -> Result<Option<u64>> {
-    match node.wait_tx(hash, Duration::ZERO) {
-        Ok(outcome) if outcome.code == 0 => Ok(Some(outcome.height)),
-        Ok(outcome) => bail!(
-            "{what} was refused in block {} with code {}: {}",
-            outcome.height,
-            outcome.code,
-            outcome.log
-        ),
-        Err(RpcError::Timeout(..)) => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("looking up {what}")),
+/// A transaction in a block: its hash, the app's code and log.
+type Outcome = ([u8; 32], u32, String);
+
+/// The outcome (hash, the app's code and log) of each awaited transaction in the block at
+/// `height`, or `None` while the node's transaction index has not caught up with that block.
+///
+/// The block itself says which transactions it holds; the index, filled asynchronously after
+/// each block, gives their codes, in one search per block however many transactions are
+/// awaited.
+fn block_outcomes(node: &Node, height: u64, awaited: &[InFlight]) -> Result<Option<Vec<Outcome>>> {
+    let (client, rt) = node.raw();
+    let h = tendermint::block::Height::try_from(height)?;
+    let block = rt
+        .block_on(tendermint_rpc::Client::block(client, h))
+        .map_err(|e| anyhow!("{}", first_line(&e)))
+        .with_context(|| format!("fetching block {height}"))?;
+    let in_block: Vec<[u8; 32]> = block.block.data.iter().map(|b| Tx::hash(b)).collect();
+    if !awaited.iter().any(|f| in_block.contains(&f.hash)) {
+        return Ok(Some(Vec::new()));
     }
+    let query = tendermint_rpc::query::Query::eq("tx.height", height);
+    let mut out = Vec::with_capacity(in_block.len());
+    for page in 1.. {
+        let r = rt
+            .block_on(tendermint_rpc::Client::tx_search(
+                client,
+                query.clone(),
+                false,
+                page,
+                100,
+                tendermint_rpc::Order::Ascending,
+            ))
+            .map_err(|e| anyhow!("{}", first_line(&e)))
+            .with_context(|| format!("listing the transactions of block {height}"))?;
+        let got = r.txs.len();
+        for t in r.txs {
+            let hash: [u8; 32] = t
+                .hash
+                .as_bytes()
+                .try_into()
+                .map_err(|_| anyhow!("block {height}: a transaction hash is not 32 bytes"))?;
+            out.push((hash, t.tx_result.code.value(), t.tx_result.log));
+        }
+        if got == 0 || out.len() >= r.total_count as usize {
+            break;
+        }
+    }
+    Ok((out.len() >= in_block.len()).then_some(out))
 }
 
-/// Send every proof of the query as soon as its inputs are committed; return when all are.
-fn submit_proofs(
-    node: &Node,
+/// The first line of an error (the RPC library's errors may carry a multi-line trace).
+fn first_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+/// An RPC error as one line.
+fn short(e: RpcError) -> anyhow::Error {
+    anyhow!("{}", first_line(&e))
+}
+
+/// Every data provider's submission, built on up to `threads` threads (they need nothing from
+/// the ledger, so they are prepared while the registration is on its way to a block).
+fn range_submissions(
     session: &Session<'_>,
     inputs: &Inputs,
     cheat: Option<Cheat>,
+    threads: usize,
+) -> Result<BTreeMap<ProofKey, Tx>> {
+    let reg = &session.plan.registration;
+    let dps = &reg.spec.dps;
+    let chunk = dps.len().div_ceil(threads.max(1)).max(1);
+    let built: Vec<Result<Vec<(ProofKey, Tx)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = dps
+            .chunks(chunk)
+            .zip(inputs.values.chunks(chunk))
+            .map(|(ids, values)| {
+                s.spawn(move || {
+                    let mut rng = rand_core::OsRng;
+                    ids.iter()
+                        .zip(values)
+                        .map(|(&d, v)| {
+                            let dp = EntityId::dp(d);
+                            let key = ProofKey {
+                                query: reg.query_id,
+                                kind: ProofKind::Range,
+                                creator: dp,
+                                index: 0,
+                            };
+                            let cheats = cheat.is_some_and(|c| c.entity == dp);
+                            let tx = session
+                                .range(dp, v, cheats, &mut rng)
+                                .with_context(|| format!("{dp} preparing its range proof"))?;
+                            Ok((key, tx))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a range-proof thread panicked"))))
+            .collect()
+    });
+    let mut out = BTreeMap::new();
+    for part in built {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// Build the computing nodes' submissions for `keys` (their inputs are on the ledger) on one
+/// thread per client in `readers`, each reading the ledger through its own client.
+fn build_in_parallel(
+    readers: &[Node],
+    session: &Session<'_>,
+    keys: &[ProofKey],
+    cheat: Option<Cheat>,
+) -> Result<Vec<(ProofKey, Tx)>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chunk = keys.len().div_ceil(readers.len().max(1)).max(1);
+    let parts: Vec<Result<Vec<(ProofKey, Tx)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = keys
+            .chunks(chunk)
+            .zip(readers)
+            .map(|(part, node)| {
+                s.spawn(move || {
+                    let mut rng = rand_core::OsRng;
+                    part.iter()
+                        .map(|&key| {
+                            let who = key.creator;
+                            let cheats =
+                                cheat.is_some_and(|c| c.entity == who && c.kind == key.kind);
+                            let tx = match key.kind {
+                                ProofKind::Aggregation => {
+                                    session.aggregation(who, node, cheats, &mut rng)
+                                }
+                                ProofKind::Shuffle => session.shuffle(who, node, cheats, &mut rng),
+                                ProofKind::KeySwitch => {
+                                    session.keyswitch(who, node, cheats, &mut rng)
+                                }
+                                ProofKind::Range => {
+                                    return Err(anyhow!("{who}'s submission was not prepared"))
+                                }
+                            }
+                            .with_context(|| format!("{who} preparing its {} proof", key.kind))?;
+                            Ok((key, tx))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a proving thread panicked"))))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(keys.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// Broadcast every transaction at once (`broadcast_tx_sync`, concurrently); their hashes, in
+/// order, once CheckTx accepted each. A refusal names the proof.
+fn broadcast_all(node: &Node, batch: &[(ProofKey, Tx)]) -> Result<Vec<[u8; 32]>> {
+    let (client, rt) = node.raw();
+    let results = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (_, tx)) in batch.iter().enumerate() {
+            let client = client.clone();
+            let bytes = tx.encode();
+            set.spawn(async move {
+                let r = tendermint_rpc::Client::broadcast_tx_sync(&client, bytes).await;
+                (i, r)
+            });
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        while let Some(joined) = set.join_next().await {
+            out.push(joined);
+        }
+        out
+    });
+    let mut hashes = vec![None; batch.len()];
+    for joined in results {
+        let (i, r) = joined.map_err(|e| anyhow!("a broadcast task failed: {e}"))?;
+        let (key, tx) = &batch[i];
+        let what = format!("the {} proof of {}", key.kind, key.creator);
+        let r = r
+            .map_err(|e| anyhow!("{}", first_line(&e)))
+            .with_context(|| format!("broadcasting {what} to {}", node.url()))?;
+        ensure!(
+            r.code.is_ok(),
+            "{what} was refused by CheckTx with code {}: {}",
+            r.code.value(),
+            r.log
+        );
+        hashes[i] = Some(Tx::hash(&tx.encode()));
+    }
+    hashes.into_iter().map(|h| h.ok_or_else(|| anyhow!("a broadcast went missing"))).collect()
+}
+
+/// Send every proof of the query as soon as its inputs are committed (the data providers'
+/// submissions are `prebuilt`); return the height of the last one once all are committed.
+fn submit_proofs(
+    node: &Node,
+    session: &Session<'_>,
+    mut prebuilt: BTreeMap<ProofKey, Tx>,
+    cheat: Option<Cheat>,
+    threads: usize,
     timeout: Duration,
     spans: &mut [Span; 4],
 ) -> Result<u64> {
     let reg = &session.plan.registration;
     let spec = &reg.spec;
     let q = reg.query_id;
-    let mut rng = rand_core::OsRng;
-    let mut waiting = spec.expected_proofs(q);
+    let expected = spec.expected_proofs(q);
+    let readers: Vec<Node> = (0..threads.max(1))
+        .map(|_| Node::connect(node.url()).map_err(short))
+        .collect::<Result<_>>()?;
+    let mut waiting = expected.clone();
     let mut in_flight: Vec<InFlight> = Vec::new();
     let mut done: BTreeSet<ProofKey> = BTreeSet::new();
-    let total = waiting.len();
-    let mut last_height = 0;
+    // Every transaction is sent after this block, so the blocks after it are read once each.
+    let mut scanned = node.status().map_err(short).context("node status")?.height;
+    let mut last_height = scanned;
     let mut last_change = Instant::now();
     loop {
         let ready: Vec<ProofKey> = waiting
@@ -260,69 +457,79 @@ fn submit_proofs(
             .copied()
             .collect();
         if !ready.is_empty() {
-            let height = node.status().context("node status")?.height;
+            let mut batch = Vec::with_capacity(ready.len());
+            let mut to_build = Vec::new();
             for key in ready {
-                let who = key.creator;
-                let cheats = cheat.is_some_and(|c| c.entity == who && c.kind == key.kind);
-                let tx = match key.kind {
-                    ProofKind::Range => {
-                        let pos = spec
-                            .dps
-                            .iter()
-                            .position(|&d| d == who.index)
-                            .ok_or_else(|| anyhow!("{who} takes no part"))?;
-                        session.range(who, &inputs.values[pos], cheats, &mut rng)
-                    }
-                    ProofKind::Aggregation => session.aggregation(who, node, cheats, &mut rng),
-                    ProofKind::Shuffle => session.shuffle(who, node, cheats, &mut rng),
-                    ProofKind::KeySwitch => session.keyswitch(who, node, cheats, &mut rng),
+                match prebuilt.remove(&key) {
+                    Some(tx) => batch.push((key, tx)),
+                    None => to_build.push(key),
                 }
-                .with_context(|| format!("{who} preparing its {} proof", key.kind))?;
-                let what = format!("the {} proof of {who}", key.kind);
-                let hash = send(node, &tx, &what)?;
-                let span = &mut spans[phase_index(key.kind)];
-                span.first_sent.get_or_insert_with(Instant::now);
-                if cheats {
-                    progress(&format!("{who} submitted an invalid {} proof (--cheat)", key.kind));
-                }
-                in_flight.push(InFlight { key, hash, sent_at_height: height });
             }
-            waiting.retain(|k| !in_flight.iter().any(|f| f.key == *k));
+            batch.extend(build_in_parallel(&readers, session, &to_build, cheat)?);
+            let hashes = broadcast_all(node, &batch)?;
+            for ((key, _), hash) in batch.into_iter().zip(hashes) {
+                spans[phase_index(key.kind)].first_sent.get_or_insert_with(Instant::now);
+                if cheat.is_some_and(|c| c.entity == key.creator && c.kind == key.kind) {
+                    progress(&format!(
+                        "{} submitted an invalid {} proof (--cheat)",
+                        key.creator, key.kind
+                    ));
+                }
+                waiting.retain(|k| *k != key);
+                in_flight.push(InFlight { key, hash });
+            }
         }
         if waiting.is_empty() && in_flight.is_empty() {
             return Ok(last_height);
         }
-        std::thread::sleep(Duration::from_millis(20));
-        let height = node.status().context("node status")?.height;
-        let mut still = Vec::with_capacity(in_flight.len());
-        for f in in_flight {
-            // A transaction sent when `sent_at_height` was the latest block is in a later one.
-            if height > f.sent_at_height {
-                let what = format!("the {} proof of {}", f.key.kind, f.key.creator);
-                if let Some(h) = committed(node, f.hash, &what)? {
+        std::thread::sleep(Duration::from_millis(10));
+        let latest = node.status().map_err(short).context("node status")?.height;
+        while scanned < latest {
+            let Some(outcomes) = block_outcomes(node, scanned + 1, &in_flight)? else { break };
+            scanned += 1;
+            let mut refused = None;
+            let mut landed: Vec<ProofKind> = Vec::new();
+            in_flight.retain(|f| match outcomes.iter().find(|(h, _, _)| *h == f.hash) {
+                None => true,
+                Some((_, 0, _)) => {
                     done.insert(f.key);
-                    last_height = last_height.max(h);
-                    last_change = Instant::now();
                     spans[phase_index(f.key.kind)].last_committed = Some(Instant::now());
-                    let of_kind = spec
-                        .expected_proofs(q)
-                        .into_iter()
-                        .filter(|k| k.kind == f.key.kind)
-                        .collect::<Vec<_>>();
-                    if of_kind.iter().all(|k| done.contains(k)) {
-                        progress(&format!(
-                            "{} {} proofs on the ledger (height {h}); {}/{total} proofs in",
-                            of_kind.len(),
+                    landed.push(f.key.kind);
+                    false
+                }
+                Some((_, code, log)) => {
+                    refused.get_or_insert_with(|| {
+                        anyhow!(
+                            "the {} proof of {} was refused in block {scanned} with code \
+                             {code}: {log}",
                             f.key.kind,
-                            done.len()
-                        ));
-                    }
-                    continue;
+                            f.key.creator
+                        )
+                    });
+                    false
+                }
+            });
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            if !landed.is_empty() {
+                last_height = scanned;
+                last_change = Instant::now();
+            }
+            landed.sort_unstable();
+            landed.dedup();
+            for kind in landed {
+                let of_kind: Vec<&ProofKey> = expected.iter().filter(|e| e.kind == kind).collect();
+                if of_kind.iter().all(|e| done.contains(e)) {
+                    progress(&format!(
+                        "{} {kind} proofs on the ledger (height {scanned}); {}/{} proofs in",
+                        of_kind.len(),
+                        done.len(),
+                        expected.len()
+                    ));
                 }
             }
-            still.push(f);
         }
-        in_flight = still;
         if last_change.elapsed() > timeout {
             bail!(
                 "no proof was committed for {timeout:?}; waiting for {}",
@@ -339,11 +546,13 @@ fn wait_skipblock(node: &Node, q: &QueryId, timeout: Duration) -> Result<SkipBlo
     loop {
         let p = node
             .progress(q)
+            .map_err(short)
             .context("query progress")?
             .ok_or_else(|| anyhow!("query {q} is not registered on {}", node.url()))?;
         if let QueryStatus::Finalized { .. } = p.status {
             return node
                 .block_by_query(q)
+                .map_err(short)
                 .context("fetching the skipblock")?
                 .ok_or_else(|| anyhow!("query {q} is finalized but has no skipblock"));
         }
@@ -430,10 +639,13 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let query = sql::parse(&args.query)?;
     let layout = Layout::new(&global.home)?;
     let keys = localnet::keyring(&layout).context("reading the localnet's key files")?;
-    let node = Node::connect(&global.node)?;
-    let status = node.status().with_context(|| format!("is a node running at {}?", global.node))?;
+    let node = Node::connect(&global.node).map_err(short)?;
+    let status = node
+        .status()
+        .map_err(short)
+        .with_context(|| format!("is a node running at {}?", global.node))?;
     let chain_id = status.chain_id;
-    let roster = node.roster()?;
+    let roster = node.roster().map_err(short)?;
     ensure!(args.dps >= 1 && args.cns >= 1, "--dps and --cns must be at least 1");
     ensure!(
         args.dps >= args.cns,
@@ -491,7 +703,16 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let registration_start = Instant::now();
     let tx = session.register(&mut rand_core::OsRng).context("signing the registration")?;
     let hash = send(&node, &tx, "the registration")?;
-    let outcome = node.wait_tx(hash, timeout).context("waiting for the registration")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let (outcome, range_txs) = std::thread::scope(|s| {
+        let builder = s.spawn(|| range_submissions(&session, &inputs, args.cheat, threads));
+        let outcome =
+            node.wait_tx(hash, timeout).map_err(short).context("waiting for the registration");
+        let built =
+            builder.join().unwrap_or_else(|_| Err(anyhow!("preparing the range proofs panicked")));
+        (outcome, built)
+    });
+    let (outcome, range_txs) = (outcome?, range_txs?);
     ensure!(
         outcome.code == 0,
         "the registration was refused in block {} with code {}: {}",
@@ -505,7 +726,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let mut spans = [Span::default(); 4];
     let proofs_start = Instant::now();
     let last_proof_height =
-        submit_proofs(&node, &session, &inputs, args.cheat, timeout, &mut spans)?;
+        submit_proofs(&node, &session, range_txs, args.cheat, threads, timeout, &mut spans)?;
     let proofs_done = proofs_start.elapsed();
     progress(&format!("every proof is on the ledger (height {last_proof_height})"));
 
@@ -603,6 +824,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         "expected": expected,
         "expected_components": inputs.totals,
         "noise": noise,
+        "noise_components": components.as_ref().map(|c| {
+            c.iter().zip(&inputs.totals).map(|(r, e)| r - e).collect::<Vec<i64>>()
+        }),
         "skipblock": {
             "index": block.index,
             "hash": hex::encode(block.hash()),
@@ -680,7 +904,6 @@ fn print_summary(doc: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lemal_contracts::ids::EntityId;
     use lemal_contracts::proofs::range::Bounds;
     use lemal_contracts::tx::Operation;
 
@@ -750,7 +973,8 @@ mod tests {
 
     #[test]
     fn the_decryption_table_grows_with_the_largest_possible_result() {
-        assert_eq!(decryption_bits(&spec(Vec::new())), 32);
+        // 12 · 100000 < 2^21, plus one bit of margin.
+        assert_eq!(decryption_bits(&spec(Vec::new())), 22);
         let mut big = spec(vec![0, 0, 1 << 41, 0]);
         big.bounds[0].hi = 1 << 40;
         // 12 · 2^40 + 2^41 = 14 · 2^40 < 2^44, plus one bit of margin.
