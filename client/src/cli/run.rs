@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use super::Global;
 use crate::data::{self, DataBounds, Dataset};
 use crate::keyring::Keyring;
+use crate::light::{self, BlockRef, LightClient};
 use crate::localnet::{self, Layout};
 use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
 use crate::rpc::{Node, RpcError};
@@ -571,23 +572,42 @@ fn wait_skipblock(node: &Node, q: &QueryId, timeout: Duration) -> Result<SkipBlo
 struct Verification {
     /// Whether every check passed.
     verified: bool,
-    /// The verifier's report, or why there is none.
+    /// The light client's report, or why there is none.
     report: Value,
 }
 
-/// Light-client verification of the query's skipblock: signed header, ICS23 proof against its
-/// app hash, block hash and links, proofs root.
-///
-/// HOOK (`lemal_client::light`): the light-client verifier is not part of this build yet. Until
-/// it is, this reports the block as not verified and says why; once it is, this calls it and
-/// passes its report through.
-fn verify_skipblock(_node: &Node, _query: &QueryId) -> Verification {
-    Verification {
-        verified: false,
-        report: json!({
-            "available": false,
-            "reason": "light-client verification (lemal_client::light) is not in this build",
-        }),
+/// Light-client verification of the query's skipblock ([`crate::light`]) in the state it was
+/// appended to: the header above that state signed by the trusted validators (the trust root of
+/// `lemal verify`), the block's ICS23 proof against the header's app hash, its hash and links,
+/// and its proofs root. Waits for that header.
+fn verify_skipblock(
+    node: &Node,
+    block: &SkipBlock,
+    q: &QueryId,
+    global: &Global,
+    timeout: Duration,
+) -> Verification {
+    let outcome = (|| -> Result<light::VerifyReport> {
+        let trust = super::inspect::trust_root(global)?;
+        let h = block.ledger_height;
+        node.wait_for("the header above the skipblock", timeout, Duration::from_millis(20), |n| {
+            Ok((n.status()?.height > h).then_some(()))
+        })
+        .map_err(short)?;
+        let client = LightClient::at_height(node, &trust, h)?;
+        let (report, verified, _) = client.verify(BlockRef::Query(*q))?;
+        ensure!(
+            verified.hash() == block.hash(),
+            "the light client verified another block than the one the run received"
+        );
+        Ok(report)
+    })();
+    match outcome {
+        Ok(report) => Verification {
+            verified: report.verified,
+            report: serde_json::to_value(&report).unwrap_or(Value::Null),
+        },
+        Err(e) => Verification { verified: false, report: json!({ "error": format!("{e:#}") }) },
     }
 }
 
@@ -758,7 +778,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let decrypt = decrypt_start.elapsed();
 
     let verify_start = Instant::now();
-    let verification = verify_skipblock(&node, &q);
+    let verification = verify_skipblock(&node, &block, &q, global, timeout);
     let verify = verify_start.elapsed();
     let registration_to_verified = registration_start.elapsed();
 
@@ -884,12 +904,26 @@ fn print_summary(doc: &Value) {
     if !doc["cheat"].is_null() {
         println!("cheat     {}  detected: {}", s(&doc["cheat"]), s(&doc["cheat_detected"]));
     }
-    let verified = if doc["verified"] == Value::Bool(true) {
-        "yes".to_owned()
+    let v = &doc["verification"];
+    if doc["verified"] == Value::Bool(true) {
+        println!(
+            "verified  yes: header {} signed by {}/{} of the trusted voting power; state proof, \
+             hash, links and proofs root check",
+            s(&v["header"]["header_height"]),
+            s(&v["header"]["signed_power"]),
+            s(&v["header"]["total_power"])
+        );
     } else {
-        format!("no ({})", s(&doc["verification"]["reason"]))
-    };
-    println!("verified  {verified}");
+        println!("verified  NO");
+        if !v["error"].is_null() {
+            println!("  {}", s(&v["error"]));
+        }
+        for c in v["checks"].as_array().into_iter().flatten() {
+            if c["passed"] != Value::Bool(true) {
+                println!("  failed check {}: {}", s(&c["name"]), s(&c["detail"]));
+            }
+        }
+    }
     if let Some(problems) = doc["problems"].as_array() {
         for p in problems {
             println!("PROBLEM   {}", s(p));
