@@ -1016,4 +1016,68 @@ mod tests {
         big.bounds[0].hi = i64::MAX;
         assert_eq!(decryption_bits(&big), 62);
     }
+
+    fn block_with(verdicts: Vec<Verdict>, keys: Vec<ProofKey>) -> SkipBlock {
+        use lemal_contracts::state::{Bitmap, QueryPayload, Timestamp};
+        SkipBlock {
+            index: 1,
+            height: 1,
+            back_links: Vec::new(),
+            ledger_height: 9,
+            time: Timestamp::default(),
+            payload: BlockPayload::Query(QueryPayload {
+                query_id: keys[0].query,
+                bitmap: Bitmap {
+                    proofs: keys,
+                    verifiers: vec![EntityId::vn(0), EntityId::vn(1)],
+                    verdicts,
+                },
+                threshold_ppm: 400_000,
+                reported: vec![EntityId::vn(0), EntityId::vn(1)],
+                absent: Vec::new(),
+                proofs_root: [0; 32],
+                result: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_cheat_counts_as_detected_only_when_every_node_that_checked_it_said_wrong() {
+        let q = QueryId([3; 16]);
+        let dp =
+            |i| ProofKey { query: q, kind: ProofKind::Range, creator: EntityId::dp(i), index: 0 };
+        let keys = vec![dp(0), dp(1), dp(2), dp(3)];
+        use Verdict::{Correct, NotSelected, Wrong};
+        let block = block_with(
+            vec![Wrong, NotSelected, Correct, Correct, NotSelected, NotSelected, Wrong, Correct],
+            keys.clone(),
+        );
+        assert_eq!(cheat_detected(&block, &dp(0)), Some(true));
+        assert_eq!(cheat_detected(&block, &dp(1)), Some(false));
+        assert_eq!(cheat_detected(&block, &dp(2)), None);
+        assert_eq!(cheat_detected(&block, &dp(3)), Some(false));
+        let wrong = wrong_proofs(&block);
+        assert_eq!(wrong.len(), 2);
+        assert_eq!(wrong[0]["proof"], dp(0).to_string());
+        assert_eq!(wrong[0]["verdicts"]["vn-0"], 0);
+        assert_eq!(wrong[0]["verdicts"]["vn-1"], 2);
+        assert_eq!(wrong[1]["proof"], dp(3).to_string());
+    }
+
+    #[test]
+    fn run_defaults_are_the_reports_query_and_the_documented_deadlines() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["lemal", "run", "--cheat", "cn-2:shuffle"])
+            .expect("parses");
+        let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.query, "SELECT avg(x) FROM y WHERE z < 321");
+        assert_eq!((args.dps, args.cns, args.rows, args.noise), (12, 6, 100, 0));
+        assert_eq!((args.proof_deadline, args.commit_window, args.threshold), (200, 20, 400_000));
+        let cheat = args.cheat.expect("cheat");
+        assert_eq!((cheat.entity, cheat.kind), (EntityId::cn(2), ProofKind::Shuffle));
+        assert!(crate::cli::Cli::try_parse_from(["lemal", "run", "--cheat", "vn-1"]).is_err());
+        assert!(
+            crate::cli::Cli::try_parse_from(["lemal", "run", "--cheat", "dp-1:shuffle"]).is_err()
+        );
+    }
 }
