@@ -57,9 +57,9 @@ pub enum Action {
         /// Keep printing what is appended (until interrupted).
         #[arg(long, short = 'f')]
         follow: bool,
-        /// Only this node's logs.
-        #[arg(long)]
-        node: Option<usize>,
+        /// Only the logs of node I (0, 1, ...).
+        #[arg(value_name = "I")]
+        only: Option<usize>,
     },
 }
 
@@ -168,8 +168,8 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
             }
             Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Action::Logs { lines, follow, node } => {
-            let files = localnet::log_files(&layout, node)?;
+        Action::Logs { lines, follow, only } => {
+            let files = localnet::log_files(&layout, only)?;
             let mut offsets = Vec::with_capacity(files.len());
             for f in &files {
                 match localnet::tail(f, lines) {
@@ -206,5 +206,47 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Action;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn localnet_options_parse_beside_the_global_ones() {
+        let cli = Cli::try_parse_from([
+            "lemal",
+            "--node",
+            "http://127.0.0.1:46657",
+            "localnet",
+            "logs",
+            "2",
+            "-n",
+            "5",
+            "-f",
+        ])
+        .expect("parses");
+        assert_eq!(cli.global.node, "http://127.0.0.1:46657");
+        let Command::Localnet { action: Action::Logs { lines, follow, only } } = cli.command else {
+            panic!("not logs")
+        };
+        assert_eq!((lines, follow, only), (5, true, Some(2)));
+        let cli = Cli::try_parse_from(["lemal", "localnet", "up", "--base-port", "46656"])
+            .expect("parses");
+        let Command::Localnet { action: Action::Up { base_port, validators, block_time, .. } } =
+            cli.command
+        else {
+            panic!("not up")
+        };
+        assert_eq!((base_port, validators, block_time), (46656, 4, 300));
     }
 }
