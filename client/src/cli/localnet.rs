@@ -1,6 +1,7 @@
 //! `lemal localnet up | down | status | logs`: a local network of verifying nodes on 127.0.0.1,
 //! managed by [`crate::localnet`].
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -170,42 +171,54 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
         }
         Action::Logs { lines, follow, only } => {
             let files = localnet::log_files(&layout, only)?;
-            let mut offsets = Vec::with_capacity(files.len());
-            for f in &files {
-                match localnet::tail(f, lines) {
-                    Ok((text, len)) => {
-                        println!("==> {} <==", f.display());
-                        if !text.is_empty() {
-                            println!("{text}");
-                        }
-                        offsets.push(len);
-                    }
-                    Err(e) => {
-                        eprintln!("lemal: {e}");
-                        offsets.push(0);
-                    }
-                }
-            }
-            if !follow {
-                return Ok(ExitCode::SUCCESS);
-            }
-            let mut last_shown = None;
-            loop {
-                std::thread::sleep(Duration::from_millis(250));
-                for (i, f) in files.iter().enumerate() {
-                    let Ok((text, len)) = localnet::read_from(f, offsets[i]) else { continue };
-                    offsets[i] = len;
-                    if text.is_empty() {
-                        continue;
-                    }
-                    if last_shown != Some(i) {
-                        println!("==> {} <==", f.display());
-                        last_shown = Some(i);
-                    }
-                    print!("{text}");
-                }
+            match show_logs(&files, lines, follow) {
+                // The reader went away (e.g. `| head`): nothing left to show.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                other => other.map(|()| ExitCode::SUCCESS).map_err(Into::into),
             }
         }
+    }
+}
+
+/// Print the last `lines` of each file; with `follow`, then whatever is appended, for ever.
+fn show_logs(files: &[PathBuf], lines: usize, follow: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut offsets = Vec::with_capacity(files.len());
+    for f in files {
+        match localnet::tail(f, lines) {
+            Ok((text, len)) => {
+                writeln!(out, "==> {} <==", f.display())?;
+                if !text.is_empty() {
+                    writeln!(out, "{text}")?;
+                }
+                offsets.push(len);
+            }
+            Err(e) => {
+                eprintln!("lemal: {e}");
+                offsets.push(0);
+            }
+        }
+    }
+    out.flush()?;
+    if !follow {
+        return Ok(());
+    }
+    let mut last_shown = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        for (i, f) in files.iter().enumerate() {
+            let Ok((text, len)) = localnet::read_from(f, offsets[i]) else { continue };
+            offsets[i] = len;
+            if text.is_empty() {
+                continue;
+            }
+            if last_shown != Some(i) {
+                writeln!(out, "==> {} <==", f.display())?;
+                last_shown = Some(i);
+            }
+            write!(out, "{text}")?;
+        }
+        out.flush()?;
     }
 }
 
