@@ -27,6 +27,23 @@
 //! signed by any other set is refused rather than followed. No wall clock is involved: the
 //! check is of signatures and hashes only, so a header of any age verifies as long as the
 //! trusted set signed it.
+//!
+//! ```no_run
+//! use lemal_client::light::{self, BlockRef, TrustRoot};
+//! use lemal_client::rpc::Node;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::connect("http://127.0.0.1:26657")?;
+//! let trust = TrustRoot::genesis_file("genesis.json".as_ref())?;
+//! let report = light::verify_query(&node, &trust, &"00112233445566778899aabbccddeeff".parse()?)?;
+//! for check in &report.checks {
+//!     println!("{}: {} ({})", check.name, check.passed, check.detail);
+//! }
+//! let ancestry = light::verify_ancestry(&node, &trust, BlockRef::Index(report.block.index))?;
+//! println!("latest block {} reached in {} hops", ancestry.latest.index, ancestry.hops.len());
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;

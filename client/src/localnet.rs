@@ -898,7 +898,19 @@ fn wait_listening(
     }
 }
 
-/// Start the processes of a generated network and wait until every node committed blocks.
+/// How many peers a node is connected to.
+fn peer_count(node: &Node) -> Result<u64, RpcError> {
+    let (client, rt) = node.raw();
+    rt.block_on(tendermint_rpc::Client::net_info(client)).map(|r| r.n_peers).map_err(|e| {
+        RpcError::Transport {
+            url: node.url().to_owned(),
+            message: e.to_string().lines().next().unwrap_or_default().to_owned(),
+        }
+    })
+}
+
+/// Start the processes of a generated network and wait until every node committed blocks and
+/// is connected to every other node.
 fn start_all(
     layout: &Layout,
     manifest: &Manifest,
@@ -948,15 +960,20 @@ fn start_all(
         }
         let heights: Vec<u64> =
             clients.iter().map(|c| c.status().map_or(0, |s| s.height)).collect();
-        if heights.iter().all(|&h| h >= 2) {
-            progress(&format!("every node committed blocks (heights {heights:?})"));
+        let peers: Vec<u64> = clients.iter().map(|c| peer_count(c).unwrap_or(0)).collect();
+        let meshed = peers.iter().all(|&p| p + 1 >= clients.len() as u64);
+        if heights.iter().all(|&h| h >= 2) && meshed {
+            progress(&format!(
+                "every node committed blocks (heights {heights:?}) and sees every peer"
+            ));
             return Ok(());
         }
         if start.elapsed() > timeout {
             return Err(LocalnetError::Timeout(
                 timeout,
                 format!(
-                    "every node to commit blocks (heights {heights:?}); see the logs in {}",
+                    "every node to commit blocks and connect to every peer (heights {heights:?}, \
+                     peers {peers:?}); see the logs in {}",
                     layout.logs_dir().display()
                 ),
             ));
@@ -966,7 +983,7 @@ fn start_all(
 }
 
 /// Build and start a fresh localnet under `layout`; returns once every node has committed
-/// blocks. Refuses when a localnet started from the same home is still running. On failure,
+/// blocks and is connected to every other node. Refuses when a localnet started from the same home is still running. On failure,
 /// whatever was started is stopped again.
 pub fn up(
     layout: &Layout,
@@ -1048,15 +1065,7 @@ pub fn status(layout: &Layout) -> Result<(Manifest, Vec<NodeStatus>), LocalnetEr
             peers: None,
             error: None,
         };
-        let answer = Node::connect(&n.rpc).and_then(|c| {
-            let st = c.status()?;
-            let (client, rt) = c.raw();
-            let peers = rt
-                .block_on(tendermint_rpc::Client::net_info(client))
-                .map_err(|e| RpcError::Transport { url: n.rpc.clone(), message: e.to_string() })?
-                .n_peers;
-            Ok((st, peers))
-        });
+        let answer = Node::connect(&n.rpc).and_then(|c| Ok((c.status()?, peer_count(&c)?)));
         match answer {
             Ok((st, peers)) => {
                 s.height = Some(st.height);

@@ -109,19 +109,28 @@ impl Localnet {
     }
 }
 
-/// `lemal verify` and `lemal audit` of a query, against a node: both must pass. Until those
-/// commands exist in this build they say so, and are skipped.
-fn verify_and_audit(net: &Localnet, query: &str, node: &str) -> Result<()> {
-    for cmd in ["verify", "audit"] {
+/// `lemal verify` and `lemal audit` of a query against a node: whether each passed, and the
+/// creators of the proofs the audit found wrong.
+fn verify_and_audit(net: &Localnet, query: &str, node: &str) -> Result<([bool; 2], Vec<String>)> {
+    let mut passed = [false; 2];
+    let mut wrong = Vec::new();
+    for (i, cmd) in ["verify", "audit"].into_iter().enumerate() {
         let out = net.lemal(&["--node", node, "--json", cmd, query])?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("is not available yet") {
-            eprintln!("e2e: lemal {cmd} is not in this build; skipped");
-            continue;
+        let doc: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!("lemal {cmd} printed {:?}", String::from_utf8_lossy(&out.stdout))
+        })?;
+        eprintln!("e2e: lemal {cmd}: {doc}");
+        passed[i] = out.status.success();
+        if cmd == "audit" {
+            let proofs = doc["findings"]["proofs"].as_array().context("audit lists no proofs")?;
+            wrong = proofs
+                .iter()
+                .filter(|p| p["correct"] == Value::Bool(false))
+                .map(|p| p["creator"].as_str().unwrap_or("?").to_owned())
+                .collect();
         }
-        ensure!(out.status.success(), "lemal {cmd} {query} failed: {stderr}");
     }
-    Ok(())
+    Ok((passed, wrong))
 }
 
 fn as_u64(v: &Value, what: &str) -> Result<u64> {
@@ -154,12 +163,31 @@ fn app_hashes_agree() -> Result<u64> {
     Ok(height)
 }
 
+/// The end of every log of the localnet, to tell why a step failed.
+fn show_logs(net: &Localnet) {
+    let Ok(layout) = Layout::new(net.home.path()) else { return };
+    for file in localnet::log_files(&layout, None).unwrap_or_default() {
+        if let Ok((text, _)) = localnet::tail(&file, 25) {
+            eprintln!("==> {} <==\n{text}", file.display());
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs the release binaries and a CometBFT install: run with `make e2e`"]
 fn a_fresh_localnet_runs_the_reports_query_and_catches_a_cheating_data_provider() -> Result<()> {
     let bin = bin_dir()?;
     let cometbft = cometbft()?;
     let net = Localnet { home: tempfile::Builder::new().prefix("lemal-e2e-").tempdir()?, bin };
+    let outcome = scenario(&net, &cometbft);
+    if let Err(e) = &outcome {
+        eprintln!("e2e: failed: {e:#}");
+        show_logs(&net);
+    }
+    outcome
+}
+
+fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     let cometbft = cometbft.to_string_lossy().into_owned();
     let lemal_vn = net.bin.join("lemal-vn").to_string_lossy().into_owned();
     let up = [
@@ -209,7 +237,8 @@ fn a_fresh_localnet_runs_the_reports_query_and_catches_a_cheating_data_provider(
     let block = other.block_by_query(&id)?.context("node 2 has no skipblock for the query")?;
     ensure!(hex::encode(block.hash()) == honest["skipblock"]["hash"], "node 2's block differs");
     ensure!(block.index == as_u64(&honest["skipblock"]["index"], "index")?);
-    verify_and_audit(&net, &id.to_string(), &rpc(3))?;
+    let (passed, wrong) = verify_and_audit(net, &id.to_string(), &rpc(3))?;
+    ensure!(passed == [true, true] && wrong.is_empty(), "honest query: {passed:?}, {wrong:?}");
 
     // A cheating data provider with every verifying node checking every proof.
     let cheat = net.run(&["--query", QUERY, "--cheat", "dp-1", "--threshold", "1000000"])?;
@@ -223,6 +252,10 @@ fn a_fresh_localnet_runs_the_reports_query_and_catches_a_cheating_data_provider(
     let id: QueryId = cheat["query_id"].as_str().context("query id")?.parse()?;
     let block = Node::connect(&rpc(1))?.block_by_query(&id)?.context("no skipblock on node 1")?;
     let BlockPayload::Query(payload) = &block.payload else { bail!("not a query block") };
+    ensure!(cheat["verified"] == Value::Bool(true), "{}", cheat["verification"]);
+    // The block verifies, and the audit names the cheater: it fails.
+    let (passed, wrong) = verify_and_audit(net, &id.to_string(), &rpc(2))?;
+    ensure!(passed == [true, false] && wrong == ["dp-1"], "cheating query: {passed:?}, {wrong:?}");
     let key = ProofKey { query: id, kind: ProofKind::Range, creator: EntityId::dp(1), index: 0 };
     for vn in 0..VALIDATORS as u32 {
         ensure!(

@@ -552,9 +552,10 @@ pub fn bitmap(id: &str, global: &Global) -> Result<ExitCode> {
 // lemal verify, lemal audit
 // ---------------------------------------------------------------------------------------------
 
-/// The trust root chosen by the environment and the localnet home (see the module
-/// documentation).
-fn trust_root(global: &Global) -> Result<TrustRoot> {
+/// The trust root of the light-client commands: `LEMAL_GENESIS`, else
+/// `LEMAL_TRUSTED_VALIDATORS` (with `LEMAL_CHAIN_ID`), else the localnet's genesis when `--node`
+/// is one of its nodes, else the genesis the node serves. Says which on stderr.
+pub fn trust_root(global: &Global) -> Result<TrustRoot> {
     if let Some(path) = std::env::var_os("LEMAL_GENESIS") {
         let path = Path::new(&path);
         eprintln!("trusting the genesis validators of {}", path.display());

@@ -1,6 +1,7 @@
 //! `lemal localnet up | down | status | logs`: a local network of verifying nodes on 127.0.0.1,
 //! managed by [`crate::localnet`].
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -57,9 +58,9 @@ pub enum Action {
         /// Keep printing what is appended (until interrupted).
         #[arg(long, short = 'f')]
         follow: bool,
-        /// Only this node's logs.
-        #[arg(long)]
-        node: Option<usize>,
+        /// Only the logs of node I (0, 1, ...).
+        #[arg(value_name = "I")]
+        only: Option<usize>,
     },
 }
 
@@ -168,43 +169,97 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
             }
             Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Action::Logs { lines, follow, node } => {
-            let files = localnet::log_files(&layout, node)?;
-            let mut offsets = Vec::with_capacity(files.len());
-            for f in &files {
-                match localnet::tail(f, lines) {
-                    Ok((text, len)) => {
-                        println!("==> {} <==", f.display());
-                        if !text.is_empty() {
-                            println!("{text}");
-                        }
-                        offsets.push(len);
-                    }
-                    Err(e) => {
-                        eprintln!("lemal: {e}");
-                        offsets.push(0);
-                    }
-                }
-            }
-            if !follow {
-                return Ok(ExitCode::SUCCESS);
-            }
-            let mut last_shown = None;
-            loop {
-                std::thread::sleep(Duration::from_millis(250));
-                for (i, f) in files.iter().enumerate() {
-                    let Ok((text, len)) = localnet::read_from(f, offsets[i]) else { continue };
-                    offsets[i] = len;
-                    if text.is_empty() {
-                        continue;
-                    }
-                    if last_shown != Some(i) {
-                        println!("==> {} <==", f.display());
-                        last_shown = Some(i);
-                    }
-                    print!("{text}");
-                }
+        Action::Logs { lines, follow, only } => {
+            let files = localnet::log_files(&layout, only)?;
+            match show_logs(&files, lines, follow) {
+                // The reader went away (e.g. `| head`): nothing left to show.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                other => other.map(|()| ExitCode::SUCCESS).map_err(Into::into),
             }
         }
+    }
+}
+
+/// Print the last `lines` of each file; with `follow`, then whatever is appended, for ever.
+fn show_logs(files: &[PathBuf], lines: usize, follow: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut offsets = Vec::with_capacity(files.len());
+    for f in files {
+        match localnet::tail(f, lines) {
+            Ok((text, len)) => {
+                writeln!(out, "==> {} <==", f.display())?;
+                if !text.is_empty() {
+                    writeln!(out, "{text}")?;
+                }
+                offsets.push(len);
+            }
+            Err(e) => {
+                eprintln!("lemal: {e}");
+                offsets.push(0);
+            }
+        }
+    }
+    out.flush()?;
+    if !follow {
+        return Ok(());
+    }
+    let mut last_shown = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        for (i, f) in files.iter().enumerate() {
+            let Ok((text, len)) = localnet::read_from(f, offsets[i]) else { continue };
+            offsets[i] = len;
+            if text.is_empty() {
+                continue;
+            }
+            if last_shown != Some(i) {
+                writeln!(out, "==> {} <==", f.display())?;
+                last_shown = Some(i);
+            }
+            write!(out, "{text}")?;
+        }
+        out.flush()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Action;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn localnet_options_parse_beside_the_global_ones() {
+        let cli = Cli::try_parse_from([
+            "lemal",
+            "--node",
+            "http://127.0.0.1:46657",
+            "localnet",
+            "logs",
+            "2",
+            "-n",
+            "5",
+            "-f",
+        ])
+        .expect("parses");
+        assert_eq!(cli.global.node, "http://127.0.0.1:46657");
+        let Command::Localnet { action: Action::Logs { lines, follow, only } } = cli.command else {
+            panic!("not logs")
+        };
+        assert_eq!((lines, follow, only), (5, true, Some(2)));
+        let cli = Cli::try_parse_from(["lemal", "localnet", "up", "--base-port", "46656"])
+            .expect("parses");
+        let Command::Localnet { action: Action::Up { base_port, validators, block_time, .. } } =
+            cli.command
+        else {
+            panic!("not up")
+        };
+        assert_eq!((base_port, validators, block_time), (46656, 4, 300));
     }
 }

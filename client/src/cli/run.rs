@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use super::Global;
 use crate::data::{self, DataBounds, Dataset};
 use crate::keyring::Keyring;
+use crate::light::{self, BlockRef, LightClient};
 use crate::localnet::{self, Layout};
 use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
 use crate::rpc::{Node, RpcError};
@@ -571,23 +572,42 @@ fn wait_skipblock(node: &Node, q: &QueryId, timeout: Duration) -> Result<SkipBlo
 struct Verification {
     /// Whether every check passed.
     verified: bool,
-    /// The verifier's report, or why there is none.
+    /// The light client's report, or why there is none.
     report: Value,
 }
 
-/// Light-client verification of the query's skipblock: signed header, ICS23 proof against its
-/// app hash, block hash and links, proofs root.
-///
-/// HOOK (`lemal_client::light`): the light-client verifier is not part of this build yet. Until
-/// it is, this reports the block as not verified and says why; once it is, this calls it and
-/// passes its report through.
-fn verify_skipblock(_node: &Node, _query: &QueryId) -> Verification {
-    Verification {
-        verified: false,
-        report: json!({
-            "available": false,
-            "reason": "light-client verification (lemal_client::light) is not in this build",
-        }),
+/// Light-client verification of the query's skipblock ([`crate::light`]) in the state it was
+/// appended to: the header above that state signed by the trusted validators (the trust root of
+/// `lemal verify`), the block's ICS23 proof against the header's app hash, its hash and links,
+/// and its proofs root. Waits for that header.
+fn verify_skipblock(
+    node: &Node,
+    block: &SkipBlock,
+    q: &QueryId,
+    global: &Global,
+    timeout: Duration,
+) -> Verification {
+    let outcome = (|| -> Result<light::VerifyReport> {
+        let trust = super::inspect::trust_root(global)?;
+        let h = block.ledger_height;
+        node.wait_for("the header above the skipblock", timeout, Duration::from_millis(20), |n| {
+            Ok((n.status()?.height > h).then_some(()))
+        })
+        .map_err(short)?;
+        let client = LightClient::at_height(node, &trust, h)?;
+        let (report, verified, _) = client.verify(BlockRef::Query(*q))?;
+        ensure!(
+            verified.hash() == block.hash(),
+            "the light client verified another block than the one the run received"
+        );
+        Ok(report)
+    })();
+    match outcome {
+        Ok(report) => Verification {
+            verified: report.verified,
+            report: serde_json::to_value(&report).unwrap_or(Value::Null),
+        },
+        Err(e) => Verification { verified: false, report: json!({ "error": format!("{e:#}") }) },
     }
 }
 
@@ -758,7 +778,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let decrypt = decrypt_start.elapsed();
 
     let verify_start = Instant::now();
-    let verification = verify_skipblock(&node, &q);
+    let verification = verify_skipblock(&node, &block, &q, global, timeout);
     let verify = verify_start.elapsed();
     let registration_to_verified = registration_start.elapsed();
 
@@ -884,12 +904,26 @@ fn print_summary(doc: &Value) {
     if !doc["cheat"].is_null() {
         println!("cheat     {}  detected: {}", s(&doc["cheat"]), s(&doc["cheat_detected"]));
     }
-    let verified = if doc["verified"] == Value::Bool(true) {
-        "yes".to_owned()
+    let v = &doc["verification"];
+    if doc["verified"] == Value::Bool(true) {
+        println!(
+            "verified  yes: header {} signed by {}/{} of the trusted voting power; state proof, \
+             hash, links and proofs root check",
+            s(&v["header"]["header_height"]),
+            s(&v["header"]["signed_power"]),
+            s(&v["header"]["total_power"])
+        );
     } else {
-        format!("no ({})", s(&doc["verification"]["reason"]))
-    };
-    println!("verified  {verified}");
+        println!("verified  NO");
+        if !v["error"].is_null() {
+            println!("  {}", s(&v["error"]));
+        }
+        for c in v["checks"].as_array().into_iter().flatten() {
+            if c["passed"] != Value::Bool(true) {
+                println!("  failed check {}: {}", s(&c["name"]), s(&c["detail"]));
+            }
+        }
+    }
     if let Some(problems) = doc["problems"].as_array() {
         for p in problems {
             println!("PROBLEM   {}", s(p));
@@ -981,5 +1015,69 @@ mod tests {
         assert_eq!(decryption_bits(&big), 45);
         big.bounds[0].hi = i64::MAX;
         assert_eq!(decryption_bits(&big), 62);
+    }
+
+    fn block_with(verdicts: Vec<Verdict>, keys: Vec<ProofKey>) -> SkipBlock {
+        use lemal_contracts::state::{Bitmap, QueryPayload, Timestamp};
+        SkipBlock {
+            index: 1,
+            height: 1,
+            back_links: Vec::new(),
+            ledger_height: 9,
+            time: Timestamp::default(),
+            payload: BlockPayload::Query(QueryPayload {
+                query_id: keys[0].query,
+                bitmap: Bitmap {
+                    proofs: keys,
+                    verifiers: vec![EntityId::vn(0), EntityId::vn(1)],
+                    verdicts,
+                },
+                threshold_ppm: 400_000,
+                reported: vec![EntityId::vn(0), EntityId::vn(1)],
+                absent: Vec::new(),
+                proofs_root: [0; 32],
+                result: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_cheat_counts_as_detected_only_when_every_node_that_checked_it_said_wrong() {
+        let q = QueryId([3; 16]);
+        let dp =
+            |i| ProofKey { query: q, kind: ProofKind::Range, creator: EntityId::dp(i), index: 0 };
+        let keys = vec![dp(0), dp(1), dp(2), dp(3)];
+        use Verdict::{Correct, NotSelected, Wrong};
+        let block = block_with(
+            vec![Wrong, NotSelected, Correct, Correct, NotSelected, NotSelected, Wrong, Correct],
+            keys.clone(),
+        );
+        assert_eq!(cheat_detected(&block, &dp(0)), Some(true));
+        assert_eq!(cheat_detected(&block, &dp(1)), Some(false));
+        assert_eq!(cheat_detected(&block, &dp(2)), None);
+        assert_eq!(cheat_detected(&block, &dp(3)), Some(false));
+        let wrong = wrong_proofs(&block);
+        assert_eq!(wrong.len(), 2);
+        assert_eq!(wrong[0]["proof"], dp(0).to_string());
+        assert_eq!(wrong[0]["verdicts"]["vn-0"], 0);
+        assert_eq!(wrong[0]["verdicts"]["vn-1"], 2);
+        assert_eq!(wrong[1]["proof"], dp(3).to_string());
+    }
+
+    #[test]
+    fn run_defaults_are_the_reports_query_and_the_documented_deadlines() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["lemal", "run", "--cheat", "cn-2:shuffle"])
+            .expect("parses");
+        let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.query, "SELECT avg(x) FROM y WHERE z < 321");
+        assert_eq!((args.dps, args.cns, args.rows, args.noise), (12, 6, 100, 0));
+        assert_eq!((args.proof_deadline, args.commit_window, args.threshold), (200, 20, 400_000));
+        let cheat = args.cheat.expect("cheat");
+        assert_eq!((cheat.entity, cheat.kind), (EntityId::cn(2), ProofKind::Shuffle));
+        assert!(crate::cli::Cli::try_parse_from(["lemal", "run", "--cheat", "vn-1"]).is_err());
+        assert!(
+            crate::cli::Cli::try_parse_from(["lemal", "run", "--cheat", "dp-1:shuffle"]).is_err()
+        );
     }
 }
