@@ -15,13 +15,16 @@ lint:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
+## Every test, the end-to-end one included: it starts a real 4-validator CometBFT localnet
+## (127.0.0.1, ports 46656+) and drives the binaries `lemal` and `lemal-vn`, built first.
 unit:
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
 
-## The end-to-end test against a real 4-validator CometBFT localnet (ports 46656+) drives the
-## release binaries `lemal` and `lemal-vn`: build them first.
-e2e: release
-	$(CARGO) test --locked -p lemal-tests --test end_to_end -- --ignored
+## The end-to-end test alone.
+e2e:
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test --locked -p lemal-tests --test end_to_end
 
 release:
 	$(CARGO) build --release --bins --locked

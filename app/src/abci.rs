@@ -166,7 +166,7 @@ impl LemalApp {
     ) -> Vec<Result<(), TxError>> {
         let consensus = self.consensus();
         let Some(machine) = consensus.machine.as_ref() else {
-            return txs.iter().map(|_| Err(TxError::NotCommitting("genesis".into()))).collect();
+            return txs.iter().map(|_| Err(TxError::NotReady)).collect();
         };
         let store = self.shared.store.read().unwrap_or_else(PoisonError::into_inner);
         let mut overlay = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
@@ -254,9 +254,11 @@ impl Application for LemalApp {
     fn check_tx(&self, request: RequestCheckTx) -> ResponseCheckTx {
         let consensus = self.consensus();
         let Some(machine) = consensus.machine.as_ref() else {
+            let e = TxError::NotReady;
             return ResponseCheckTx {
-                code: 30,
-                log: "chain not initialised".into(),
+                code: e.code(),
+                log: e.to_string(),
+                codespace: TxError::CODESPACE.into(),
                 ..Default::default()
             };
         };

@@ -90,6 +90,9 @@ pub enum TxError {
         /// The ledger's digest.
         expected: String,
     },
+    /// 40: the node has not received its genesis yet (CheckTx before InitChain); retry later.
+    #[error("the node has not initialised its chain yet")]
+    NotReady,
 }
 
 impl TxError {
@@ -118,6 +121,7 @@ impl TxError {
             TxError::BadVrf(_) => 32,
             TxError::BadVerdicts(_) => 33,
             TxError::WrongProofSet { .. } => 34,
+            TxError::NotReady => 40,
         }
     }
 
@@ -149,4 +153,60 @@ pub const TABLE: &[(u32, &str, &str)] = &[
     (32, "bad-vrf", "VRF proof does not verify"),
     (33, "bad-verdicts", "verdicts contradict the selection or the received set"),
     (34, "wrong-proof-set", "bitmap judged a different proof set"),
+    (40, "not-ready", "the node has not initialised its chain yet; retry later"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_variant() -> Vec<TxError> {
+        let s = || "x".to_string();
+        vec![
+            TxError::Decode(DecodeError::InvalidPoint),
+            TxError::TooLarge { size: 2, max: 1 },
+            TxError::WrongChain { got: s(), expected: s() },
+            TxError::UnknownSigner(s()),
+            TxError::BadSignature(s()),
+            TxError::QueryExists(s()),
+            TxError::UnknownQuery(s()),
+            TxError::NotParticipant(s()),
+            TxError::UnknownEntity(s()),
+            TxError::BadQuerierKey(s()),
+            TxError::LimitExceeded(s()),
+            TxError::ProofPhaseOver(s()),
+            TxError::UnexpectedProof(s()),
+            TxError::DuplicateProof(s()),
+            TxError::BadOutputs(s()),
+            TxError::MissingInput(s()),
+            TxError::InvalidInput(s()),
+            TxError::NotCommitting(s()),
+            TxError::DuplicateBitmap(s()),
+            TxError::BadVrf(s()),
+            TxError::BadVerdicts(s()),
+            TxError::WrongProofSet { got: s(), expected: s() },
+            TxError::NotReady,
+        ]
+    }
+
+    #[test]
+    fn codes_are_distinct_nonzero_and_tabled() {
+        let codes: Vec<u32> = every_variant().iter().map(TxError::code).collect();
+        let mut sorted = codes.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), codes.len(), "two variants share a code");
+        assert!(!codes.contains(&0), "0 is ABCI success");
+        let tabled: Vec<u32> = TABLE.iter().map(|(c, _, _)| *c).collect();
+        assert_eq!(sorted, tabled, "TABLE lists exactly the variants' codes, in order");
+    }
+
+    #[test]
+    fn the_readme_lists_the_same_codes_and_names() {
+        let readme = include_str!("../../README.md");
+        for (code, name, _) in TABLE {
+            let row = format!("| {code} | {name} |");
+            assert!(readme.contains(&row), "README.md lacks the row {row:?}");
+        }
+    }
+}

@@ -5,7 +5,8 @@
 //! - [`keys`] and [`ledger`]: the state layout and typed access to it;
 //! - [`codes`]: the stable rejection codes;
 //! - [`store`]: the authenticated, durable state — a Jellyfish Merkle tree persisted in redb;
-//! - [`abci`] and [`query`]: the thin ABCI adapter and the query paths;
+//! - [`abci`], [`server`] and [`query`]: the thin ABCI adapter, the socket server CometBFT
+//!   connects to, and the query paths;
 //! - [`worker`]: the off-chain verifier that commits this node's bitmaps.
 
 pub mod abci;
@@ -15,5 +16,6 @@ pub mod codes;
 pub mod ledger;
 pub mod machine;
 pub mod query;
+pub mod server;
 pub mod store;
 pub mod worker;

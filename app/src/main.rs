@@ -72,10 +72,9 @@ fn main() -> Result<()> {
     let broadcast = RpcBroadcast::new(&args.rpc).map_err(anyhow::Error::msg)?;
     Worker::new(key_file.entity, key, app.store(), broadcast, args.workers).spawn(rx);
 
-    let server = tendermint_abci::ServerBuilder::new(1 << 20)
-        .bind(args.abci, app)
+    let listener = std::net::TcpListener::bind(args.abci)
         .with_context(|| format!("binding the ABCI server to {}", args.abci))?;
     info!(abci = %args.abci, vn = %key_file.entity, "serving ABCI");
-    server.listen().context("ABCI server stopped")?;
+    lemal_app::server::serve(listener, app).context("ABCI server stopped")?;
     Ok(())
 }

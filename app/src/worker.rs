@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, PoisonError, RwLock};
 use std::thread;
+use std::time::Duration;
 
 use lemal_contracts::ids::{EntityId, ProofKey, QueryId, Verdict};
 use lemal_contracts::proofs;
@@ -65,16 +66,36 @@ impl RpcBroadcast {
 }
 
 impl Broadcast for RpcBroadcast {
+    /// `broadcast_tx_sync`, tried twice: the HTTP client keeps its connection to the node alive,
+    /// and the node closes idle connections, so the first request after a quiet spell can fail
+    /// in transport without having reached the node. A second attempt that finds the
+    /// transaction already in the node's cache means the first one did arrive.
     fn broadcast(&mut self, tx: Vec<u8>) -> Result<(), String> {
         use tendermint_rpc::Client;
-        let response = self
-            .runtime
-            .block_on(self.client.broadcast_tx_sync(tx))
-            .map_err(|e| format!("broadcast: {e}"))?;
-        if response.code.is_err() {
-            return Err(format!("CheckTx code {}: {}", response.code.value(), response.log));
+        let mut last = String::new();
+        for attempt in 0..2 {
+            if attempt > 0 {
+                thread::sleep(Duration::from_millis(100));
+            }
+            match self.runtime.block_on(self.client.broadcast_tx_sync(tx.clone())) {
+                Ok(response) if response.code.is_err() => {
+                    return Err(format!(
+                        "CheckTx code {}: {}",
+                        response.code.value(),
+                        response.log
+                    ));
+                }
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let text = e.to_string();
+                    if attempt > 0 && text.contains("tx already exists in cache") {
+                        return Ok(());
+                    }
+                    last = format!("broadcast: {text}");
+                }
+            }
         }
-        Ok(())
+        Err(last)
     }
 }
 

@@ -4,10 +4,10 @@
 //! one that received the transactions, equal app hashes on every node, and a cheating data
 //! provider caught by every verifying node.
 //!
-//! It needs the release binaries `lemal` and `lemal-vn` (`cargo build --release --bins`, which
-//! `make test` runs first) in `target/release` or in the folder named by `LEMAL_BIN_DIR`, and
-//! CometBFT v0.38.25: `LEMAL_COMETBFT`, else it is installed once into the workspace's
-//! git-ignored `.lemal/bin` with `go install`.
+//! It needs the binaries `lemal` and `lemal-vn` of the same build profile as the test
+//! (`cargo build --bins`, which `make test` runs first) or in the folder named by
+//! `LEMAL_BIN_DIR`, and CometBFT v0.38.25: `LEMAL_COMETBFT`, else it is installed once into the
+//! workspace's git-ignored `.lemal/bin` with `go install`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -32,15 +32,22 @@ fn rpc(node: usize) -> String {
     format!("http://127.0.0.1:{}", BASE_PORT as usize + 1 + 100 * node)
 }
 
-/// The release binaries' folder.
+/// The binaries' folder: `LEMAL_BIN_DIR`, else the profile folder this test was built in
+/// (`target/debug` under `cargo test`, the test itself being in its `deps/`).
 fn bin_dir() -> Result<PathBuf> {
-    let dir = std::env::var_os("LEMAL_BIN_DIR")
-        .map_or_else(|| workspace().join("target/release"), PathBuf::from);
+    let dir = match std::env::var_os("LEMAL_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(Path::parent)
+            .context("the test executable has no profile folder")?
+            .to_path_buf(),
+    };
     for bin in ["lemal", "lemal-vn"] {
         ensure!(
             dir.join(bin).is_file(),
-            "{} is missing: build the release binaries first (`cargo build --release --bins`, \
-             as `make test` does) or point LEMAL_BIN_DIR at them",
+            "{} is missing: build the binaries first (`cargo build --bins`, as `make test` \
+             does) or point LEMAL_BIN_DIR at them",
             dir.join(bin).display()
         );
     }
@@ -174,7 +181,6 @@ fn show_logs(net: &Localnet) {
 }
 
 #[test]
-#[ignore = "needs the release binaries and a CometBFT install: run with `make e2e`"]
 fn a_fresh_localnet_runs_the_reports_query_and_catches_a_cheating_data_provider() -> Result<()> {
     let bin = bin_dir()?;
     let cometbft = cometbft()?;
