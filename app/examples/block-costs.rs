@@ -2,6 +2,9 @@
 //! range-proof submissions, and CheckTx of one submission, through the real ABCI handlers on a
 //! real store (proof verification is not part of consensus and is not measured here).
 //!
+//! Alongside, as a baseline measured in the same run: decoding a submission and verifying its
+//! signature alone, the floor under CheckTx.
+//!
 //! `cargo run --release -p lemal-app --example block-costs -- [--json] [--reps N]`
 
 // A measurement tool: it reads the wall clock.
@@ -15,7 +18,7 @@ use lemal_app::store::Store;
 use lemal_contracts::elgamal::SecretKey;
 use lemal_contracts::ids::{EntityId, ProofKind, QueryId};
 use lemal_contracts::proofs::range::{self, Bounds};
-use lemal_contracts::sig::SigningKey;
+use lemal_contracts::sig::{SigningKey, VerifyingKey};
 use lemal_contracts::state::{
     cn_pop_context, CnEntry, DpEntry, GenesisState, Params, Roster, VnEntry,
 };
@@ -40,6 +43,7 @@ struct Fixture {
     genesis: Vec<u8>,
     register: Vec<u8>,
     submissions: Vec<Vec<u8>>,
+    keys: Vec<VerifyingKey>,
 }
 
 fn fixture() -> Fixture {
@@ -114,7 +118,8 @@ fn fixture() -> Fixture {
             Tx::sign(CHAIN, dp, body, k, &mut rng).encode()
         })
         .collect();
-    Fixture { genesis, register, submissions }
+    let keys = dps.iter().map(SigningKey::verifying_key).collect();
+    Fixture { genesis, register, submissions, keys }
 }
 
 fn finalize(app: &LemalApp, height: i64, txs: &[Vec<u8>]) {
@@ -154,6 +159,7 @@ fn main() {
     let f = fixture();
     let mut per_tx = Vec::new();
     let mut check = Vec::new();
+    let mut baseline = Vec::new();
     for rep in 0..reps {
         let dir = tempfile::tempdir().expect("tempdir");
         let app = ready(&f, dir.path());
@@ -164,6 +170,14 @@ fn main() {
             check.push(t.elapsed().as_secs_f64() * 1e6);
             assert_eq!(r.code, 0, "{}", r.log);
         }
+        // Baseline, interleaved with the measurements: decoding the same submissions and
+        // verifying their signatures one by one, the floor under CheckTx.
+        for (tx, key) in f.submissions.iter().zip(&f.keys).skip(rep).step_by(reps.max(1) * 4) {
+            let t = Instant::now();
+            let decoded = Tx::decode(tx).expect("decodes");
+            decoded.verify_signature(tx, key).expect("signature");
+            baseline.push(t.elapsed().as_secs_f64() * 1e6);
+        }
         let t = Instant::now();
         finalize(&app, 3, &f.submissions);
         let us = t.elapsed().as_secs_f64() * 1e6 / TXS as f64;
@@ -172,6 +186,7 @@ fn main() {
     }
     let finalize_us = median(per_tx);
     let check_us = median(check);
+    let baseline_us = median(baseline);
     if json {
         println!(
             "{}",
@@ -179,11 +194,13 @@ fn main() {
                 "txs_per_block": TXS,
                 "finalize_commit_us_per_tx": (finalize_us * 10.0).round() / 10.0,
                 "check_tx_us": (check_us * 10.0).round() / 10.0,
+                "baseline_decode_verify_sig_us": (baseline_us * 10.0).round() / 10.0,
             })
         );
     } else {
         println!("block of {TXS} range-proof submissions");
         println!("  FinalizeBlock + Commit: {finalize_us:.1} µs per tx (target ≤ 200)");
         println!("  CheckTx:                {check_us:.1} µs (target ≤ 120)");
+        println!("  decode + one signature: {baseline_us:.1} µs (baseline, same run)");
     }
 }
