@@ -160,6 +160,7 @@ fn main() {
     let mut per_tx = Vec::new();
     let mut check = Vec::new();
     let mut baseline = Vec::new();
+    let mut decode_only = Vec::new();
     for rep in 0..reps {
         let dir = tempfile::tempdir().expect("tempdir");
         let app = ready(&f, dir.path());
@@ -175,8 +176,10 @@ fn main() {
         for (tx, key) in f.submissions.iter().zip(&f.keys).skip(rep).step_by(reps.max(1) * 4) {
             let t = Instant::now();
             let decoded = Tx::decode(tx).expect("decodes");
+            let d = t.elapsed().as_secs_f64() * 1e6;
             decoded.verify_signature(tx, key).expect("signature");
             baseline.push(t.elapsed().as_secs_f64() * 1e6);
+            decode_only.push(d);
         }
         let t = Instant::now();
         finalize(&app, 3, &f.submissions);
@@ -187,6 +190,7 @@ fn main() {
     let finalize_us = median(per_tx);
     let check_us = median(check);
     let baseline_us = median(baseline);
+    let decode_us = median(decode_only);
     if json {
         println!(
             "{}",
@@ -195,6 +199,7 @@ fn main() {
                 "finalize_commit_us_per_tx": (finalize_us * 10.0).round() / 10.0,
                 "check_tx_us": (check_us * 10.0).round() / 10.0,
                 "baseline_decode_verify_sig_us": (baseline_us * 10.0).round() / 10.0,
+                "baseline_decode_us": (decode_us * 10.0).round() / 10.0,
             })
         );
     } else {
@@ -202,5 +207,6 @@ fn main() {
         println!("  FinalizeBlock + Commit: {finalize_us:.1} µs per tx (target ≤ 200)");
         println!("  CheckTx:                {check_us:.1} µs (target ≤ 120)");
         println!("  decode + one signature: {baseline_us:.1} µs (baseline, same run)");
+        println!("  decode alone:           {decode_us:.1} µs (baseline, same run)");
     }
 }
