@@ -24,7 +24,7 @@ unit:
 ## The end-to-end test alone.
 e2e:
 	$(CARGO) build --workspace --bins --locked
-	$(CARGO) test --locked -p lemal-tests --test end_to_end
+	$(CARGO) test --locked -p lemal-tests --test integration end_to_end
 
 release:
 	$(CARGO) build --release --bins --locked
