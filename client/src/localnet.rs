@@ -82,6 +82,14 @@ pub enum LocalnetError {
     /// There is no localnet in this home.
     #[error("no localnet in {0}: start one with `lemal localnet up`")]
     NoLocalnet(String),
+    /// A node index beyond the localnet's nodes.
+    #[error("the localnet has nodes 0 to {}, not {node}", .nodes.saturating_sub(1))]
+    NoSuchNode {
+        /// The index asked for.
+        node: usize,
+        /// How many nodes the localnet has.
+        nodes: usize,
+    },
     /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -464,9 +472,39 @@ pub fn running(layout: &Layout) -> Result<usize, LocalnetError> {
 /// Stop every process the localnet under `layout` started and is still running: SIGTERM to its
 /// process group, then SIGKILL after `grace`. Pid records of processes that exited, or whose pid
 /// now belongs to another process, are removed without signalling anything. Returns the names
-/// of the processes stopped.
+/// of the processes stopped. The network's state stays: [`start`] resumes it.
 pub fn down(layout: &Layout, grace: Duration) -> Result<Vec<String>, LocalnetError> {
-    let records = processes(layout)?;
+    stop_records(layout, processes(layout)?, grace)
+}
+
+/// The names of node `i`'s two processes.
+fn node_processes(i: usize) -> [String; 2] {
+    [format!("lemal-vn-{i}"), format!("cometbft-{i}")]
+}
+
+/// Fail unless the localnet has a node `i`.
+fn check_node(manifest: &Manifest, i: usize) -> Result<(), LocalnetError> {
+    if i < manifest.nodes.len() {
+        Ok(())
+    } else {
+        Err(LocalnetError::NoSuchNode { node: i, nodes: manifest.nodes.len() })
+    }
+}
+
+/// Stop node `i`'s processes (its CometBFT and its `lemal-vn`) as [`down`] stops all of them;
+/// the rest of the network keeps running and the node's state stays for [`start`].
+pub fn stop(layout: &Layout, i: usize, grace: Duration) -> Result<Vec<String>, LocalnetError> {
+    check_node(&Manifest::load(layout)?, i)?;
+    let names = node_processes(i);
+    let records = processes(layout)?.into_iter().filter(|p| names.contains(&p.name)).collect();
+    stop_records(layout, records, grace)
+}
+
+fn stop_records(
+    layout: &Layout,
+    records: Vec<ProcessRecord>,
+    grace: Duration,
+) -> Result<Vec<String>, LocalnetError> {
     let live: Vec<&ProcessRecord> = records.iter().filter(|p| p.is_running()).collect();
     for p in &live {
         signal_group(p.pid, "TERM")?;
@@ -827,7 +865,7 @@ fn generate(
 
 /// Start `program` detached: its own process group, no stdin, output appended to its log, and
 /// a pid record in `HOME/net/run`.
-fn start(
+fn spawn(
     layout: &Layout,
     name: &str,
     program: &Path,
@@ -909,6 +947,149 @@ fn peer_count(node: &Node) -> Result<u64, RpcError> {
     })
 }
 
+/// Start node `i`'s `lemal-vn`, wait until it listens, then start its CometBFT.
+fn start_node(
+    layout: &Layout,
+    manifest: &Manifest,
+    i: usize,
+    progress: &dyn Fn(&str),
+) -> Result<[ProcessRecord; 2], LocalnetError> {
+    let node = &manifest.nodes[i];
+    let [app_name, bft_name] = node_processes(i);
+    let app = spawn(
+        layout,
+        &app_name,
+        &manifest.lemal_vn,
+        &[
+            "--home".into(),
+            layout.app_dir(i).to_string_lossy().into_owned(),
+            "--abci".into(),
+            format!("127.0.0.1:{}", node.ports.abci),
+            "--rpc".into(),
+            node.rpc.clone(),
+            "--key".into(),
+            layout.key_file(node.vn).to_string_lossy().into_owned(),
+        ],
+    )?;
+    wait_listening(&app, node.ports.abci, Duration::from_secs(20))?;
+    let bft = spawn(
+        layout,
+        &bft_name,
+        &manifest.cometbft,
+        &[
+            "start".into(),
+            "--home".into(),
+            layout.node_dir(i).to_string_lossy().into_owned(),
+            "--proxy_app".into(),
+            format!("tcp://127.0.0.1:{}", node.ports.abci),
+        ],
+    )?;
+    progress(&format!("started {} (rpc {}, {})", node.name, node.rpc, node.vn));
+    Ok([app, bft])
+}
+
+/// Start the processes of the localnet under `layout` that are not running — every node's, or
+/// only node `only`'s — keeping the network's state: each `lemal-vn` reopens its store and
+/// each CometBFT replays to it what it misses. A node with one of its two processes still up
+/// is stopped first. Returns the names of the nodes started (none when all already run) once
+/// each has caught up with the rest of the network, the network has committed a new block
+/// since, and each sees every other running node.
+pub fn start(
+    layout: &Layout,
+    only: Option<usize>,
+    timeout: Duration,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<String>, LocalnetError> {
+    let manifest = Manifest::load(layout)?;
+    let selected: Vec<usize> = match only {
+        Some(i) => {
+            check_node(&manifest, i)?;
+            vec![i]
+        }
+        None => (0..manifest.nodes.len()).collect(),
+    };
+    let live: Vec<String> =
+        processes(layout)?.into_iter().filter(|p| p.is_running()).map(|p| p.name).collect();
+    let mut started = Vec::new();
+    let mut nodes = Vec::new();
+    for i in selected {
+        let names = node_processes(i);
+        if names.iter().all(|n| live.contains(n)) {
+            continue;
+        }
+        if names.iter().any(|n| live.contains(n)) {
+            stop(layout, i, Duration::from_secs(10))?;
+        }
+        match start_node(layout, &manifest, i, progress) {
+            Ok(records) => started.extend(records),
+            Err(e) => {
+                // Best effort: the start failure is the error to report.
+                let _ = stop(layout, i, Duration::from_secs(5));
+                return Err(e);
+            }
+        }
+        nodes.push(i);
+    }
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    wait_caught_up(layout, &manifest, &nodes, &started, timeout, progress)?;
+    Ok(nodes.iter().map(|&i| manifest.nodes[i].name.clone()).collect())
+}
+
+/// Wait until the nodes `started` (whose processes are `records`) are at the height of the
+/// highest node, that height has grown since the wait began, and each started node is
+/// connected to every other node that answers.
+fn wait_caught_up(
+    layout: &Layout,
+    manifest: &Manifest,
+    started: &[usize],
+    records: &[ProcessRecord],
+    timeout: Duration,
+    progress: &dyn Fn(&str),
+) -> Result<(), LocalnetError> {
+    let clients: Vec<Node> =
+        manifest.nodes.iter().map(|n| Node::connect(&n.rpc)).collect::<Result<_, _>>()?;
+    let begin = Instant::now();
+    let mut first_top: Option<u64> = None;
+    loop {
+        if let Some(dead) = records.iter().find(|p| !p.is_running()) {
+            return Err(died(dead));
+        }
+        let heights: Vec<Option<u64>> =
+            clients.iter().map(|c| c.status().ok().map(|s| s.height)).collect();
+        let answering = heights.iter().flatten().count() as u64;
+        let top = heights.iter().flatten().copied().max().unwrap_or(0);
+        if top > 0 && first_top.is_none() {
+            first_top = Some(top);
+        }
+        let caught_up = started.iter().all(|&i| heights[i].is_some_and(|h| h >= top));
+        let meshed =
+            started.iter().all(|&i| peer_count(&clients[i]).is_ok_and(|p| p + 1 >= answering));
+        if caught_up && meshed && first_top.is_some_and(|f| top > f) {
+            progress(&format!(
+                "{} caught up at height {top} and connected",
+                started
+                    .iter()
+                    .map(|&i| manifest.nodes[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return Ok(());
+        }
+        if begin.elapsed() > timeout {
+            return Err(LocalnetError::Timeout(
+                timeout,
+                format!(
+                    "the started nodes to catch up (heights {heights:?}); see the logs in {}",
+                    layout.logs_dir().display()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Start the processes of a generated network and wait until every node committed blocks and
 /// is connected to every other node.
 fn start_all(
@@ -918,38 +1099,8 @@ fn start_all(
     progress: &dyn Fn(&str),
 ) -> Result<(), LocalnetError> {
     let mut started = Vec::new();
-    for (i, node) in manifest.nodes.iter().enumerate() {
-        let app = start(
-            layout,
-            &format!("lemal-vn-{i}"),
-            &manifest.lemal_vn,
-            &[
-                "--home".into(),
-                layout.app_dir(i).to_string_lossy().into_owned(),
-                "--abci".into(),
-                format!("127.0.0.1:{}", node.ports.abci),
-                "--rpc".into(),
-                node.rpc.clone(),
-                "--key".into(),
-                layout.key_file(node.vn).to_string_lossy().into_owned(),
-            ],
-        )?;
-        wait_listening(&app, node.ports.abci, Duration::from_secs(20))?;
-        started.push(app);
-        let bft = start(
-            layout,
-            &format!("cometbft-{i}"),
-            &manifest.cometbft,
-            &[
-                "start".into(),
-                "--home".into(),
-                layout.node_dir(i).to_string_lossy().into_owned(),
-                "--proxy_app".into(),
-                format!("tcp://127.0.0.1:{}", node.ports.abci),
-            ],
-        )?;
-        started.push(bft);
-        progress(&format!("started {} (rpc {}, {})", node.name, node.rpc, node.vn));
+    for i in 0..manifest.nodes.len() {
+        started.extend(start_node(layout, manifest, i, progress)?);
     }
     let clients: Vec<Node> =
         manifest.nodes.iter().map(|n| Node::connect(&n.rpc)).collect::<Result<_, _>>()?;
@@ -1261,6 +1412,11 @@ timeout_propose_delta = \"500ms\"
         assert_eq!(down(&layout, Duration::from_millis(10)).expect("down").len(), 0);
         assert!(matches!(status(&layout), Err(LocalnetError::NoLocalnet(_))));
         assert!(matches!(keyring(&layout), Err(LocalnetError::NoLocalnet(_))));
+        let no_progress = |_: &str| {};
+        let started = start(&layout, None, Duration::from_millis(10), &no_progress);
+        assert!(matches!(started, Err(LocalnetError::NoLocalnet(_))));
+        let stopped = stop(&layout, 0, Duration::from_millis(10));
+        assert!(matches!(stopped, Err(LocalnetError::NoLocalnet(_))));
     }
 
     #[test]
@@ -1270,7 +1426,7 @@ timeout_propose_delta = \"500ms\"
         fs::create_dir_all(layout.run_dir()).expect("dirs");
         fs::create_dir_all(layout.logs_dir()).expect("dirs");
         let record =
-            start(&layout, "sleeper", Path::new("/bin/sleep"), &["30".into()]).expect("start");
+            spawn(&layout, "sleeper", Path::new("/bin/sleep"), &["30".into()]).expect("start");
         assert!(record.is_running());
         assert_eq!(running(&layout).expect("running"), 1);
         let stopped = down(&layout, Duration::from_secs(5)).expect("down");

@@ -1,4 +1,4 @@
-//! `lemal localnet up | down | status | logs`: a local network of verifying nodes on 127.0.0.1,
+//! `lemal localnet up | down | start | stop | status | logs`: a local network of verifying nodes on 127.0.0.1,
 //! managed by [`crate::localnet`].
 
 use std::io::Write;
@@ -46,8 +46,25 @@ pub enum Action {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
-    /// Stop the processes the localnet started (its state stays for inspection).
+    /// Stop the processes the localnet started (its state stays: `start` resumes it).
     Down,
+    /// Start what is not running of the existing localnet — every node, or only node I —
+    /// keeping its state; returns once the started nodes have caught up.
+    Start {
+        /// Only node I (0, 1, ...).
+        #[arg(value_name = "I")]
+        only: Option<usize>,
+        /// Seconds to wait for the started nodes to catch up.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Stop node I (its CometBFT and its lemal-vn) while the rest keeps running; its state stays
+    /// for `start I`.
+    Stop {
+        /// The node (0, 1, ...).
+        #[arg(value_name = "I")]
+        index: usize,
+    },
     /// Height, app hash and peers per node (exit code 1 unless every node is healthy).
     Status,
     /// Show the end of every node's logs.
@@ -118,6 +135,28 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
                 println!("{}", serde_json::json!({ "stopped": stopped }));
             } else if stopped.is_empty() {
                 println!("no localnet process was running from {}", layout.home().display());
+            } else {
+                println!("stopped {}", stopped.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Start { only, timeout } => {
+            let started = localnet::start(&layout, only, Duration::from_secs(timeout), &progress)?;
+            if global.json {
+                println!("{}", serde_json::json!({ "started": started }));
+            } else if started.is_empty() {
+                println!("already running: nothing to start");
+            } else {
+                println!("started {}", started.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Stop { index } => {
+            let stopped = localnet::stop(&layout, index, Duration::from_secs(10))?;
+            if global.json {
+                println!("{}", serde_json::json!({ "stopped": stopped }));
+            } else if stopped.is_empty() {
+                println!("node {index} was not running");
             } else {
                 println!("stopped {}", stopped.join(", "));
             }
@@ -261,5 +300,30 @@ mod tests {
             panic!("not up")
         };
         assert_eq!((base_port, validators, block_time), (46656, 4, 300));
+    }
+
+    #[test]
+    fn start_and_stop_take_a_node_index_beside_the_global_node_option() {
+        let stop = ["lemal", "--node", "http://127.0.0.1:46657", "localnet", "stop", "3"];
+        let cli = Cli::try_parse_from(stop).expect("parses");
+        assert_eq!(cli.global.node, "http://127.0.0.1:46657");
+        let Command::Localnet { action: Action::Stop { index } } = cli.command else {
+            panic!("not stop")
+        };
+        assert_eq!(index, 3);
+        assert!(Cli::try_parse_from(["lemal", "localnet", "stop"]).is_err(), "stop needs I");
+        let cli =
+            Cli::try_parse_from(["lemal", "--node", "http://127.0.0.1:1", "localnet", "start"])
+                .expect("parses");
+        let Command::Localnet { action: Action::Start { only, timeout } } = cli.command else {
+            panic!("not start")
+        };
+        assert_eq!((only, timeout), (None, 60));
+        let cli = Cli::try_parse_from(["lemal", "localnet", "start", "2", "--timeout", "5"])
+            .expect("parses");
+        let Command::Localnet { action: Action::Start { only, timeout } } = cli.command else {
+            panic!("not start")
+        };
+        assert_eq!((only, timeout), (Some(2), 5));
     }
 }

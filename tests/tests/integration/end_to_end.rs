@@ -1,8 +1,9 @@
 //! End to end against a real CometBFT localnet: a fresh 4-validator network on 127.0.0.1 (base
 //! port 46656, a temporary home), the report's example query run through the `lemal` CLI, the
 //! result checked against the plaintext answer, the skipblock read from a node other than the
-//! one that received the transactions, equal app hashes on every node, and a cheating data
-//! provider caught by every verifying node.
+//! one that received the transactions, equal app hashes on every node, a cheating data
+//! provider caught by every verifying node, and a node that stops and comes back: the others
+//! go on without it, and it catches up to their app hash.
 //!
 //! It needs the binaries `lemal` and `lemal-vn` of the same build profile as the test
 //! (`cargo build --bins`, which `make test` runs first) or in the folder named by
@@ -181,7 +182,8 @@ fn show_logs(net: &Localnet) {
 }
 
 #[test]
-fn a_fresh_localnet_runs_the_reports_query_and_catches_a_cheating_data_provider() -> Result<()> {
+fn a_fresh_localnet_runs_the_reports_query_catches_a_cheater_and_outlives_a_stopped_node(
+) -> Result<()> {
     let bin = bin_dir()?;
     let cometbft = cometbft()?;
     let net = Localnet { home: tempfile::Builder::new().prefix("lemal-e2e-").tempdir()?, bin };
@@ -273,10 +275,50 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     let height = app_hashes_agree()?;
     eprintln!("e2e: app hashes agree at height {height}");
 
+    // Node 3 fails; the other three hold 3/4 of the voting power and go on. A query run
+    // meanwhile closes when its commit window ends, with vn-3 absent (3 for each of its
+    // entries), and still verifies.
+    let bad = net.lemal(&["localnet", "stop", "9"])?;
+    ensure!(!bad.status.success(), "`localnet stop 9` succeeded on a 4-node localnet");
+    ensure!(String::from_utf8_lossy(&bad.stderr).contains("nodes 0 to 3, not 9"));
+    let stopped: Value = serde_json::from_str(&net.ok(&["--json", "localnet", "stop", "3"])?)?;
+    ensure!(stopped["stopped"] == serde_json::json!(["cometbft-3", "lemal-vn-3"]), "{stopped}");
+    let degraded = net.run(&["--query", QUERY, "--commit-window", "8"])?;
+    eprintln!("e2e: run with node 3 down: {degraded:#}");
+    ensure!(degraded["result"] == degraded["expected"], "{degraded}");
+    ensure!(degraded["skipblock"]["absent"] == serde_json::json!(["vn-3"]), "{degraded}");
+    ensure!(degraded["bitmap"]["3"] == 12 + 2 * 6, "vn-3's entries: {}", degraded["bitmap"]);
+    ensure!(degraded["verified"] == Value::Bool(true), "{}", degraded["verification"]);
+
+    // Node 3 comes back with its state: its CometBFT replays the blocks it missed to its
+    // application, which ends at the app hash of the others.
+    let started: Value = serde_json::from_str(&net.ok(&["--json", "localnet", "start", "3"])?)?;
+    ensure!(started["started"] == serde_json::json!(["node3"]), "{started}");
+    let again: Value = serde_json::from_str(&net.ok(&["--json", "localnet", "start"])?)?;
+    ensure!(again["started"] == serde_json::json!([]), "a second start started {again}");
+    let height = app_hashes_agree()?;
+    eprintln!("e2e: after node 3's restart, app hashes agree at height {height}");
+    let id: QueryId = degraded["query_id"].as_str().context("query id")?.parse()?;
+    let degraded_block =
+        Node::connect(&rpc(3))?.block_by_query(&id)?.context("no skipblock on node 3")?;
+    ensure!(hex::encode(degraded_block.hash()) == degraded["skipblock"]["hash"]);
+    let (passed, wrong) = verify_and_audit(net, &id.to_string(), &rpc(3))?;
+    ensure!(passed == [true, true] && wrong.is_empty(), "from node 3: {passed:?}, {wrong:?}");
+
     // `down` stops every process; `status` then fails.
     let stopped: Value = serde_json::from_str(&net.ok(&["--json", "localnet", "down"])?)?;
     ensure!(stopped["stopped"].as_array().map(Vec::len) == Some(2 * VALIDATORS), "{stopped}");
     ensure!(!net.lemal(&["localnet", "status"])?.status.success());
     ensure!(localnet::running(&Layout::new(net.home.path())?)? == 0);
+
+    // `start` resumes the whole stopped network from its state: the chain goes on from where it
+    // stopped, with the same skipblocks.
+    let started: Value = serde_json::from_str(&net.ok(&["--json", "localnet", "start"])?)?;
+    ensure!(started["started"].as_array().map(Vec::len) == Some(VALIDATORS), "{started}");
+    let resumed_at = app_hashes_agree()?;
+    ensure!(resumed_at > height, "the resumed chain is at {resumed_at}, it stopped at {height}");
+    let again = Node::connect(&rpc(0))?.block_by_query(&id)?.context("skipblock lost")?;
+    ensure!(again.hash() == degraded_block.hash(), "the resumed chain has another skipblock");
+    net.ok(&["localnet", "down"])?;
     Ok(())
 }
