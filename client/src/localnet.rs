@@ -18,7 +18,9 @@
 //! all on 127.0.0.1; pprof and Prometheus are off. [`up`] builds a fresh network each time it
 //! starts one (the previous `HOME/net` is replaced) and refuses to touch a network that is still
 //! running. Processes are started detached, each in its own process group, and [`down`] stops
-//! exactly the processes whose pid records still name them (same pid and same start time).
+//! exactly the processes whose pid records still name them (same pid and same start time);
+//! [`stop`] does so for one node. [`start`] brings stopped nodes of the generated network back
+//! from their state.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
