@@ -157,7 +157,22 @@ impl LemalApp {
         self.shared.consensus.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Run `txs` through deliver on a scratch overlay; returns each result.
+    /// CheckTx: the stateless and stateful checks of `tx` against the committed state (and the
+    /// genesis writes while block 1 is pending).
+    fn check(&self, tx: &[u8]) -> Result<(), TxError> {
+        let consensus = self.consensus();
+        let machine = consensus.machine.as_ref().ok_or(TxError::NotReady)?;
+        let store = self.shared.store.read().unwrap_or_else(PoisonError::into_inner);
+        let mut overlay = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
+        if let Some(g) = &consensus.genesis {
+            apply(&mut overlay, g);
+        }
+        let ctx = BlockCtx { height: store.committed().height + 1, time: consensus.last_time };
+        machine.check(&overlay, &ctx, tx).map(|_| ())
+    }
+
+    /// Run `txs` through the block's checks and execution on a scratch overlay; returns each
+    /// result.
     fn simulate(
         &self,
         height: u64,
@@ -252,24 +267,8 @@ impl Application for LemalApp {
     }
 
     fn check_tx(&self, request: RequestCheckTx) -> ResponseCheckTx {
-        let consensus = self.consensus();
-        let Some(machine) = consensus.machine.as_ref() else {
-            let e = TxError::NotReady;
-            return ResponseCheckTx {
-                code: e.code(),
-                log: e.to_string(),
-                codespace: TxError::CODESPACE.into(),
-                ..Default::default()
-            };
-        };
-        let store = self.shared.store.read().unwrap_or_else(PoisonError::into_inner);
-        let mut overlay = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
-        if let Some(g) = &consensus.genesis {
-            apply(&mut overlay, g);
-        }
-        let ctx = BlockCtx { height: store.committed().height + 1, time: consensus.last_time };
-        match machine.check(&overlay, &ctx, &request.tx) {
-            Ok(_) => ResponseCheckTx { code: 0, ..Default::default() },
+        match self.check(&request.tx) {
+            Ok(()) => ResponseCheckTx { code: 0, ..Default::default() },
             Err(e) => {
                 debug!(code = e.code(), "check_tx rejected: {e:#}");
                 ResponseCheckTx {

@@ -5,8 +5,9 @@
 //! and written through [`KvRead`]/[`KvWrite`]. No clock, no randomness, no I/O. Proof
 //! verification is not done here: verifying nodes check proofs off-chain and commit verdicts.
 //!
-//! Validation runs in three phases — stateless ([`Machine::decode_and_authenticate`]), against
-//! state ([`Machine::check`]) and execution ([`Machine::deliver`]). Every check of a transaction
+//! Validation runs in three phases — stateless ([`Machine::decode_and_authenticate`], or
+//! [`Machine::authenticate_block`] for a whole block with one batch signature check), against
+//! state ([`Machine::check`]) and execution ([`Machine::execute`]). Every check of a transaction
 //! runs before its first write, and the caller executes each transaction in an overlay that it
 //! drops on error, so a rejected transaction leaves no trace.
 
@@ -218,17 +219,6 @@ impl Machine {
             }
         }
         Ok(tx)
-    }
-
-    /// All three phases on transaction bytes: check, then execute.
-    pub fn deliver(
-        &self,
-        state: &mut impl KvWrite,
-        ctx: &BlockCtx,
-        bytes: &[u8],
-    ) -> Result<Vec<Event>, TxError> {
-        let tx = self.decode_and_authenticate(bytes)?;
-        self.execute(state, ctx, tx)
     }
 
     /// The stateful phase and execution of an authenticated transaction (from

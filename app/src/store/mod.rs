@@ -515,25 +515,23 @@ fn update_tree(
     changes: Vec<(KeyHash, Option<OwnedValue>)>,
 ) -> Result<([u8; 32], TreeUpdateBatch), StoreError> {
     let tree = JellyfishMerkleTree::<_, Sha256>::new(view);
-    let puts: Option<Vec<(KeyHash, OwnedValue)>> =
-        changes.iter().map(|(key_hash, value)| Some((*key_hash, value.clone()?))).collect();
-    match puts {
-        // The batch insertion reads the root of version `height - 1`, which exists once a block
-        // is committed (heights follow each other), and refuses an empty write set.
-        Some(puts) if base.height > 0 && !puts.is_empty() => {
-            let (roots, batch) = tree
-                .batch_put_value_sets(vec![puts], None, height)
-                .map_err(StoreError::from_tree)?;
-            match roots.as_slice() {
-                [RootHash(root)] => Ok((*root, batch)),
-                _ => Err(StoreError::Tree(format!("{} roots for one version", roots.len()))),
-            }
+    // The batch insertion reads the root of version `height - 1`, which exists once a block is
+    // committed (heights follow each other), and refuses an empty write set.
+    let insert_only =
+        base.height > 0 && !changes.is_empty() && changes.iter().all(|(_, value)| value.is_some());
+    if insert_only {
+        let puts = changes.into_iter().filter_map(|(key_hash, value)| Some((key_hash, value?)));
+        let (roots, batch) = tree
+            .batch_put_value_sets(vec![puts.collect()], None, height)
+            .map_err(StoreError::from_tree)?;
+        match roots.as_slice() {
+            [RootHash(root)] => Ok((*root, batch)),
+            _ => Err(StoreError::Tree(format!("{} roots for one version", roots.len()))),
         }
-        _ => {
-            let (RootHash(root), batch) =
-                tree.put_value_set(changes, height).map_err(StoreError::from_tree)?;
-            Ok((root, batch))
-        }
+    } else {
+        let (RootHash(root), batch) =
+            tree.put_value_set(changes, height).map_err(StoreError::from_tree)?;
+        Ok((root, batch))
     }
 }
 
