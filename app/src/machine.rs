@@ -373,28 +373,19 @@ impl Machine {
                 Err(TxError::MissingInput(k.to_string()))
             }
         };
-        match p.kind {
-            ProofKind::Range => {}
-            ProofKind::Aggregation => {
-                let allowed = spec.aggregation_inputs(q, signer.index);
-                for input in &p.inputs {
-                    if allowed.binary_search(input).is_err() {
-                        return Err(TxError::InvalidInput(input.to_string()));
-                    }
-                    present(input)?;
+        let allowed = spec.inputs_of(&key);
+        if p.kind == ProofKind::Aggregation {
+            // An aggregation names the allowed inputs it sums; each must be on the ledger.
+            for input in &p.inputs {
+                if allowed.binary_search(input).is_err() {
+                    return Err(TxError::InvalidInput(input.to_string()));
                 }
+                present(input)?;
             }
-            ProofKind::Shuffle => {
-                if let Some(prev) = spec.shuffle_input(q, signer.index) {
-                    present(&prev)?;
-                }
-            }
-            ProofKind::KeySwitch => {
-                let (root, shuffle) = spec.keyswitch_inputs(q);
-                present(&root)?;
-                if let Some(s) = shuffle {
-                    present(&s)?;
-                }
+        } else {
+            // The others take all their inputs, fixed by the query.
+            for input in &allowed {
+                present(input)?;
             }
         }
         Ok((key, progress))

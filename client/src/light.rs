@@ -127,7 +127,7 @@ pub enum LightError {
 }
 
 fn transport(node: &Node, e: impl fmt::Display) -> LightError {
-    LightError::Rpc(RpcError::Transport { url: node.url().to_owned(), message: e.to_string() })
+    LightError::Rpc(node.transport(e))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -162,22 +162,22 @@ impl Layout {
     }
 
     /// Where `go install` puts CometBFT.
-    pub fn bin_dir(&self) -> PathBuf {
+    fn bin_dir(&self) -> PathBuf {
         self.home.join("bin")
     }
 
     /// The generated network; replaced by every fresh `up`.
-    pub fn net_dir(&self) -> PathBuf {
+    fn net_dir(&self) -> PathBuf {
         self.home.join("net")
     }
 
     /// The manifest.
-    pub fn manifest(&self) -> PathBuf {
+    fn manifest(&self) -> PathBuf {
         self.net_dir().join("localnet.json")
     }
 
     /// The key files.
-    pub fn keys_dir(&self) -> PathBuf {
+    fn keys_dir(&self) -> PathBuf {
         self.net_dir().join("keys")
     }
 
@@ -192,27 +192,27 @@ impl Layout {
     }
 
     /// `lemal-vn` home of node `i`.
-    pub fn app_dir(&self, i: usize) -> PathBuf {
+    fn app_dir(&self, i: usize) -> PathBuf {
         self.node_dir(i).join("app")
     }
 
     /// The log folder.
-    pub fn logs_dir(&self) -> PathBuf {
+    fn logs_dir(&self) -> PathBuf {
         self.net_dir().join("logs")
     }
 
     /// The log of a process (`cometbft-0`, `lemal-vn-2`).
-    pub fn log(&self, name: &str) -> PathBuf {
+    fn log(&self, name: &str) -> PathBuf {
         self.logs_dir().join(format!("{name}.log"))
     }
 
     /// The folder of pid records.
-    pub fn run_dir(&self) -> PathBuf {
+    fn run_dir(&self) -> PathBuf {
         self.net_dir().join("run")
     }
 
     /// The pid record of a process.
-    pub fn pid_file(&self, name: &str) -> PathBuf {
+    fn pid_file(&self, name: &str) -> PathBuf {
         self.run_dir().join(format!("{name}.json"))
     }
 }
@@ -444,7 +444,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), LocalnetError> 
 }
 
 /// Every pid record of the localnet under `layout`, sorted by name.
-pub fn processes(layout: &Layout) -> Result<Vec<ProcessRecord>, LocalnetError> {
+fn processes(layout: &Layout) -> Result<Vec<ProcessRecord>, LocalnetError> {
     let dir = layout.run_dir();
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -484,19 +484,20 @@ fn node_processes(i: usize) -> [String; 2] {
     [format!("lemal-vn-{i}"), format!("cometbft-{i}")]
 }
 
-/// Fail unless the localnet has a node `i`.
-fn check_node(manifest: &Manifest, i: usize) -> Result<(), LocalnetError> {
-    if i < manifest.nodes.len() {
-        Ok(())
-    } else {
-        Err(LocalnetError::NoSuchNode { node: i, nodes: manifest.nodes.len() })
+/// The nodes a command acts on: node `only` (which must exist), else every node.
+fn selected(manifest: &Manifest, only: Option<usize>) -> Result<Vec<usize>, LocalnetError> {
+    let nodes = manifest.nodes.len();
+    match only {
+        Some(i) if i < nodes => Ok(vec![i]),
+        Some(i) => Err(LocalnetError::NoSuchNode { node: i, nodes }),
+        None => Ok((0..nodes).collect()),
     }
 }
 
 /// Stop node `i`'s processes (its CometBFT and its `lemal-vn`) as [`down`] stops all of them;
 /// the rest of the network keeps running and the node's state stays for [`start`].
 pub fn stop(layout: &Layout, i: usize, grace: Duration) -> Result<Vec<String>, LocalnetError> {
-    check_node(&Manifest::load(layout)?, i)?;
+    selected(&Manifest::load(layout)?, Some(i))?;
     let names = node_processes(i);
     let records = processes(layout)?.into_iter().filter(|p| names.contains(&p.name)).collect();
     stop_records(layout, records, grace)
@@ -627,7 +628,7 @@ pub fn ensure_cometbft(
 
 /// The `lemal-vn` binary: `explicit`, else the one beside the running executable, else
 /// `target/release/lemal-vn` under the current directory.
-pub fn find_lemal_vn(explicit: Option<&Path>) -> Result<PathBuf, LocalnetError> {
+fn find_lemal_vn(explicit: Option<&Path>) -> Result<PathBuf, LocalnetError> {
     if let Some(p) = explicit {
         return std::path::absolute(p).map_err(io(format!("resolving {}", p.display())));
     }
@@ -648,12 +649,7 @@ pub fn find_lemal_vn(explicit: Option<&Path>) -> Result<PathBuf, LocalnetError> 
 
 /// Set `key = value` in `[section]` (`""` for the top level) of a CometBFT `config.toml`;
 /// `value` is already in TOML syntax. The key must exist: CometBFT writes every key.
-pub fn set_toml(
-    text: &str,
-    section: &str,
-    key: &str,
-    value: &str,
-) -> Result<String, LocalnetError> {
+fn set_toml(text: &str, section: &str, key: &str, value: &str) -> Result<String, LocalnetError> {
     let mut current = String::new();
     let mut found = false;
     let mut out = String::with_capacity(text.len() + 64);
@@ -880,7 +876,7 @@ fn spawn(
         .open(&log_path)
         .map_err(io(format!("opening {}", log_path.display())))?;
     let err = log.try_clone().map_err(io(format!("opening {}", log_path.display())))?;
-    let child = Command::new(program)
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(log)
@@ -889,14 +885,18 @@ fn spawn(
         .spawn()
         .map_err(io(format!("starting {}", program.display())))?;
     let pid = child.id();
-    // The child is not waited for: it outlives this process (and is then reaped by init).
-    drop(child);
-    let stat = proc_stat(pid).ok_or_else(|| {
+    let exited_at_once = |how: String| {
         LocalnetError::Config(format!(
-            "{name} (pid {pid}) exited at once; see {}",
+            "{name} (pid {pid}) {how} at once; see {}",
             log_path.display()
         ))
-    })?;
+    };
+    if let Ok(Some(status)) = child.try_wait() {
+        return Err(exited_at_once(format!("exited ({status})")));
+    }
+    // The child is not waited for: it outlives this process (and is then reaped by init).
+    drop(child);
+    let stat = proc_stat(pid).ok_or_else(|| exited_at_once("exited".into()))?;
     let record = ProcessRecord {
         name: name.to_owned(),
         pid,
@@ -909,7 +909,7 @@ fn spawn(
 }
 
 fn died(record: &ProcessRecord) -> LocalnetError {
-    let tail = fs::read_to_string(&record.log).map(|t| last_lines(&t, 15)).unwrap_or_default();
+    let tail = tail(&record.log, 15).map(|(text, _)| text).unwrap_or_default();
     LocalnetError::Died { name: record.name.clone(), log: record.log.display().to_string(), tail }
 }
 
@@ -936,17 +936,6 @@ fn wait_listening(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// How many peers a node is connected to.
-fn peer_count(node: &Node) -> Result<u64, RpcError> {
-    let (client, rt) = node.raw();
-    rt.block_on(tendermint_rpc::Client::net_info(client)).map(|r| r.n_peers).map_err(|e| {
-        RpcError::Transport {
-            url: node.url().to_owned(),
-            message: e.to_string().lines().next().unwrap_or_default().to_owned(),
-        }
-    })
 }
 
 /// Start node `i`'s `lemal-vn`, wait until it listens, then start its CometBFT.
@@ -1003,24 +992,19 @@ pub fn start(
     progress: &dyn Fn(&str),
 ) -> Result<Vec<String>, LocalnetError> {
     let manifest = Manifest::load(layout)?;
-    let selected: Vec<usize> = match only {
-        Some(i) => {
-            check_node(&manifest, i)?;
-            vec![i]
-        }
-        None => (0..manifest.nodes.len()).collect(),
-    };
-    let live: Vec<String> =
-        processes(layout)?.into_iter().filter(|p| p.is_running()).map(|p| p.name).collect();
+    let live: Vec<ProcessRecord> =
+        processes(layout)?.into_iter().filter(ProcessRecord::is_running).collect();
     let mut started = Vec::new();
     let mut nodes = Vec::new();
-    for i in selected {
+    for i in selected(&manifest, only)? {
         let names = node_processes(i);
-        if names.iter().all(|n| live.contains(n)) {
+        let up: Vec<ProcessRecord> =
+            live.iter().filter(|p| names.contains(&p.name)).cloned().collect();
+        if up.len() == names.len() {
             continue;
         }
-        if names.iter().any(|n| live.contains(n)) {
-            stop(layout, i, Duration::from_secs(10))?;
+        if !up.is_empty() {
+            stop_records(layout, up, Duration::from_secs(10))?;
         }
         match start_node(layout, &manifest, i, progress) {
             Ok(records) => started.extend(records),
@@ -1065,10 +1049,12 @@ fn wait_caught_up(
         if top > 0 && first_top.is_none() {
             first_top = Some(top);
         }
-        let caught_up = started.iter().all(|&i| heights[i].is_some_and(|h| h >= top));
-        let meshed =
-            started.iter().all(|&i| peer_count(&clients[i]).is_ok_and(|p| p + 1 >= answering));
-        if caught_up && meshed && first_top.is_some_and(|f| top > f) {
+        let caught_up = first_top.is_some_and(|f| top > f)
+            && started.iter().all(|&i| heights[i].is_some_and(|h| h >= top));
+        // Peers are asked for only once the heights are there.
+        if caught_up
+            && started.iter().all(|&i| clients[i].peer_count().is_ok_and(|p| p + 1 >= answering))
+        {
             progress(&format!(
                 "{} caught up at height {top} and connected",
                 started
@@ -1092,52 +1078,10 @@ fn wait_caught_up(
     }
 }
 
-/// Start the processes of a generated network and wait until every node committed blocks and
-/// is connected to every other node.
-fn start_all(
-    layout: &Layout,
-    manifest: &Manifest,
-    timeout: Duration,
-    progress: &dyn Fn(&str),
-) -> Result<(), LocalnetError> {
-    let mut started = Vec::new();
-    for i in 0..manifest.nodes.len() {
-        started.extend(start_node(layout, manifest, i, progress)?);
-    }
-    let clients: Vec<Node> =
-        manifest.nodes.iter().map(|n| Node::connect(&n.rpc)).collect::<Result<_, _>>()?;
-    let start = Instant::now();
-    loop {
-        if let Some(dead) = started.iter().find(|p| !p.is_running()) {
-            return Err(died(dead));
-        }
-        let heights: Vec<u64> =
-            clients.iter().map(|c| c.status().map_or(0, |s| s.height)).collect();
-        let peers: Vec<u64> = clients.iter().map(|c| peer_count(c).unwrap_or(0)).collect();
-        let meshed = peers.iter().all(|&p| p + 1 >= clients.len() as u64);
-        if heights.iter().all(|&h| h >= 2) && meshed {
-            progress(&format!(
-                "every node committed blocks (heights {heights:?}) and sees every peer"
-            ));
-            return Ok(());
-        }
-        if start.elapsed() > timeout {
-            return Err(LocalnetError::Timeout(
-                timeout,
-                format!(
-                    "every node to commit blocks and connect to every peer (heights {heights:?}, \
-                     peers {peers:?}); see the logs in {}",
-                    layout.logs_dir().display()
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Build and start a fresh localnet under `layout`; returns once every node has committed
-/// blocks and is connected to every other node. Refuses when a localnet started from the same home is still running. On failure,
-/// whatever was started is stopped again.
+/// blocks and is connected to every other node (see [`start`]). Refuses when a localnet
+/// started from the same home is still running. On failure, whatever was started is stopped
+/// again.
 pub fn up(
     layout: &Layout,
     opts: &UpOptions,
@@ -1162,7 +1106,7 @@ pub fn up(
         layout.net_dir().display()
     ));
     let manifest = generate(layout, opts, &ports, &cometbft, &lemal_vn)?;
-    if let Err(e) = start_all(layout, &manifest, opts.timeout, progress) {
+    if let Err(e) = start(layout, None, opts.timeout, progress) {
         // Best effort: the start failure is the error to report.
         let _ = down(layout, Duration::from_secs(5));
         return Err(e);
@@ -1207,26 +1151,26 @@ pub fn status(layout: &Layout) -> Result<(Manifest, Vec<NodeStatus>), LocalnetEr
     let alive = |name: &str| procs.iter().any(|p| p.name == name && p.is_running());
     let mut out = Vec::with_capacity(manifest.nodes.len());
     for (i, n) in manifest.nodes.iter().enumerate() {
+        let [app, bft] = node_processes(i);
         let mut s = NodeStatus {
             name: n.name.clone(),
             vn: n.vn,
             rpc: n.rpc.clone(),
-            cometbft_running: alive(&format!("cometbft-{i}")),
-            app_running: alive(&format!("lemal-vn-{i}")),
+            cometbft_running: alive(&bft),
+            app_running: alive(&app),
             height: None,
             app_hash: None,
             peers: None,
             error: None,
         };
-        let answer = Node::connect(&n.rpc).and_then(|c| Ok((c.status()?, peer_count(&c)?)));
+        let answer = Node::connect(&n.rpc).and_then(|c| Ok((c.status()?, c.peer_count()?)));
         match answer {
             Ok((st, peers)) => {
                 s.height = Some(st.height);
                 s.app_hash = Some(hex::encode_upper(&st.app_hash));
                 s.peers = Some(peers);
             }
-            // The RPC library's errors may carry a multi-line trace: keep the message.
-            Err(e) => s.error = Some(e.to_string().lines().next().unwrap_or_default().to_owned()),
+            Err(e) => s.error = Some(e.to_string()),
         }
         out.push(s);
     }
@@ -1237,19 +1181,12 @@ pub fn status(layout: &Layout) -> Result<(Manifest, Vec<NodeStatus>), LocalnetEr
 /// CometBFT log, then its application's).
 pub fn log_files(layout: &Layout, only: Option<usize>) -> Result<Vec<PathBuf>, LocalnetError> {
     let manifest = Manifest::load(layout)?;
-    let nodes: Vec<usize> = match only {
-        Some(i) if i < manifest.nodes.len() => vec![i],
-        Some(i) => {
-            return Err(LocalnetError::Config(format!(
-                "no node {i}: the localnet has {} nodes",
-                manifest.nodes.len()
-            )))
-        }
-        None => (0..manifest.nodes.len()).collect(),
-    };
-    Ok(nodes
+    Ok(selected(&manifest, only)?
         .into_iter()
-        .flat_map(|i| [layout.log(&format!("cometbft-{i}")), layout.log(&format!("lemal-vn-{i}"))])
+        .flat_map(|i| {
+            let [app, bft] = node_processes(i);
+            [layout.log(&bft), layout.log(&app)]
+        })
         .collect())
 }
 

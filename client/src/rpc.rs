@@ -139,8 +139,12 @@ impl Node {
         (&self.client, &self.runtime)
     }
 
-    fn transport(&self, e: impl std::fmt::Display) -> RpcError {
-        RpcError::Transport { url: self.url.clone(), message: e.to_string() }
+    /// A transport error of this node. The RPC library's errors may carry a multi-line trace:
+    /// the message keeps the first line.
+    pub(crate) fn transport(&self, e: impl std::fmt::Display) -> RpcError {
+        let text = e.to_string();
+        let message = text.lines().next().unwrap_or_default().to_owned();
+        RpcError::Transport { url: self.url.clone(), message }
     }
 
     /// The node's status.
@@ -153,6 +157,12 @@ impl Node {
             catching_up: s.sync_info.catching_up,
             moniker: s.node_info.moniker.to_string(),
         })
+    }
+
+    /// How many peers the node is connected to.
+    pub fn peer_count(&self) -> Result<u64, RpcError> {
+        let info = self.runtime.block_on(self.client.net_info()).map_err(|e| self.transport(e))?;
+        Ok(info.n_peers)
     }
 
     /// Broadcast a transaction (`broadcast_tx_sync`); returns its hash once CheckTx accepted it.

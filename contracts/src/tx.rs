@@ -264,6 +264,23 @@ impl QuerySpec {
         (root, shuffle)
     }
 
+    /// The proofs whose outputs the proof `key` takes as inputs: none for a range proof, the
+    /// ones [`QuerySpec::aggregation_inputs`] allows for an aggregation (sorted; it may use the
+    /// ones that arrived), the previous shuffle for a shuffle, the root aggregation and the last
+    /// shuffle for a key switch.
+    pub fn inputs_of(&self, key: &ProofKey) -> Vec<ProofKey> {
+        let (q, cn) = (key.query, key.creator.index);
+        match key.kind {
+            ProofKind::Range => Vec::new(),
+            ProofKind::Aggregation => self.aggregation_inputs(q, cn),
+            ProofKind::Shuffle => self.shuffle_input(q, cn).into_iter().collect(),
+            ProofKind::KeySwitch => {
+                let (root, shuffle) = self.keyswitch_inputs(q);
+                std::iter::once(root).chain(shuffle).collect()
+            }
+        }
+    }
+
     /// How many output ciphertexts a submission of `kind` carries.
     pub fn output_len(&self, kind: ProofKind) -> usize {
         match kind {

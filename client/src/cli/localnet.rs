@@ -85,6 +85,18 @@ fn progress(msg: &str) {
     eprintln!("localnet: {msg}");
 }
 
+/// What `down`, `start` or `stop` did: `{"<what>": [names]}` with `--json`, else `<what> a, b`
+/// or `none` when the list is empty.
+fn print_names(global: &Global, what: &str, names: &[String], none: &str) {
+    if global.json {
+        println!("{}", serde_json::json!({ what: names }));
+    } else if names.is_empty() {
+        println!("{none}");
+    } else {
+        println!("{what} {}", names.join(", "));
+    }
+}
+
 /// Run a localnet action.
 pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
     let layout = Layout::new(&global.home)?;
@@ -131,35 +143,18 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
         }
         Action::Down => {
             let stopped = localnet::down(&layout, Duration::from_secs(10))?;
-            if global.json {
-                println!("{}", serde_json::json!({ "stopped": stopped }));
-            } else if stopped.is_empty() {
-                println!("no localnet process was running from {}", layout.home().display());
-            } else {
-                println!("stopped {}", stopped.join(", "));
-            }
+            let none = format!("no localnet process was running from {}", layout.home().display());
+            print_names(global, "stopped", &stopped, &none);
             Ok(ExitCode::SUCCESS)
         }
         Action::Start { only, timeout } => {
             let started = localnet::start(&layout, only, Duration::from_secs(timeout), &progress)?;
-            if global.json {
-                println!("{}", serde_json::json!({ "started": started }));
-            } else if started.is_empty() {
-                println!("already running: nothing to start");
-            } else {
-                println!("started {}", started.join(", "));
-            }
+            print_names(global, "started", &started, "already running: nothing to start");
             Ok(ExitCode::SUCCESS)
         }
         Action::Stop { index } => {
             let stopped = localnet::stop(&layout, index, Duration::from_secs(10))?;
-            if global.json {
-                println!("{}", serde_json::json!({ "stopped": stopped }));
-            } else if stopped.is_empty() {
-                println!("node {index} was not running");
-            } else {
-                println!("stopped {}", stopped.join(", "));
-            }
+            print_names(global, "stopped", &stopped, &format!("node {index} was not running"));
             Ok(ExitCode::SUCCESS)
         }
         Action::Status => {

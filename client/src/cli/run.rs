@@ -173,20 +173,6 @@ fn decryption_table(spec: &QuerySpec) -> DecryptionTable {
     DecryptionTable::with_bounds(bits, bits / 2 + 1)
 }
 
-/// The proofs a step waits for: those whose outputs it takes as inputs.
-fn dependencies(spec: &QuerySpec, key: &ProofKey) -> Vec<ProofKey> {
-    let (q, cn) = (key.query, key.creator.index);
-    match key.kind {
-        ProofKind::Range => Vec::new(),
-        ProofKind::Aggregation => spec.aggregation_inputs(q, cn),
-        ProofKind::Shuffle => spec.shuffle_input(q, cn).into_iter().collect(),
-        ProofKind::KeySwitch => {
-            let (root, shuffle) = spec.keyswitch_inputs(q);
-            std::iter::once(root).chain(shuffle).collect()
-        }
-    }
-}
-
 /// When the first transaction of a phase was sent and the last one committed.
 #[derive(Clone, Copy, Debug, Default)]
 struct Span {
@@ -197,15 +183,6 @@ struct Span {
 impl Span {
     fn ms(&self) -> Option<u128> {
         Some(self.last_committed?.checked_duration_since(self.first_sent?)?.as_millis())
-    }
-}
-
-fn phase_index(kind: ProofKind) -> usize {
-    match kind {
-        ProofKind::Range => 0,
-        ProofKind::Aggregation => 1,
-        ProofKind::Shuffle => 2,
-        ProofKind::KeySwitch => 3,
     }
 }
 
@@ -444,6 +421,9 @@ fn submit_proofs(
     let readers: Vec<Node> = (0..threads.max(1))
         .map(|_| Node::connect(node.url()).map_err(short))
         .collect::<Result<_>>()?;
+    // What each proof waits for: the proofs whose outputs it takes as inputs.
+    let inputs: BTreeMap<ProofKey, Vec<ProofKey>> =
+        expected.iter().map(|k| (*k, spec.inputs_of(k))).collect();
     let mut waiting = expected.clone();
     let mut in_flight: Vec<InFlight> = Vec::new();
     let mut done: BTreeSet<ProofKey> = BTreeSet::new();
@@ -454,7 +434,7 @@ fn submit_proofs(
     loop {
         let ready: Vec<ProofKey> = waiting
             .iter()
-            .filter(|k| dependencies(spec, k).iter().all(|d| done.contains(d)))
+            .filter(|k| inputs[*k].iter().all(|d| done.contains(d)))
             .copied()
             .collect();
         if !ready.is_empty() {
@@ -469,7 +449,7 @@ fn submit_proofs(
             batch.extend(build_in_parallel(&readers, session, &to_build, cheat)?);
             let hashes = broadcast_all(node, &batch)?;
             for ((key, _), hash) in batch.into_iter().zip(hashes) {
-                spans[phase_index(key.kind)].first_sent.get_or_insert_with(Instant::now);
+                spans[key.kind as usize].first_sent.get_or_insert_with(Instant::now);
                 if cheat.is_some_and(|c| c.entity == key.creator && c.kind == key.kind) {
                     progress(&format!(
                         "{} submitted an invalid {} proof (--cheat)",
@@ -494,7 +474,7 @@ fn submit_proofs(
                 None => true,
                 Some((_, 0, _)) => {
                     done.insert(f.key);
-                    spans[phase_index(f.key.kind)].last_committed = Some(Instant::now());
+                    spans[f.key.kind as usize].last_committed = Some(Instant::now());
                     landed.push(f.key.kind);
                     false
                 }
@@ -681,11 +661,6 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
             Role::Vn => 0,
         };
         ensure!(c.entity.index < n, "--cheat {}: it takes no part in this query", c.entity);
-        ensure!(
-            c.kind != ProofKind::Shuffle || args.noise > 0,
-            "--cheat {}:shuffle needs --noise above 0 (no noise, no shuffle)",
-            c.entity
-        );
     }
 
     let bounds = DataBounds { min: DATA_MIN, max: DATA_MAX, rows: args.rows };
@@ -704,6 +679,16 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let plan: QueryPlan = pipeline::plan(&chain_id, query.clone(), &opts, &mut rand_core::OsRng);
     let q = plan.registration.query_id;
     let spec = plan.registration.spec.clone();
+    // The chain's own check of the parameters (limits, noise rows), before anything is sent.
+    spec.check().context("the query's parameters")?;
+    if let Some(c) = args.cheat {
+        ensure!(
+            c.kind != ProofKind::Shuffle || spec.has_noise(),
+            "--cheat {}:shuffle needs noise (--noise above 0 and --noise-rows above 0): no \
+             noise, no shuffle",
+            c.entity
+        );
+    }
     let table = {
         let spec = spec.clone();
         std::thread::spawn(move || decryption_table(&spec))
@@ -717,7 +702,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         args.dps,
         args.cns,
         args.noise,
-        if args.noise > 0 { args.noise_rows } else { 0 },
+        spec.noise_rows(),
         args.threshold
     ));
     let registration_start = Instant::now();
@@ -798,14 +783,14 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         if !wrong.is_empty() {
             problems.push(format!("{} proofs were judged wrong", wrong.len()));
         }
-        if args.noise == 0 && components.as_ref() != Some(&inputs.totals) {
+        if !spec.has_noise() && components.as_ref() != Some(&inputs.totals) {
             problems.push("the decrypted result differs from the plaintext answer".to_owned());
         }
     }
     if detected == Some(Some(false)) {
         problems.push("a verifying node that selected the cheater's proof accepted it".into());
     }
-    if verification.report.get("available") != Some(&Value::Bool(false)) && !verification.verified {
+    if !verification.verified {
         problems.push("the skipblock did not verify".to_owned());
     }
 
@@ -958,17 +943,17 @@ mod tests {
         let s = spec(Vec::new());
         let q = QueryId([7; 16]);
         let key = |kind, cn| ProofKey { query: q, kind, creator: EntityId::cn(cn), index: 0 };
-        let root = dependencies(&s, &key(ProofKind::Aggregation, 0));
+        let root = s.inputs_of(&key(ProofKind::Aggregation, 0));
         assert!(root.contains(&key(ProofKind::Aggregation, 1)));
         assert!(root.contains(&key(ProofKind::Aggregation, 2)));
-        let leaf = dependencies(&s, &key(ProofKind::Aggregation, 5));
+        let leaf = s.inputs_of(&key(ProofKind::Aggregation, 5));
         assert!(leaf.iter().all(|k| k.kind == ProofKind::Range));
         assert_eq!(
-            dependencies(&s, &key(ProofKind::KeySwitch, 3)),
+            s.inputs_of(&key(ProofKind::KeySwitch, 3)),
             vec![key(ProofKind::Aggregation, 0)]
         );
         let dp = ProofKey { query: q, kind: ProofKind::Range, creator: EntityId::dp(0), index: 0 };
-        assert!(dependencies(&s, &dp).is_empty());
+        assert!(s.inputs_of(&dp).is_empty());
     }
 
     #[test]
@@ -976,10 +961,10 @@ mod tests {
         let s = spec(vec![0; 8]);
         let q = QueryId([7; 16]);
         let key = |kind, cn| ProofKey { query: q, kind, creator: EntityId::cn(cn), index: 0 };
-        assert!(dependencies(&s, &key(ProofKind::Shuffle, 0)).is_empty());
-        assert_eq!(dependencies(&s, &key(ProofKind::Shuffle, 4)), vec![key(ProofKind::Shuffle, 3)]);
+        assert!(s.inputs_of(&key(ProofKind::Shuffle, 0)).is_empty());
+        assert_eq!(s.inputs_of(&key(ProofKind::Shuffle, 4)), vec![key(ProofKind::Shuffle, 3)]);
         assert_eq!(
-            dependencies(&s, &key(ProofKind::KeySwitch, 0)),
+            s.inputs_of(&key(ProofKind::KeySwitch, 0)),
             vec![key(ProofKind::Aggregation, 0), key(ProofKind::Shuffle, 5)]
         );
     }
@@ -996,7 +981,7 @@ mod tests {
                 let ready: Vec<ProofKey> = expected
                     .iter()
                     .filter(|k| !done.contains(k))
-                    .filter(|k| dependencies(&s, k).iter().all(|d| done.contains(d)))
+                    .filter(|k| s.inputs_of(k).iter().all(|d| done.contains(d)))
                     .copied()
                     .collect();
                 done.extend(ready);

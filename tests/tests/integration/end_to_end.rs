@@ -85,13 +85,19 @@ impl Drop for Localnet {
 }
 
 impl Localnet {
-    /// `lemal --home HOME ARGS...`.
+    /// `lemal --home HOME ARGS...`, with none of the caller's `LEMAL_*` settings (they would
+    /// change the network's defaults this test relies on).
     fn lemal(&self, args: &[&str]) -> Result<Output> {
-        let out = Command::new(self.bin.join("lemal"))
+        let mut command = Command::new(self.bin.join("lemal"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("LEMAL_") {
+                command.env_remove(name);
+            }
+        }
+        let out = command
             .arg("--home")
             .arg(self.home.path())
             .args(args)
-            .env_remove("LEMAL_NODE")
             .output()
             .with_context(|| format!("running lemal {args:?}"))?;
         eprintln!("e2e: lemal {} -> {}", args.join(" "), out.status);
@@ -110,7 +116,8 @@ impl Localnet {
 
     /// `lemal --node RPC0 --json run ARGS...`, parsed.
     fn run(&self, args: &[&str]) -> Result<Value> {
-        let mut all = vec!["--node", "http://127.0.0.1:46657", "--json", "run"];
+        let node = rpc(0);
+        let mut all = vec!["--node", node.as_str(), "--json", "run"];
         all.extend_from_slice(args);
         let text = self.ok(&all)?;
         serde_json::from_str(&text).with_context(|| format!("lemal run printed {text:?}"))
@@ -198,11 +205,12 @@ fn a_fresh_localnet_runs_the_reports_query_catches_a_cheater_and_outlives_a_stop
 fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     let cometbft = cometbft.to_string_lossy().into_owned();
     let lemal_vn = net.bin.join("lemal-vn").to_string_lossy().into_owned();
+    let base_port = BASE_PORT.to_string();
     let up = [
         "localnet",
         "up",
         "--base-port",
-        "46656",
+        &base_port,
         "--chain-id",
         "lemal-e2e",
         "--cometbft",
@@ -235,9 +243,7 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     ensure!(
         as_u64(&bitmap["1"], "bitmap 1")? + as_u64(&bitmap["2"], "bitmap 2")? == expected_entries
     );
-    ensure!(
-        honest["verified"] == Value::Bool(true) || honest["verification"]["available"] == false
-    );
+    ensure!(honest["verified"] == Value::Bool(true), "{}", honest["verification"]);
 
     // The skipblock, read from another node than the one that received the transactions.
     let id: QueryId = honest["query_id"].as_str().context("query id")?.parse()?;
