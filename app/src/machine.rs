@@ -11,7 +11,6 @@
 //! runs before its first write, and the caller executes each transaction in an overlay that it
 //! drops on error, so a rejected transaction leaves no trace.
 
-use lemal_contracts::group::to_borsh;
 use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Verdict};
 use lemal_contracts::sampling;
 use lemal_contracts::sig::VerifyingKey;
@@ -23,7 +22,6 @@ use lemal_contracts::state::{
 use lemal_contracts::tx::{
     querier_pop_context, CommitBitmap, RegisterQuery, SubmitProof, Tx, TxBody,
 };
-use sha2::{Digest, Sha256};
 
 use crate::codes::TxError;
 use crate::ledger::{get, set, KvRead, KvWrite};
@@ -117,11 +115,7 @@ impl Machine {
             back_links: Vec::new(),
             ledger_height: ctx.height,
             time: ctx.time,
-            payload: BlockPayload::Genesis(GenesisRecord {
-                chain_id: chain_id.to_owned(),
-                roster_hash: Sha256::digest(to_borsh(&roster)).into(),
-                params_hash: Sha256::digest(to_borsh(&params)).into(),
-            }),
+            payload: BlockPayload::Genesis(GenesisRecord::new(chain_id, &roster, &params)),
         };
         set::block(state, &block0, &block0.hash());
         set::skip_head(state, 0);

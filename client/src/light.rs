@@ -29,29 +29,33 @@
 //! trusted set signed it.
 //!
 //! ```no_run
-//! use lemal_client::light::{self, BlockRef, TrustRoot};
+//! use lemal_client::light::{self, BlockRef, LightClient, TrustRoot};
 //! use lemal_client::rpc::Node;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let node = Node::connect("http://127.0.0.1:26657")?;
 //! let trust = TrustRoot::genesis_file("genesis.json".as_ref())?;
-//! let report = light::verify_query(&node, &trust, &"00112233445566778899aabbccddeeff".parse()?)?;
+//! // One verified header; every read below is proven against its app hash.
+//! let client = LightClient::new(&node, &trust)?;
+//! let query = BlockRef::Query("00112233445566778899aabbccddeeff".parse()?);
+//! let (report, block, _proofs) = client.verify(query)?;
 //! for check in &report.checks {
 //!     println!("{}: {} ({})", check.name, check.passed, check.detail);
 //! }
-//! let ancestry = light::verify_ancestry(&node, &trust, BlockRef::Index(report.block.index))?;
+//! let ancestry = light::verify_ancestry_with(&client, BlockRef::Index(block.index))?;
 //! println!("latest block {} reached in {} hops", ancestry.latest.index, ancestry.hops.len());
 //! # Ok(())
 //! # }
 //! ```
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
 use borsh::BorshDeserialize;
 use lemal_contracts::commitment::verify_proof;
-use lemal_contracts::group::{from_borsh, to_borsh};
+use lemal_contracts::group::from_borsh;
 use lemal_contracts::ids::{EntityId, ProofKey, QueryId, Verdict};
 use lemal_contracts::proofs;
 use lemal_contracts::sampling;
@@ -61,9 +65,8 @@ use lemal_contracts::state::{
 };
 use lemal_contracts::tx::RegisterQuery;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tendermint::block::signed_header::SignedHeader;
-use tendermint::trust_threshold::TrustThresholdFraction;
+use tendermint::trust_threshold::{TrustThreshold, TrustThresholdFraction};
 use tendermint::validator::{Info as ValidatorInfo, Set as ValidatorSet};
 use tendermint_light_client_verifier::operations::{
     ProdVotingPowerCalculator, VotingPowerCalculator,
@@ -367,22 +370,25 @@ pub fn check_header(
         validators: trusted.set(),
         next_validators: Some(trusted.set()),
     };
-    let verifier = ProdVerifier::default();
-    for verdict in [verifier.verify_validator_sets(&untrusted), verifier.verify_commit(&untrusted)]
-    {
-        match verdict {
-            LightVerdict::Success => {}
-            LightVerdict::NotEnoughTrust(tally) => {
-                return Err(fail(format!("not enough voting power signed: {tally}")))
-            }
-            LightVerdict::Invalid(detail) => return Err(fail(detail.to_string())),
+    match ProdVerifier::default().verify_validator_sets(&untrusted) {
+        LightVerdict::Success => {}
+        LightVerdict::NotEnoughTrust(tally) => {
+            return Err(fail(format!("not enough voting power signed: {tally}")))
         }
+        LightVerdict::Invalid(detail) => return Err(fail(detail.to_string())),
     }
-    // A threshold of 1/1 is never reached early, so the tally checks every signature.
+    // One tally checks every signature (a threshold of 1/1 is never reached early, and an
+    // invalid signature is an error); the power that signed must then exceed 2/3.
     let all = TrustThresholdFraction::new(1, 1).map_err(|e| fail(e.to_string()))?;
     let tally = ProdVotingPowerCalculator::default()
         .voting_power_in(signed, trusted.set(), all)
         .map_err(|e| fail(e.to_string()))?;
+    if !TrustThresholdFraction::TWO_THIRDS.is_enough_power(tally.tallied, tally.total) {
+        return Err(fail(format!(
+            "not enough voting power signed: {} of {}, more than 2/3 needed",
+            tally.tallied, tally.total
+        )));
+    }
     Ok(SignedPower { signed: tally.tallied, total: tally.total })
 }
 
@@ -624,15 +630,10 @@ pub fn check_links(
         return Ok(checks);
     }
     let hash = block.hash();
-    let mut cache: BTreeMap<u64, Option<SkipBlock>> = BTreeMap::new();
     for (level, link) in block.back_links.iter().enumerate() {
         let name = format!("back link {level}");
         let target = back_link_target(block.index, level, base);
-        let linked = match cache.entry(target) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(state.block(target)?),
-        };
-        let Some(linked) = linked else {
+        let Some(linked) = state.block(target)? else {
             checks.push(Check::fail(name, format!("block {target} does not exist")));
             continue;
         };
@@ -853,12 +854,11 @@ pub fn check_genesis_record(
     if record.chain_id != chain_id {
         return Check::fail(NAME, format!("chain id {:?}, expected {chain_id:?}", record.chain_id));
     }
-    let roster_hash: [u8; 32] = Sha256::digest(to_borsh(roster)).into();
-    if record.roster_hash != roster_hash {
+    let state = GenesisRecord::new(chain_id, roster, params);
+    if record.roster_hash != state.roster_hash {
         return Check::fail(NAME, "the roster hash is not the hash of the roster in state");
     }
-    let params_hash: [u8; 32] = Sha256::digest(to_borsh(params)).into();
-    if record.params_hash != params_hash {
+    if record.params_hash != state.params_hash {
         return Check::fail(NAME, "the parameters hash is not the hash of the parameters in state");
     }
     Check::pass(NAME, format!("chain {chain_id}, roster and parameters match state"))
@@ -929,11 +929,15 @@ impl BlockRef {
 
 /// A node's state at one height, behind a header verified against the trust root: every read
 /// is proven against that header's app hash.
+///
+/// Proven values are kept (by state key) for the client's life: the state height is fixed, so
+/// a value asked for twice is fetched and proven once.
 #[derive(Debug)]
 pub struct LightClient<'a> {
     node: &'a Node,
     header: HeaderReport,
     app_hash: [u8; 32],
+    proven: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl<'a> LightClient<'a> {
@@ -979,17 +983,12 @@ impl<'a> LightClient<'a> {
             total_power: power.total,
             trust: trusted.source().to_owned(),
         };
-        Ok(LightClient { node, header, app_hash })
+        Ok(LightClient { node, header, app_hash, proven: RefCell::default() })
     }
 
     /// The verified header.
     pub fn header(&self) -> &HeaderReport {
         &self.header
-    }
-
-    /// The node.
-    pub fn node(&self) -> &Node {
-        self.node
     }
 
     fn query(&self, path: &str) -> Result<Answer, LightError> {
@@ -1013,10 +1012,19 @@ impl<'a> LightClient<'a> {
         path: &str,
         key: &[u8],
     ) -> Result<Option<T>, LightError> {
-        let answer = self.query(path)?;
-        check_answer(&self.app_hash, path, key, &answer)?
+        let cached = self.proven.borrow().get(key).cloned();
+        let value = match cached {
+            Some(value) => value,
+            None => {
+                let answer = self.query(path)?;
+                let value = check_answer(&self.app_hash, path, key, &answer)?.map(<[u8]>::to_vec);
+                self.proven.borrow_mut().insert(key.to_vec(), value.clone());
+                value
+            }
+        };
+        value
             .map(|v| {
-                from_borsh(v).map_err(|e| LightError::Decode {
+                from_borsh(&v).map_err(|e| LightError::Decode {
                     what: path.to_owned(),
                     reason: e.to_string(),
                 })
@@ -1162,27 +1170,10 @@ pub fn verify_query(
     verify_block(node, trust, BlockRef::Query(*id))
 }
 
-/// Verify the skipblock with this index as a light client.
-pub fn verify_block_by_index(
-    node: &Node,
-    trust: &TrustRoot,
-    index: u64,
-) -> Result<VerifyReport, LightError> {
-    verify_block(node, trust, BlockRef::Index(index))
-}
-
-/// Prove that a block is an ancestor of the latest block: fetch it proven, then follow forward
-/// links to the latest block ([`walk_forward`]).
-pub fn verify_ancestry(
-    node: &Node,
-    trust: &TrustRoot,
-    from: BlockRef,
-) -> Result<AncestryReport, LightError> {
-    verify_ancestry_with(&LightClient::new(node, trust)?, from)
-}
-
-/// [`verify_ancestry`] with a light client already holding a verified header. Block 0 must
-/// also carry a genesis record that matches the proven chain id, roster and parameters.
+/// Prove that a block is an ancestor of the latest block, with a light client holding a
+/// verified header: fetch the block proven, then follow forward links to the latest block
+/// ([`walk_forward`]). Block 0 must also carry a genesis record that matches the proven chain
+/// id, roster and parameters.
 pub fn verify_ancestry_with(
     client: &LightClient<'_>,
     from: BlockRef,
@@ -1206,15 +1197,6 @@ pub fn verify_ancestry_with(
         latest: BlockSummary::from(&latest),
         hops,
     })
-}
-
-/// Reach the latest block from block 0, whose genesis record must match the proven chain id,
-/// roster and parameters.
-pub fn verify_latest_from_genesis(
-    node: &Node,
-    trust: &TrustRoot,
-) -> Result<AncestryReport, LightError> {
-    verify_ancestry(node, trust, BlockRef::Index(0))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1461,6 +1443,7 @@ pub fn audit(node: &Node, trust: &TrustRoot, id: &QueryId) -> Result<AuditReport
 mod tests {
     use super::*;
 
+    use lemal_contracts::group::to_borsh;
     use lemal_contracts::ids::ProofKind;
     use lemal_contracts::state::{Bitmap, Timestamp};
     use lemal_contracts::tx::TxBody;
@@ -1917,16 +1900,6 @@ mod tests {
         assert!(check_answer(&root, "p", &key, &absent).is_err());
     }
 
-    #[test]
-    fn state_keys_follow_the_ledger_layout() {
-        assert_eq!(state_key::block(0x0102), [0x41, 0, 0, 0, 0, 0, 0, 1, 2]);
-        assert_eq!(state_key::forward(1)[0], 0x42);
-        assert_eq!(state_key::block_by_hash(&[5; 32]).len(), 33);
-        assert_eq!(state_key::block_by_query(&QueryId([6; 16]))[..2], [0x44, 6]);
-        assert_eq!(state_key::query(&QueryId([6; 16]))[..2], [0x10, 6]);
-        assert!(state_key::block(255) < state_key::block(256));
-    }
-
     // ----- skipchain links -------------------------------------------------------------------
 
     fn params(base: u32, max_height: u8) -> Params {
@@ -2303,6 +2276,24 @@ mod tests {
             check_bitmap(&self.payload, &self.plan.registration, &self.roster, &self.records)
         }
 
+        /// Change the verdict of one VN on a proof it was (`selected`) or was not selected for
+        /// (`proof`, or the first one found) to `verdict`, audit, and require that VN and only
+        /// it to be named faulty. Returns the audit and that VN's first disagreement.
+        fn blame(
+            &mut self,
+            selected: bool,
+            proof: Option<ProofKey>,
+            verdict: Verdict,
+        ) -> (Findings, Disagreement) {
+            let (row, vn) = self.find(selected, proof);
+            self.set_verdict(row, vn, verdict);
+            let findings = self.audit();
+            let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn.clone()).collect();
+            assert_eq!(faulty, [format!("vn-{vn}")]);
+            let first = findings.faulty_verifiers().next().expect("one").disagreements[0].clone();
+            (findings, first)
+        }
+
         fn set_verdict(&mut self, row: usize, vn: u32, v: Verdict) {
             let cols = self.payload.bitmap.verifiers.len();
             self.payload.bitmap.verdicts[row * cols + vn as usize] = v;
@@ -2371,50 +2362,30 @@ mod tests {
     fn audit_names_a_verifier_that_approved_a_wrong_proof() {
         let mut run = run(Some((EntityId::dp(2), ProofKind::Range)), 600_000);
         let bad = key_of(&run, ProofKind::Range, EntityId::dp(2));
-        let (row, vn) = run.find(true, Some(bad));
-        run.set_verdict(row, vn, Verdict::Correct);
-        let findings = run.audit();
-        let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn.clone()).collect();
-        assert_eq!(faulty, [format!("vn-{vn}")]);
-        let d = &findings.faulty_verifiers().next().expect("one").disagreements;
+        let (_, vn) = run.find(true, Some(bad));
+        let (findings, d) = run.blame(true, Some(bad), Verdict::Correct);
         assert_eq!(
             d,
-            &[Disagreement { entry: bad.bitmap_key(EntityId::vn(vn)), verdict: 1, expected: 0 }]
+            Disagreement { entry: bad.bitmap_key(EntityId::vn(vn)), verdict: 1, expected: 0 }
         );
+        assert_eq!(findings.faulty_verifiers().next().expect("one").disagreements.len(), 1);
     }
 
     #[test]
     fn audit_names_a_verifier_that_condemned_a_correct_proof() {
-        let mut run = run(None, 600_000);
-        let (row, vn) = run.find(true, None);
-        run.set_verdict(row, vn, Verdict::Wrong);
-        let findings = run.audit();
-        let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn.clone()).collect();
-        assert_eq!(faulty, [format!("vn-{vn}")]);
+        let (findings, _) = run(None, 600_000).blame(true, None, Verdict::Wrong);
         assert_eq!(findings.wrong_proofs().count(), 0);
     }
 
     #[test]
     fn audit_names_a_verifier_that_skipped_a_proof_it_was_selected_for() {
-        let mut run = run(None, 600_000);
-        let (row, vn) = run.find(true, None);
-        run.set_verdict(row, vn, Verdict::NotSelected);
-        let findings = run.audit();
-        let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn.clone()).collect();
-        assert_eq!(faulty, [format!("vn-{vn}")]);
-        let d = &findings.faulty_verifiers().next().expect("one").disagreements[0];
+        let (_, d) = run(None, 600_000).blame(true, None, Verdict::NotSelected);
         assert_eq!((d.verdict, d.expected), (2, 1));
     }
 
     #[test]
     fn audit_names_a_verifier_that_claims_a_proof_it_was_not_selected_for() {
-        let mut run = run(None, 600_000);
-        let (row, vn) = run.find(false, None);
-        run.set_verdict(row, vn, Verdict::Correct);
-        let findings = run.audit();
-        let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn.clone()).collect();
-        assert_eq!(faulty, [format!("vn-{vn}")]);
-        let d = &findings.faulty_verifiers().next().expect("one").disagreements[0];
+        let (_, d) = run(None, 600_000).blame(false, None, Verdict::Correct);
         assert_eq!((d.verdict, d.expected), (1, 2));
     }
 
@@ -2578,11 +2549,7 @@ mod tests {
     #[test]
     fn genesis_record_must_match_chain_roster_and_parameters() {
         let run = run(None, 1_000_000);
-        let record = GenesisRecord {
-            chain_id: CHAIN.into(),
-            roster_hash: Sha256::digest(to_borsh(&run.roster)).into(),
-            params_hash: Sha256::digest(to_borsh(&run.params)).into(),
-        };
+        let record = GenesisRecord::new(CHAIN, &run.roster, &run.params);
         assert!(check_genesis_record(&record, CHAIN, &run.roster, &run.params).passed);
         assert!(!check_genesis_record(&record, "other", &run.roster, &run.params).passed);
         let mut roster = run.roster.clone();

@@ -13,7 +13,7 @@ use lemal_contracts::group::from_borsh;
 use lemal_contracts::ids::{ProofKey, QueryId};
 use lemal_contracts::proofs::Ledger;
 use lemal_contracts::state::{
-    BitmapCommitRecord, Params, ProofRecord, QueryProgress, QueryRecord, Roster, SkipBlock,
+    BitmapCommitRecord, ProofRecord, QueryProgress, QueryRecord, Roster, SkipBlock,
 };
 use lemal_contracts::tx::Tx;
 use tendermint_rpc::{Client, HttpClient};
@@ -69,10 +69,6 @@ pub struct Status {
     pub height: u64,
     /// App hash in the latest header.
     pub app_hash: Vec<u8>,
-    /// Whether the node is still syncing.
-    pub catching_up: bool,
-    /// The node's moniker.
-    pub moniker: String,
 }
 
 /// An ABCI query answer.
@@ -154,8 +150,6 @@ impl Node {
             chain_id: s.node_info.network.to_string(),
             height: s.sync_info.latest_block_height.value(),
             app_hash: s.sync_info.latest_app_hash.as_bytes().to_vec(),
-            catching_up: s.sync_info.catching_up,
-            moniker: s.node_info.moniker.to_string(),
         })
     }
 
@@ -167,11 +161,7 @@ impl Node {
 
     /// Broadcast a transaction (`broadcast_tx_sync`); returns its hash once CheckTx accepted it.
     pub fn broadcast(&self, tx: &Tx) -> Result<[u8; 32], RpcError> {
-        self.broadcast_bytes(tx.encode())
-    }
-
-    /// Broadcast raw transaction bytes (also for deliberately malformed ones).
-    pub fn broadcast_bytes(&self, bytes: Vec<u8>) -> Result<[u8; 32], RpcError> {
+        let bytes = tx.encode();
         let hash = Tx::hash(&bytes);
         let r = self
             .runtime
@@ -183,26 +173,18 @@ impl Node {
         Ok(hash)
     }
 
-    /// Wait until the transaction with `hash` is in a block; its outcome.
+    /// Wait until the transaction with `hash` is in a block; its outcome. The node answers
+    /// "not found" until then, so every error is retried until `timeout`.
     pub fn wait_tx(&self, hash: [u8; 32], timeout: Duration) -> Result<TxOutcome, RpcError> {
-        let start = Instant::now();
         let h = tendermint::Hash::Sha256(hash);
-        loop {
-            if let Ok(r) = self.runtime.block_on(self.client.tx(h, false)) {
-                return Ok(TxOutcome {
-                    height: r.height.value(),
-                    code: r.tx_result.code.value(),
-                    log: r.tx_result.log,
-                });
-            }
-            if start.elapsed() > timeout {
-                return Err(RpcError::Timeout(
-                    timeout,
-                    format!("transaction {}", hex::encode(hash)),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("transaction {}", hex::encode(hash));
+        self.wait_for(&what, timeout, Duration::from_millis(50), |node| {
+            Ok(node.runtime.block_on(node.client.tx(h, false)).ok().map(|r| TxOutcome {
+                height: r.height.value(),
+                code: r.tx_result.code.value(),
+                log: r.tx_result.log,
+            }))
+        })
     }
 
     /// Raw ABCI query at `height` (latest when `None`).
@@ -254,15 +236,6 @@ impl Node {
             path: "/roster".into(),
             code: 2,
             log: "no roster".into(),
-        })
-    }
-
-    /// The chain parameters.
-    pub fn params(&self) -> Result<Params, RpcError> {
-        self.get("/params")?.ok_or_else(|| RpcError::Query {
-            path: "/params".into(),
-            code: 2,
-            log: "no params".into(),
         })
     }
 

@@ -150,4 +150,13 @@ mod tests {
         assert!(block(255) < block(256));
         assert!(block(1) < block(u64::MAX));
     }
+
+    #[test]
+    fn keys_are_the_documented_bytes() {
+        assert_eq!(block(0x0102), [0x41, 0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(forward(1), [0x42, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(block_by_hash(&[5; 32]), [&[0x43][..], &[5; 32]].concat());
+        assert_eq!(block_by_query(&QueryId([6; 16])), [&[0x44][..], &[6; 16]].concat());
+        assert_eq!(query(&QueryId([6; 16])), [&[0x10][..], &[6; 16]].concat());
+    }
 }

@@ -475,6 +475,17 @@ pub struct GenesisRecord {
     pub params_hash: [u8; 32],
 }
 
+impl GenesisRecord {
+    /// The record of a chain with this id, roster and parameters.
+    pub fn new(chain_id: &str, roster: &Roster, params: &Params) -> Self {
+        GenesisRecord {
+            chain_id: chain_id.to_owned(),
+            roster_hash: Sha256::digest(to_borsh(roster)).into(),
+            params_hash: Sha256::digest(to_borsh(params)).into(),
+        }
+    }
+}
+
 /// The content of a skipblock; block 0 carries the genesis record, later blocks one query.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum BlockPayload {
