@@ -46,6 +46,13 @@ pub struct Cheat {
     pub kind: ProofKind,
 }
 
+impl Cheat {
+    /// Whether this cheat falsifies the proof `key` (any query's).
+    pub fn covers(&self, key: &ProofKey) -> bool {
+        self.entity == key.creator && self.kind == key.kind
+    }
+}
+
 impl std::str::FromStr for Cheat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -94,8 +101,9 @@ pub struct PlanOptions {
     pub cns: Vec<u32>,
     /// Public data bounds.
     pub bounds: DataBounds,
-    /// Noise scale: 0 for none; else a public noise list of `noise_rows` rows drawn from a
-    /// discretized Laplace distribution of this scale (on the first value of each row).
+    /// Noise scale: 0 for none; else a public noise list of `noise_rows` rows whose first
+    /// values are evenly spaced quantiles of a Laplace distribution of this scale, rounded
+    /// ([`noise_list`]); the shuffle chain picks the row that is added.
     pub noise: u32,
     /// Rows of the noise list when noise is on.
     pub noise_rows: usize,

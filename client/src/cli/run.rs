@@ -32,7 +32,7 @@ use crate::keyring::Keyring;
 use crate::light::{self, BlockRef, LightClient};
 use crate::localnet::{self, Layout};
 use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
-use crate::rpc::{Node, RpcError};
+use crate::rpc::Node;
 use crate::sql::{self, Query};
 
 /// Smallest value of the synthetic data's aggregated column (public bound).
@@ -194,9 +194,7 @@ struct InFlight {
 
 /// Broadcast `tx` and turn a CheckTx refusal into an error naming `what`.
 fn send(node: &Node, tx: &Tx, what: &str) -> Result<[u8; 32]> {
-    node.broadcast(tx)
-        .map_err(short)
-        .with_context(|| format!("broadcasting {what} to {}", node.url()))
+    node.broadcast(tx).with_context(|| format!("broadcasting {what} to {}", node.url()))
 }
 
 /// A transaction in a block: its hash, the app's code and log.
@@ -213,7 +211,7 @@ fn block_outcomes(node: &Node, height: u64, awaited: &[InFlight]) -> Result<Opti
     let h = tendermint::block::Height::try_from(height)?;
     let block = rt
         .block_on(tendermint_rpc::Client::block(client, h))
-        .map_err(|e| anyhow!("{}", first_line(&e)))
+        .map_err(|e| node.transport(e))
         .with_context(|| format!("fetching block {height}"))?;
     let in_block: Vec<[u8; 32]> = block.block.data.iter().map(|b| Tx::hash(b)).collect();
     if !awaited.iter().any(|f| in_block.contains(&f.hash)) {
@@ -231,7 +229,7 @@ fn block_outcomes(node: &Node, height: u64, awaited: &[InFlight]) -> Result<Opti
                 100,
                 tendermint_rpc::Order::Ascending,
             ))
-            .map_err(|e| anyhow!("{}", first_line(&e)))
+            .map_err(|e| node.transport(e))
             .with_context(|| format!("listing the transactions of block {height}"))?;
         let got = r.txs.len();
         for t in r.txs {
@@ -247,16 +245,6 @@ fn block_outcomes(node: &Node, height: u64, awaited: &[InFlight]) -> Result<Opti
         }
     }
     Ok((out.len() >= in_block.len()).then_some(out))
-}
-
-/// The first line of an error (the RPC library's errors may carry a multi-line trace).
-fn first_line(e: &impl std::fmt::Display) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_owned()
-}
-
-/// An RPC error as one line.
-fn short(e: RpcError) -> anyhow::Error {
-    anyhow!("{}", first_line(&e))
 }
 
 /// Every data provider's submission, built on up to `threads` threads (they need nothing from
@@ -287,7 +275,7 @@ fn range_submissions(
                                 creator: dp,
                                 index: 0,
                             };
-                            let cheats = cheat.is_some_and(|c| c.entity == dp);
+                            let cheats = cheat.is_some_and(|c| c.covers(&key));
                             let tx = session
                                 .range(dp, v, cheats, &mut rng)
                                 .with_context(|| format!("{dp} preparing its range proof"))?;
@@ -331,8 +319,7 @@ fn build_in_parallel(
                     part.iter()
                         .map(|&key| {
                             let who = key.creator;
-                            let cheats =
-                                cheat.is_some_and(|c| c.entity == who && c.kind == key.kind);
+                            let cheats = cheat.is_some_and(|c| c.covers(&key));
                             let tx = match key.kind {
                                 ProofKind::Aggregation => {
                                     session.aggregation(who, node, cheats, &mut rng)
@@ -368,11 +355,12 @@ fn build_in_parallel(
 /// order, once CheckTx accepted each. A refusal names the proof.
 fn broadcast_all(node: &Node, batch: &[(ProofKey, Tx)]) -> Result<Vec<[u8; 32]>> {
     let (client, rt) = node.raw();
+    let encoded: Vec<Vec<u8>> = batch.iter().map(|(_, tx)| tx.encode()).collect();
     let results = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
-        for (i, (_, tx)) in batch.iter().enumerate() {
+        for (i, bytes) in encoded.iter().enumerate() {
             let client = client.clone();
-            let bytes = tx.encode();
+            let bytes = bytes.clone();
             set.spawn(async move {
                 let r = tendermint_rpc::Client::broadcast_tx_sync(&client, bytes).await;
                 (i, r)
@@ -387,10 +375,10 @@ fn broadcast_all(node: &Node, batch: &[(ProofKey, Tx)]) -> Result<Vec<[u8; 32]>>
     let mut hashes = vec![None; batch.len()];
     for joined in results {
         let (i, r) = joined.map_err(|e| anyhow!("a broadcast task failed: {e}"))?;
-        let (key, tx) = &batch[i];
+        let (key, _) = &batch[i];
         let what = format!("the {} proof of {}", key.kind, key.creator);
         let r = r
-            .map_err(|e| anyhow!("{}", first_line(&e)))
+            .map_err(|e| node.transport(e))
             .with_context(|| format!("broadcasting {what} to {}", node.url()))?;
         ensure!(
             r.code.is_ok(),
@@ -398,7 +386,7 @@ fn broadcast_all(node: &Node, batch: &[(ProofKey, Tx)]) -> Result<Vec<[u8; 32]>>
             r.code.value(),
             r.log
         );
-        hashes[i] = Some(Tx::hash(&tx.encode()));
+        hashes[i] = Some(Tx::hash(&encoded[i]));
     }
     hashes.into_iter().map(|h| h.ok_or_else(|| anyhow!("a broadcast went missing"))).collect()
 }
@@ -418,9 +406,8 @@ fn submit_proofs(
     let spec = &reg.spec;
     let q = reg.query_id;
     let expected = spec.expected_proofs(q);
-    let readers: Vec<Node> = (0..threads.max(1))
-        .map(|_| Node::connect(node.url()).map_err(short))
-        .collect::<Result<_>>()?;
+    let readers: Vec<Node> =
+        (0..threads.max(1)).map(|_| Node::connect(node.url())).collect::<Result<_, _>>()?;
     // What each proof waits for: the proofs whose outputs it takes as inputs.
     let inputs: BTreeMap<ProofKey, Vec<ProofKey>> =
         expected.iter().map(|k| (*k, spec.inputs_of(k))).collect();
@@ -428,7 +415,7 @@ fn submit_proofs(
     let mut in_flight: Vec<InFlight> = Vec::new();
     let mut done: BTreeSet<ProofKey> = BTreeSet::new();
     // Every transaction is sent after this block, so the blocks after it are read once each.
-    let mut scanned = node.status().map_err(short).context("node status")?.height;
+    let mut scanned = node.status().context("node status")?.height;
     let mut last_height = scanned;
     let mut last_change = Instant::now();
     loop {
@@ -450,7 +437,7 @@ fn submit_proofs(
             let hashes = broadcast_all(node, &batch)?;
             for ((key, _), hash) in batch.into_iter().zip(hashes) {
                 spans[key.kind as usize].first_sent.get_or_insert_with(Instant::now);
-                if cheat.is_some_and(|c| c.entity == key.creator && c.kind == key.kind) {
+                if cheat.is_some_and(|c| c.covers(&key)) {
                     progress(&format!(
                         "{} submitted an invalid {} proof (--cheat)",
                         key.creator, key.kind
@@ -464,7 +451,7 @@ fn submit_proofs(
             return Ok(last_height);
         }
         std::thread::sleep(Duration::from_millis(10));
-        let latest = node.status().map_err(short).context("node status")?.height;
+        let latest = node.status().context("node status")?.height;
         while scanned < latest {
             let Some(outcomes) = block_outcomes(node, scanned + 1, &in_flight)? else { break };
             scanned += 1;
@@ -527,13 +514,11 @@ fn wait_skipblock(node: &Node, q: &QueryId, timeout: Duration) -> Result<SkipBlo
     loop {
         let p = node
             .progress(q)
-            .map_err(short)
             .context("query progress")?
             .ok_or_else(|| anyhow!("query {q} is not registered on {}", node.url()))?;
         if let QueryStatus::Finalized { .. } = p.status {
             return node
                 .block_by_query(q)
-                .map_err(short)
                 .context("fetching the skipblock")?
                 .ok_or_else(|| anyhow!("query {q} is finalized but has no skipblock"));
         }
@@ -572,8 +557,7 @@ fn verify_skipblock(
         let h = block.ledger_height;
         node.wait_for("the header above the skipblock", timeout, Duration::from_millis(20), |n| {
             Ok((n.status()?.height > h).then_some(()))
-        })
-        .map_err(short)?;
+        })?;
         let client = LightClient::at_height(node, &trust, h)?;
         let (report, verified, _) = client.verify(BlockRef::Query(*q))?;
         ensure!(
@@ -639,13 +623,10 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let query = sql::parse(&args.query)?;
     let layout = Layout::new(&global.home)?;
     let keys = localnet::keyring(&layout).context("reading the localnet's key files")?;
-    let node = Node::connect(&global.node).map_err(short)?;
-    let status = node
-        .status()
-        .map_err(short)
-        .with_context(|| format!("is a node running at {}?", global.node))?;
+    let node = Node::connect(&global.node)?;
+    let status = node.status().with_context(|| format!("is a node running at {}?", global.node))?;
     let chain_id = status.chain_id;
-    let roster = node.roster().map_err(short)?;
+    let roster = node.roster()?;
     ensure!(args.dps >= 1 && args.cns >= 1, "--dps and --cns must be at least 1");
     ensure!(
         args.dps >= args.cns,
@@ -711,8 +692,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let (outcome, range_txs) = std::thread::scope(|s| {
         let builder = s.spawn(|| range_submissions(&session, &inputs, args.cheat, threads));
-        let outcome =
-            node.wait_tx(hash, timeout).map_err(short).context("waiting for the registration");
+        let outcome = node.wait_tx(hash, timeout).context("waiting for the registration");
         let built =
             builder.join().unwrap_or_else(|_| Err(anyhow!("preparing the range proofs panicked")));
         (outcome, built)
