@@ -18,7 +18,9 @@
 //!    against the proven registration and roster ([`check_bitmap`]); for block 0, the genesis
 //!    record against the proven roster and parameters ([`check_genesis_record`]).
 //! 4. **Ancestry.** From a trusted block, forward links lead to the latest block in
-//!    O(log n) hops, each hop proven and matched by the target's back link ([`walk_forward`]).
+//!    O(log n) hops while the chain is shorter than `base^max_height` blocks (beyond, the top
+//!    level adds n / base^(max_height−1) hops), each hop proven and matched by the target's back
+//!    link ([`walk_forward`]).
 //!
 //! [`audit`] then re-verifies every proof of a query locally, from ledger state only, and
 //! compares each verifying node's verdicts with the local ones and with its VRF selection.
@@ -671,7 +673,9 @@ pub fn check_links(
 ///
 /// Each hop's target must have the linked hash and a back link at the same level to the block
 /// the hop leaves; the walk ends at a block without forward links whose successor is proven
-/// absent. With base `b` that is at most `b − 1` hops per level, O(log n) in all.
+/// absent. With base `b` that is at most `b − 1` hops per level below the top one, plus
+/// n / b^(h−1) hops on the top level `h` (the maximum height): O(log n) while that term is
+/// small.
 pub fn walk_forward(
     state: &impl SkipchainState,
     from: &SkipBlock,

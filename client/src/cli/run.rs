@@ -35,11 +35,11 @@ use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
 use crate::rpc::Node;
 use crate::sql::{self, Query};
 
-/// Smallest value of the synthetic data's aggregated column (public bound).
-pub const DATA_MIN: i64 = 0;
+/// Smallest value of the aggregated column (the public bound the range proofs prove).
+const DATA_MIN: i64 = 0;
 
-/// Largest value of the synthetic data's aggregated column (public bound).
-pub const DATA_MAX: i64 = 1000;
+/// Largest value of the aggregated column (the public bound the range proofs prove).
+const DATA_MAX: i64 = 1000;
 
 /// Options of `lemal run`.
 #[derive(Debug, Args)]
@@ -68,7 +68,8 @@ pub struct RunArgs {
     /// Make one party cheat: `dp-N`, or `cn-N:aggregation|shuffle|keyswitch`.
     #[arg(long)]
     pub cheat: Option<Cheat>,
-    /// Folder of CSV files `dp-N.csv` to use instead of synthetic data.
+    /// Folder of CSV files `dp-N.csv` to use instead of synthetic data (aggregated values must
+    /// lie in 0..=1000, the public bound of the range proofs).
     #[arg(long)]
     pub csv: Option<PathBuf>,
     /// Seed of the synthetic data (data provider i uses seed·1000003 + i).
