@@ -1,6 +1,6 @@
 //! End to end against a real CometBFT localnet: a fresh 4-validator network on 127.0.0.1 (base
-//! port 46656, a temporary home), the report's example query run through the `lemal` CLI, the
-//! result checked against the plaintext answer, the skipblock read from a node other than the
+//! port 46656 or `LEMAL_E2E_BASE_PORT`, a temporary home), the report's example query run
+//! through the `lemal` CLI, the result checked against the plaintext answer, the skipblock read from a node other than the
 //! one that received the transactions, equal app hashes on every node, a cheating data
 //! provider caught by every verifying node, and a node that stops and comes back: the others
 //! go on without it, and it catches up to their app hash.
@@ -21,7 +21,10 @@ use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Verdict};
 use lemal_contracts::state::BlockPayload;
 use serde_json::Value;
 
-const BASE_PORT: u16 = 46656;
+/// The localnet's first port; `LEMAL_E2E_BASE_PORT` moves it (two checkouts testing at once).
+fn base_port() -> u16 {
+    std::env::var("LEMAL_E2E_BASE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(46656)
+}
 const VALIDATORS: usize = 4;
 const QUERY: &str = "SELECT avg(x) FROM y WHERE z < 321";
 
@@ -30,7 +33,7 @@ fn workspace() -> PathBuf {
 }
 
 fn rpc(node: usize) -> String {
-    format!("http://127.0.0.1:{}", BASE_PORT as usize + 1 + 100 * node)
+    format!("http://127.0.0.1:{}", base_port() as usize + 1 + 100 * node)
 }
 
 /// The binaries' folder: `LEMAL_BIN_DIR`, else the profile folder this test was built in
@@ -205,7 +208,7 @@ fn a_fresh_localnet_runs_the_reports_query_catches_a_cheater_and_outlives_a_stop
 fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     let cometbft = cometbft.to_string_lossy().into_owned();
     let lemal_vn = net.bin.join("lemal-vn").to_string_lossy().into_owned();
-    let base_port = BASE_PORT.to_string();
+    let base_port = base_port().to_string();
     let up = [
         "localnet",
         "up",
