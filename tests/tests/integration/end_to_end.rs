@@ -1,9 +1,9 @@
 //! End to end against a real CometBFT localnet: a fresh 4-validator network on 127.0.0.1 (base
 //! port 46656 or `LEMAL_E2E_BASE_PORT`, a temporary home), the report's example query run
-//! through the `lemal` CLI, the result checked against the plaintext answer, the skipblock read from a node other than the
-//! one that received the transactions, equal app hashes on every node, a cheating data
-//! provider caught by every verifying node, and a node that stops and comes back: the others
-//! go on without it, and it catches up to their app hash.
+//! through the `lemal` CLI, the result checked against the plaintext answer, the skipblock read
+//! from a node other than the one that received the transactions, equal app hashes on every
+//! node, a cheating data provider caught by every verifying node, and a node that stops and
+//! comes back: the others go on without it, and it catches up to their app hash.
 //!
 //! It needs the binaries `lemal` and `lemal-vn` of the same build profile as the test
 //! (`cargo build --bins`, which `make test` runs first) or in the folder named by
