@@ -1,9 +1,11 @@
 //! Light-client verification of the skipchain: the library behind `lemal verify` and
 //! `lemal audit`.
 //!
-//! A light client trusts one thing, a validator set: the genesis validators (from a genesis file
-//! the caller holds, or the genesis document the node serves), or the set whose hash the caller
-//! pinned ([`TrustRoot`]). Everything else a node serves is checked against it:
+//! A light client trusts one thing, a validator set, taken from a root the caller chose
+//! ([`TrustRoot`]): a genesis file it holds, a known chain's genesis fingerprint, a pinned
+//! validator-set hash or a pinned header — never from the node being checked. A node that
+//! contradicts the root is refused ([`LightError::DifferentChain`]). Everything else a node
+//! serves is checked against the trusted set:
 //!
 //! 1. **Header.** The signed header of block `H + 1` carries the app hash of state height `H`.
 //!    It must be at that height, of the expected chain, name the trusted set as its validators
@@ -53,7 +55,6 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 
 use borsh::BorshDeserialize;
 use lemal_contracts::commitment::verify_proof;
@@ -69,22 +70,21 @@ use lemal_contracts::tx::RegisterQuery;
 use serde::Serialize;
 use tendermint::block::signed_header::SignedHeader;
 use tendermint::trust_threshold::{TrustThreshold, TrustThresholdFraction};
-use tendermint::validator::{Info as ValidatorInfo, Set as ValidatorSet};
 use tendermint_light_client_verifier::operations::{
     ProdVotingPowerCalculator, VotingPowerCalculator,
 };
 use tendermint_light_client_verifier::types::UntrustedBlockState;
 use tendermint_light_client_verifier::{ProdVerifier, Verdict as LightVerdict};
-use tendermint_rpc::{Client, Paging};
 
 use crate::rpc::{Answer, Node, RpcError};
 
-/// Most validators a trusted set may have (CometBFT itself allows 10 000).
-const MAX_VALIDATORS: usize = 10_000;
-/// Validators per page when fetching a validator set.
-const VALIDATORS_PER_PAGE: u8 = 100;
-/// Most genesis chunks accepted from a node (CometBFT serves 16 MiB per chunk).
-const MAX_GENESIS_CHUNKS: u64 = 16;
+mod trust;
+
+use trust::hash_bytes;
+pub use trust::{
+    check_known_genesis, check_pinned_header, check_pinned_set, GenesisInfo, KnownChain,
+    KnownChains, KnownRoot, RootReport, TrustKind, TrustRoot, TrustedValidators, KNOWN_CHAINS_ENV,
+};
 
 /// Why light verification could not be carried out, or failed at a step everything after it
 /// depends on.
@@ -129,10 +129,32 @@ pub enum LightError {
     /// The chain is too young to have a signed header above a committed state.
     #[error("the chain is at height {0}; light verification needs at least height 2")]
     TooEarly(u64),
+    /// The node answers under a chain id the client knows, with another root (genesis or
+    /// pinned header) than the one it trusts.
+    #[error("a different chain answers as {chain_id}: {detail}")]
+    DifferentChain {
+        /// The chain id it answers as.
+        chain_id: String,
+        /// What differs.
+        detail: String,
+    },
 }
 
-fn transport(node: &Node, e: impl fmt::Display) -> LightError {
-    LightError::Rpc(node.transport(e))
+impl LightError {
+    /// Whether the check could not be carried out (the node unreachable, the trust root
+    /// unusable, the chain too young), as opposed to having run and found something wrong.
+    pub fn is_inconclusive(&self) -> bool {
+        match self {
+            LightError::Rpc(e) => e.is_inconclusive(),
+            LightError::Trust(_) | LightError::TooEarly(_) => true,
+            LightError::Header { .. }
+            | LightError::Proof { .. }
+            | LightError::NotFound(_)
+            | LightError::Decode { .. }
+            | LightError::Mismatch(_)
+            | LightError::DifferentChain { .. } => false,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -142,196 +164,8 @@ fn transport(node: &Node, e: impl fmt::Display) -> LightError {
 pub use lemal_contracts::keys as state_key;
 
 // ---------------------------------------------------------------------------------------------
-// Trust root and header check
+// Header check
 // ---------------------------------------------------------------------------------------------
-
-/// What the light client trusts.
-#[derive(Clone, Debug)]
-pub enum TrustRoot {
-    /// The validators and chain id of a genesis document the caller holds.
-    Genesis(TrustedValidators),
-    /// The hash of the validator set the caller trusts (hex of `validators_hash` in any header),
-    /// and, optionally, the chain id it must sign for.
-    ValidatorsHash {
-        /// The pinned validator-set hash.
-        hash: [u8; 32],
-        /// The expected chain id, if the caller knows it.
-        chain_id: Option<String>,
-    },
-    /// The genesis document the node itself serves: trust on first use, meaningful only when
-    /// the node is trusted for its genesis (e.g. one's own localnet).
-    NodeGenesis,
-}
-
-impl TrustRoot {
-    /// Trust the genesis validators of the CometBFT genesis file at `path`.
-    pub fn genesis_file(path: &Path) -> Result<TrustRoot, LightError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| LightError::Trust(format!("cannot read {}: {e}", path.display())))?;
-        Ok(TrustRoot::Genesis(TrustedValidators::from_genesis_json(
-            &bytes,
-            &format!("genesis file {}", path.display()),
-        )?))
-    }
-
-    /// Trust the validator set with this hash (64 hex digits).
-    pub fn validators_hash_hex(
-        hex_hash: &str,
-        chain_id: Option<String>,
-    ) -> Result<Self, LightError> {
-        let mut hash = [0u8; 32];
-        hex::decode_to_slice(hex_hash.trim(), &mut hash).map_err(|_| {
-            LightError::Trust(format!("validator-set hash {hex_hash:?} is not 64 hex digits"))
-        })?;
-        Ok(TrustRoot::ValidatorsHash { hash, chain_id })
-    }
-
-    /// The validator set to check the header at `height` against.
-    pub fn resolve(&self, node: &Node, height: u64) -> Result<TrustedValidators, LightError> {
-        match self {
-            TrustRoot::Genesis(trusted) => Ok(trusted.clone()),
-            TrustRoot::NodeGenesis => {
-                let bytes = fetch_genesis(node)?;
-                TrustedValidators::from_genesis_json(
-                    &bytes,
-                    &format!("genesis served by {}", node.url()),
-                )
-            }
-            TrustRoot::ValidatorsHash { hash, chain_id } => {
-                let validators = fetch_validators(node, height)?;
-                TrustedValidators::pinned(validators, hash, chain_id.as_deref())
-            }
-        }
-    }
-}
-
-/// A validator set the caller trusts, with the chain id it signs for (when known).
-#[derive(Clone, Debug)]
-pub struct TrustedValidators {
-    set: ValidatorSet,
-    chain_id: Option<String>,
-    source: String,
-}
-
-/// The parts of a CometBFT genesis document a light client needs.
-#[derive(serde::Deserialize)]
-struct GenesisDoc {
-    chain_id: String,
-    #[serde(default)]
-    validators: Vec<GenesisValidator>,
-}
-
-#[derive(serde::Deserialize)]
-struct GenesisValidator {
-    #[serde(default)]
-    address: Option<String>,
-    pub_key: tendermint::PublicKey,
-    power: tendermint::vote::Power,
-}
-
-impl TrustedValidators {
-    /// The validators and chain id of a CometBFT genesis document (JSON). `source` names where
-    /// it came from, for reports.
-    pub fn from_genesis_json(json: &[u8], source: &str) -> Result<Self, LightError> {
-        let doc: GenesisDoc = serde_json::from_slice(json)
-            .map_err(|e| LightError::Trust(format!("{source} is not a genesis document: {e}")))?;
-        let mut infos = Vec::with_capacity(doc.validators.len());
-        for v in doc.validators {
-            let info = ValidatorInfo::new(v.pub_key, v.power);
-            if let Some(address) = &v.address {
-                if !address.eq_ignore_ascii_case(&hex::encode(info.address.as_bytes())) {
-                    return Err(LightError::Trust(format!(
-                        "{source}: validator address {address} does not match its public key"
-                    )));
-                }
-            }
-            infos.push(info);
-        }
-        Ok(TrustedValidators {
-            set: validator_set(infos).map_err(|e| LightError::Trust(format!("{source}: {e}")))?,
-            chain_id: Some(doc.chain_id),
-            source: source.to_owned(),
-        })
-    }
-
-    /// A validator set served by a node, trusted because its hash is the pinned one.
-    pub fn pinned(
-        validators: Vec<ValidatorInfo>,
-        pinned: &[u8; 32],
-        chain_id: Option<&str>,
-    ) -> Result<Self, LightError> {
-        let set = validator_set(validators).map_err(LightError::Trust)?;
-        let hash = hash_bytes(&set.hash());
-        if hash != *pinned {
-            return Err(LightError::Trust(format!(
-                "the node's validator set hashes to {}, not to the pinned {}",
-                hex::encode(hash),
-                hex::encode(pinned)
-            )));
-        }
-        Ok(TrustedValidators {
-            set,
-            chain_id: chain_id.map(str::to_owned),
-            source: format!("pinned validator-set hash {}", hex::encode(pinned)),
-        })
-    }
-
-    /// The set's hash, as headers carry it in `validators_hash`.
-    pub fn hash(&self) -> [u8; 32] {
-        hash_bytes(&self.set.hash())
-    }
-
-    /// The set.
-    pub fn set(&self) -> &ValidatorSet {
-        &self.set
-    }
-
-    /// The chain id the set signs for, when known.
-    pub fn chain_id(&self) -> Option<&str> {
-        self.chain_id.as_deref()
-    }
-
-    /// Where the trust comes from, for reports.
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-}
-
-/// A validator set from its members, refusing what would make the verifier misbehave: no
-/// members, a zero or excessive power, or one address twice.
-fn validator_set(infos: Vec<ValidatorInfo>) -> Result<ValidatorSet, String> {
-    if infos.is_empty() {
-        return Err("no validators".into());
-    }
-    if infos.len() > MAX_VALIDATORS {
-        return Err(format!("{} validators, more than {MAX_VALIDATORS}", infos.len()));
-    }
-    let mut total = 0u64;
-    for v in &infos {
-        if v.power() == 0 {
-            return Err(format!("validator {} has no voting power", v.address));
-        }
-        total = total
-            .checked_add(v.power())
-            .filter(|t| *t <= ValidatorSet::MAX_TOTAL_VOTING_POWER)
-            .ok_or("total voting power above CometBFT's maximum")?;
-    }
-    let mut addresses: Vec<_> = infos.iter().map(|v| v.address).collect();
-    addresses.sort_unstable();
-    if addresses.windows(2).any(|w| w[0] == w[1]) {
-        return Err("a validator address appears twice".into());
-    }
-    // The total is within bounds, so construction cannot fail.
-    Ok(ValidatorSet::without_proposer(infos))
-}
-
-fn hash_bytes(h: &tendermint::Hash) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    if let tendermint::Hash::Sha256(b) = h {
-        out = *b;
-    }
-    out
-}
 
 /// Voting power that signed a header, out of the trusted total.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -423,57 +257,6 @@ pub fn check_answer<'a>(
     Ok(value)
 }
 
-fn fetch_signed_header(node: &Node, height: u64) -> Result<SignedHeader, LightError> {
-    let (client, runtime) = node.raw();
-    let h = tendermint::block::Height::try_from(height).map_err(|e| transport(node, e))?;
-    let response = runtime.block_on(client.commit(h)).map_err(|e| transport(node, e))?;
-    Ok(response.signed_header)
-}
-
-/// The validator set at `height`, page by page, refusing a node that pages without end.
-fn fetch_validators(node: &Node, height: u64) -> Result<Vec<ValidatorInfo>, LightError> {
-    let (client, runtime) = node.raw();
-    let h = tendermint::block::Height::try_from(height).map_err(|e| transport(node, e))?;
-    let mut out: Vec<ValidatorInfo> = Vec::new();
-    for page in 1..=MAX_VALIDATORS.div_ceil(usize::from(VALIDATORS_PER_PAGE)) {
-        let paging =
-            Paging::Specific { page_number: page.into(), per_page: VALIDATORS_PER_PAGE.into() };
-        let r = runtime.block_on(client.validators(h, paging)).map_err(|e| transport(node, e))?;
-        let total = usize::try_from(r.total)
-            .map_err(|_| LightError::Trust(format!("negative validator count {}", r.total)))?;
-        if r.validators.is_empty() || total > MAX_VALIDATORS {
-            return Err(LightError::Trust(format!(
-                "the node pages its validator set inconsistently (total {total})"
-            )));
-        }
-        out.extend(r.validators);
-        if out.len() >= total {
-            if out.len() > total {
-                return Err(LightError::Trust(
-                    "the node serves more validators than it counts".into(),
-                ));
-            }
-            return Ok(out);
-        }
-    }
-    Err(LightError::Trust(format!("more than {MAX_VALIDATORS} validators")))
-}
-
-/// The node's genesis document, chunk by chunk.
-fn fetch_genesis(node: &Node) -> Result<Vec<u8>, LightError> {
-    let (client, runtime) = node.raw();
-    let first = runtime.block_on(client.genesis_chunked(0)).map_err(|e| transport(node, e))?;
-    if first.total == 0 || first.total > MAX_GENESIS_CHUNKS {
-        return Err(LightError::Trust(format!("the node's genesis has {} chunks", first.total)));
-    }
-    let mut data = first.data;
-    for chunk in 1..first.total {
-        let r = runtime.block_on(client.genesis_chunked(chunk)).map_err(|e| transport(node, e))?;
-        data.extend_from_slice(&r.data);
-    }
-    Ok(data)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reports
 // ---------------------------------------------------------------------------------------------
@@ -516,14 +299,16 @@ pub struct HeaderReport {
     pub header_hash: String,
     /// The app hash of state height `H` (hex).
     pub app_hash: String,
-    /// The trusted validator set's hash (hex).
+    /// The hash (hex) of the trusted validator set that signed the header.
     pub validators_hash: String,
+    /// How many validators that set has.
+    pub validators: usize,
     /// Trusted voting power that signed the header.
     pub signed_power: u64,
     /// Total trusted voting power.
     pub total_power: u64,
-    /// Where the trust comes from.
-    pub trust: String,
+    /// The trust root the validator set comes from.
+    pub trust: RootReport,
 }
 
 /// A skipblock in a report.
@@ -966,7 +751,7 @@ impl<'a> LightClient<'a> {
         }
         let header_height = state_height.checked_add(1).ok_or(LightError::TooEarly(0))?;
         let trusted = trust.resolve(node, header_height)?;
-        let signed = fetch_signed_header(node, header_height)?;
+        let signed = node.signed_header(header_height)?;
         let power = check_header(&signed, &trusted, header_height)?;
         let app_hash: [u8; 32] =
             signed.header.app_hash.as_bytes().try_into().map_err(|_| LightError::Header {
@@ -983,9 +768,10 @@ impl<'a> LightClient<'a> {
             header_hash: hex::encode(hash_bytes(&signed.header.hash())),
             app_hash: hex::encode(app_hash),
             validators_hash: hex::encode(trusted.hash()),
+            validators: trusted.set().validators().len(),
             signed_power: power.signed,
             total_power: power.total,
-            trust: trusted.source().to_owned(),
+            trust: trusted.root().clone(),
         };
         Ok(LightClient { node, header, app_hash, proven: RefCell::default() })
     }
@@ -1102,8 +888,15 @@ impl<'a> LightClient<'a> {
             Check::pass(
                 "header",
                 format!(
-                    "header {} of {} signed by {}/{} of the trusted voting power ({})",
-                    h.header_height, h.chain_id, h.signed_power, h.total_power, h.trust
+                    "header {} of {} signed by {}/{} of the voting power of validator set {} \
+                     ({} validators; {})",
+                    h.header_height,
+                    h.chain_id,
+                    h.signed_power,
+                    h.total_power,
+                    &h.validators_hash[..12],
+                    h.validators,
+                    h.trust
                 ),
             ),
             Check::pass(
@@ -1445,7 +1238,9 @@ pub fn audit(node: &Node, trust: &TrustRoot, id: &QueryId) -> Result<AuditReport
 
 #[cfg(test)]
 mod tests {
+    use super::trust::validator_set;
     use super::*;
+    use tendermint::validator::{Info as ValidatorInfo, Set as ValidatorSet};
 
     use lemal_contracts::group::to_borsh;
     use lemal_contracts::ids::ProofKind;
@@ -1501,7 +1296,11 @@ mod tests {
         let trusted = TrustedValidators {
             set,
             chain_id: Some(CHAIN.to_owned()),
-            source: "test validators".into(),
+            root: RootReport {
+                kind: TrustKind::Genesis,
+                fingerprint: String::new(),
+                source: "test validators".into(),
+            },
         };
         Validators { keys, trusted }
     }
@@ -1692,14 +1491,23 @@ mod tests {
         .expect("json")
     }
 
+    fn genesis_root(json: &[u8]) -> Result<TrustedValidators, LightError> {
+        let genesis = GenesisInfo::from_json(json, "test")?;
+        Ok(TrustedValidators {
+            set: genesis.validators().clone(),
+            chain_id: Some(genesis.chain_id().to_owned()),
+            root: TrustRoot::Genesis { genesis, source: "test".into() }.report(),
+        })
+    }
+
     #[test]
     fn genesis_document_yields_its_validators_and_chain_id() {
         let vals = validators(1, &[10, 20, 30]);
-        let trusted =
-            TrustedValidators::from_genesis_json(&genesis_json(&vals, CHAIN, None), "test")
-                .expect("valid genesis");
+        let trusted = genesis_root(&genesis_json(&vals, CHAIN, None)).expect("valid genesis");
         assert_eq!(trusted.hash(), vals.trusted.hash());
         assert_eq!(trusted.chain_id(), Some(CHAIN));
+        assert_eq!(trusted.root().kind, TrustKind::Genesis);
+        assert_eq!(trusted.root().fingerprint.len(), 64);
         let signed = sign(&vals, header(&vals, CHAIN, 2, [1; 32]), &[0, 1, 2]);
         assert_eq!(check_header(&signed, &trusted, 2).expect("verifies").total, 60);
     }
@@ -1708,18 +1516,16 @@ mod tests {
     fn genesis_validator_whose_address_is_not_its_key_is_refused() {
         let vals = validators(1, &[10, 10]);
         let json = genesis_json(&vals, CHAIN, Some("AB".repeat(20)));
-        assert!(matches!(
-            TrustedValidators::from_genesis_json(&json, "test"),
-            Err(LightError::Trust(_))
-        ));
+        assert!(matches!(genesis_root(&json), Err(LightError::Trust(_))));
     }
 
     #[test]
     fn genesis_without_validators_or_not_json_is_refused() {
-        let empty = br#"{"chain_id": "c", "validators": []}"#;
-        assert!(TrustedValidators::from_genesis_json(empty, "test").is_err());
-        assert!(TrustedValidators::from_genesis_json(b"{", "test").is_err());
-        assert!(TrustedValidators::from_genesis_json(b"", "test").is_err());
+        let empty =
+            br#"{"chain_id": "c", "genesis_time": "2024-01-01T00:00:00Z", "validators": []}"#;
+        assert!(genesis_root(empty).is_err());
+        assert!(genesis_root(b"{").is_err());
+        assert!(genesis_root(b"").is_err());
     }
 
     #[test]
@@ -1746,14 +1552,37 @@ mod tests {
         let vals = validators(1, &[10, 10, 10]);
         let infos = vals.trusted.set().validators().clone();
         let pinned = vals.trusted.hash();
-        let trusted = TrustedValidators::pinned(infos.clone(), &pinned, None).expect("pinned set");
-        assert_eq!(trusted.hash(), pinned);
+        check_pinned_set(vals.trusted.set(), &pinned).expect("the pinned set");
         let mut other = pinned;
         other[0] ^= 1;
-        assert!(TrustedValidators::pinned(infos.clone(), &other, None).is_err());
-        assert!(TrustedValidators::pinned(infos[..2].to_vec(), &pinned, None).is_err());
+        assert!(check_pinned_set(vals.trusted.set(), &other).is_err());
+        let fewer = validator_set(infos[..2].to_vec()).expect("set");
+        assert!(check_pinned_set(&fewer, &pinned).is_err());
         assert!(TrustRoot::validators_hash_hex(&hex::encode(pinned), None).is_ok());
         assert!(TrustRoot::validators_hash_hex("abc", None).is_err());
+    }
+
+    #[test]
+    fn pinned_header_accepts_only_that_header_and_the_set_it_names() {
+        let vals = validators(1, &[10, 10, 10]);
+        let signed = sign(&vals, header(&vals, CHAIN, 7, [4; 32]), &[0, 1, 2]);
+        let pin = hash_bytes(&signed.header.hash());
+        let chain = check_pinned_header(&signed, vals.trusted.set(), 7, &pin).expect("pinned");
+        assert_eq!(chain, CHAIN);
+        // Another chain's header at that height (another app hash): a different chain.
+        let other = sign(&vals, header(&vals, CHAIN, 7, [5; 32]), &[0, 1, 2]);
+        assert!(matches!(
+            check_pinned_header(&other, vals.trusted.set(), 7, &pin),
+            Err(LightError::DifferentChain { .. })
+        ));
+        // The right header with another validator set served beside it.
+        let others = validators(50, &[10, 10, 10]);
+        assert!(matches!(
+            check_pinned_header(&signed, others.trusted.set(), 7, &pin),
+            Err(LightError::Header { .. })
+        ));
+        // The right header served for another height.
+        assert!(check_pinned_header(&signed, vals.trusted.set(), 8, &pin).is_err());
     }
 
     // ----- state proofs ----------------------------------------------------------------------

@@ -16,7 +16,16 @@ use lemal_contracts::state::{
     BitmapCommitRecord, ProofRecord, QueryProgress, QueryRecord, Roster, SkipBlock,
 };
 use lemal_contracts::tx::Tx;
-use tendermint_rpc::{Client, HttpClient};
+use tendermint::block::signed_header::SignedHeader;
+use tendermint::validator::Info as ValidatorInfo;
+use tendermint_rpc::{Client, HttpClient, Paging};
+
+/// Most validators a served validator set may have (CometBFT itself allows 10 000).
+pub const MAX_VALIDATORS: usize = 10_000;
+/// Validators per page when fetching a validator set.
+const VALIDATORS_PER_PAGE: u8 = 100;
+/// Most genesis chunks accepted from a node (CometBFT serves 16 MiB per chunk).
+const MAX_GENESIS_CHUNKS: u64 = 16;
 
 /// What went wrong talking to a node.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +68,21 @@ pub enum RpcError {
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
 }
+
+impl RpcError {
+    /// Whether the node could not be asked (unreachable, timed out, or without the state of
+    /// the height asked for), as opposed to having answered something wrong or refused.
+    pub fn is_inconclusive(&self) -> bool {
+        match self {
+            RpcError::Transport { .. } | RpcError::Timeout(..) => true,
+            RpcError::Query { code, .. } => *code == QUERY_HEIGHT_UNAVAILABLE,
+            RpcError::Rejected { .. } | RpcError::Decode { .. } => false,
+        }
+    }
+}
+
+/// The app's query code for a height whose state it no longer (or not yet) has.
+const QUERY_HEIGHT_UNAVAILABLE: u32 = 3;
 
 /// A node's status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,9 +154,68 @@ impl Node {
         &self.url
     }
 
-    /// The underlying async client and a runtime to drive it (for light-client fetches).
+    /// The underlying async client and a runtime to drive it.
     pub fn raw(&self) -> (&HttpClient, &tokio::runtime::Runtime) {
         (&self.client, &self.runtime)
+    }
+
+    fn height(&self, height: u64) -> Result<tendermint::block::Height, RpcError> {
+        tendermint::block::Height::try_from(height).map_err(|e| self.transport(e))
+    }
+
+    /// The signed header (header and commit) of block `height`, unverified.
+    pub fn signed_header(&self, height: u64) -> Result<SignedHeader, RpcError> {
+        let h = self.height(height)?;
+        let r = self.runtime.block_on(self.client.commit(h)).map_err(|e| self.transport(e))?;
+        Ok(r.signed_header)
+    }
+
+    /// The validator set of block `height`, unverified, page by page; a node that pages
+    /// without end or counts inconsistently is refused.
+    pub fn validators(&self, height: u64) -> Result<Vec<ValidatorInfo>, RpcError> {
+        let h = self.height(height)?;
+        let bad = |message: String| RpcError::Decode { path: "validators".into(), message };
+        let mut out: Vec<ValidatorInfo> = Vec::new();
+        for page in 1..=MAX_VALIDATORS.div_ceil(usize::from(VALIDATORS_PER_PAGE)) {
+            let paging =
+                Paging::Specific { page_number: page.into(), per_page: VALIDATORS_PER_PAGE.into() };
+            let r = self
+                .runtime
+                .block_on(self.client.validators(h, paging))
+                .map_err(|e| self.transport(e))?;
+            let total = usize::try_from(r.total)
+                .map_err(|_| bad(format!("negative validator count {}", r.total)))?;
+            if r.validators.is_empty() || total > MAX_VALIDATORS {
+                return Err(bad(format!("inconsistent paging (total {total})")));
+            }
+            out.extend(r.validators);
+            if out.len() >= total {
+                if out.len() > total {
+                    return Err(bad("more validators served than counted".into()));
+                }
+                return Ok(out);
+            }
+        }
+        Err(bad(format!("more than {MAX_VALIDATORS} validators")))
+    }
+
+    /// The node's genesis document (JSON), chunk by chunk, unverified.
+    pub fn genesis(&self) -> Result<Vec<u8>, RpcError> {
+        let chunk = |i: u64| {
+            self.runtime.block_on(self.client.genesis_chunked(i)).map_err(|e| self.transport(e))
+        };
+        let first = chunk(0)?;
+        if first.total == 0 || first.total > MAX_GENESIS_CHUNKS {
+            return Err(RpcError::Decode {
+                path: "genesis_chunked".into(),
+                message: format!("{} chunks (1 to {MAX_GENESIS_CHUNKS} accepted)", first.total),
+            });
+        }
+        let mut data = first.data;
+        for i in 1..first.total {
+            data.extend_from_slice(&chunk(i)?.data);
+        }
+        Ok(data)
     }
 
     /// A transport error of this node. The RPC library's errors may carry a multi-line trace:

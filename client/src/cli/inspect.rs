@@ -1,25 +1,19 @@
 //! `lemal block | proofs | bitmap | verify | audit`: look at the skipchain and at the proofs of
 //! a query, verify a query's skipblock as a light client, and audit its proofs.
 //!
-//! `block`, `proofs` and `bitmap` show what the node serves, unverified. `verify` and `audit`
-//! trust only a validator set ([`crate::light`]), taken from the environment:
-//!
-//! | variable | trust root |
-//! |---|---|
-//! | `LEMAL_GENESIS` | the validators and chain id of this CometBFT genesis file |
-//! | `LEMAL_TRUSTED_VALIDATORS` | the validator set with this hash (hex), signing for `LEMAL_CHAIN_ID` if set |
-//! | neither, `--node` a node of the localnet under `--home` | the localnet's genesis file |
-//! | none of these | the genesis document the node serves (trust on first use) |
+//! `block`, `proofs` and `bitmap` show what the node serves, unverified. `verify`, `audit` and
+//! `block ... --verify` trust only a validator set ([`crate::light`]) from the trust root the
+//! user chose ([`super::trust`]).
 //!
 //! Each command prints a readable report on stdout, or one JSON document with `--json`; progress
-//! goes to stderr. The exit code is 0 only when the command succeeded: for `verify`, when every
-//! check passed; for `audit`, when the block verified and nothing is wrong.
+//! goes to stderr. Exit codes: 0 when the command succeeded (for `verify`, every check passed;
+//! for `audit`, the block verified and nothing is wrong), 1 when the check ran and found a fault,
+//! 3 when it could not run (node unreachable, no trust root).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Subcommand;
 use lemal_contracts::ids::{EntityId, ProofKey, QueryId, Verdict};
 use lemal_contracts::state::{
@@ -27,11 +21,10 @@ use lemal_contracts::state::{
 };
 use serde::Serialize;
 
-use super::Global;
+use super::{connect, emit, exit, exit_code_of_light, trust::trust_root, Global};
 use crate::light::{
-    self, AncestryReport, AuditReport, BlockRef, LightClient, LightError, TrustRoot, VerifyReport,
+    self, AncestryReport, AuditReport, BlockRef, LightClient, LightError, VerifyReport,
 };
-use crate::localnet::{Layout, Manifest};
 use crate::rpc::Node;
 
 /// Which skipblock to show.
@@ -60,30 +53,8 @@ pub enum BlockCmd {
     },
 }
 
-fn connect(global: &Global) -> Result<Node> {
-    Node::connect(&global.node).with_context(|| format!("cannot use node {}", global.node))
-}
-
 fn parse_query(id: &str) -> Result<QueryId> {
     id.parse().map_err(|e| anyhow!("{id:?} is not a query id: {e}"))
-}
-
-/// Print `value` as JSON, or the readable `text`.
-fn emit<T: Serialize>(global: &Global, value: &T, text: impl FnOnce() -> String) -> Result<()> {
-    if global.json {
-        println!("{}", serde_json::to_string_pretty(value).context("encoding the report")?);
-    } else {
-        print!("{}", text());
-    }
-    Ok(())
-}
-
-fn exit(success: bool) -> ExitCode {
-    if success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -281,7 +252,7 @@ struct VerifiedBlock {
 }
 
 fn verified_block(node: &Node, which: BlockRef, global: &Global) -> Result<ExitCode> {
-    let trust = trust_root(global)?;
+    let trust = trust_root(global, node)?;
     eprintln!("verifying {which} against {}", node.url());
     let client = match LightClient::new(node, &trust) {
         Ok(c) => c,
@@ -552,42 +523,6 @@ pub fn bitmap(id: &str, global: &Global) -> Result<ExitCode> {
 // lemal verify, lemal audit
 // ---------------------------------------------------------------------------------------------
 
-/// The trust root of the light-client commands: `LEMAL_GENESIS`, else
-/// `LEMAL_TRUSTED_VALIDATORS` (with `LEMAL_CHAIN_ID`), else the localnet's genesis when `--node`
-/// is one of its nodes, else the genesis the node serves. Says which on stderr.
-pub fn trust_root(global: &Global) -> Result<TrustRoot> {
-    if let Some(path) = std::env::var_os("LEMAL_GENESIS") {
-        let path = Path::new(&path);
-        eprintln!("trusting the genesis validators of {}", path.display());
-        return Ok(TrustRoot::genesis_file(path)?);
-    }
-    if let Ok(hash) = std::env::var("LEMAL_TRUSTED_VALIDATORS") {
-        eprintln!("trusting the validator set with hash {hash}");
-        return Ok(TrustRoot::validators_hash_hex(&hash, std::env::var("LEMAL_CHAIN_ID").ok())?);
-    }
-    if let Some(path) = localnet_genesis(global) {
-        eprintln!("trusting the genesis validators of the localnet ({})", path.display());
-        return Ok(TrustRoot::genesis_file(&path)?);
-    }
-    eprintln!(
-        "trusting the genesis the node serves (set LEMAL_GENESIS or LEMAL_TRUSTED_VALIDATORS \
-         to pin the trust root)"
-    );
-    Ok(TrustRoot::NodeGenesis)
-}
-
-/// The genesis file of the localnet under `--home`, when `--node` is one of its nodes.
-fn localnet_genesis(global: &Global) -> Option<PathBuf> {
-    let layout = Layout::new(&global.home).ok()?;
-    let manifest = Manifest::load(&layout).ok()?;
-    let node = global.node.trim_end_matches('/');
-    manifest
-        .nodes
-        .iter()
-        .any(|n| n.rpc.trim_end_matches('/') == node)
-        .then(|| layout.node_dir(0).join("config").join("genesis.json"))
-}
-
 /// A verification or audit that could not be carried out, as one JSON document.
 #[derive(Serialize)]
 struct Failure {
@@ -596,13 +531,13 @@ struct Failure {
     error: String,
 }
 
-/// Report an error of the light client: in JSON mode as a document on stdout (and exit 1),
-/// otherwise as the command's error.
+/// Report an error of the light client: in JSON mode as a document on stdout, otherwise as the
+/// command's error; the exit code says whether the check ran (1) or could not (3).
 fn light_failure(global: &Global, e: LightError) -> Result<ExitCode> {
     if global.json {
         eprintln!("lemal: {e}");
         emit(global, &Failure { verified: false, ok: false, error: e.to_string() }, String::new)?;
-        return Ok(ExitCode::FAILURE);
+        return Ok(ExitCode::from(exit_code_of_light(&e)));
     }
     Err(e.into())
 }
@@ -623,7 +558,11 @@ fn render_verify(r: &VerifyReport) -> String {
         "state height {} proven by header {} of {}: {}/{} voting power signed",
         h.state_height, h.header_height, h.chain_id, h.signed_power, h.total_power
     );
-    let _ = writeln!(s, "trust root: {}", h.trust);
+    let _ = writeln!(
+        s,
+        "signed by validator set {} ({} validators)\ntrust root: {}",
+        h.validators_hash, h.validators, h.trust
+    );
     let width = r.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     for c in &r.checks {
         let mark = if c.passed { " ok " } else { "FAIL" };
@@ -637,7 +576,7 @@ fn render_verify(r: &VerifyReport) -> String {
 pub fn verify(id: &str, global: &Global) -> Result<ExitCode> {
     let id = parse_query(id)?;
     let node = connect(global)?;
-    let trust = trust_root(global)?;
+    let trust = trust_root(global, &node)?;
     eprintln!("verifying the skipblock of query {id} against {}", node.url());
     match light::verify_query(&node, &trust, &id) {
         Ok(report) => {
@@ -717,7 +656,7 @@ fn render_audit(r: &AuditReport) -> String {
 pub fn audit(id: &str, global: &Global) -> Result<ExitCode> {
     let id = parse_query(id)?;
     let node = connect(global)?;
-    let trust = trust_root(global)?;
+    let trust = trust_root(global, &node)?;
     eprintln!(
         "auditing query {id} against {}: light verification of its skipblock, then every proof \
          re-verified locally",

@@ -1,15 +1,29 @@
 //! The `lemal` command line: argument parsing and dispatch. Each command lives in its own
 //! module; every command takes `--node` and `--json`, prints progress on stderr and one
-//! document on stdout with `--json`, and exits 0 only on success.
+//! document on stdout with `--json`.
+//!
+//! Exit codes: 0 success; 1 the check ran and found a fault (or the command failed); 2 usage
+//! error; 3 the check could not run (node unreachable, no trust root, chain too young).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::light::LightError;
+use crate::rpc::{Node, RpcError};
 
 pub mod inspect;
 pub mod localnet;
 pub mod run;
+pub mod trust;
+
+/// Exit code: the check ran and found a fault, or the command failed.
+pub const EXIT_FAULT: u8 = 1;
+/// Exit code: the check could not run.
+pub const EXIT_UNCHECKED: u8 = 3;
 
 /// Lemal client: run private aggregate queries through the verifying nodes and audit them.
 #[derive(Debug, Parser)]
@@ -35,6 +49,31 @@ pub struct Global {
     /// Folder of the localnet's generated state (homes, keys, logs, pids).
     #[arg(long, global = true, env = "LEMAL_HOME", default_value = ".lemal")]
     pub home: PathBuf,
+    /// Trust root: the validators of this CometBFT genesis file.
+    #[arg(
+        long,
+        global = true,
+        env = "LEMAL_GENESIS",
+        value_name = "FILE",
+        conflicts_with_all = ["trusted_validators", "trusted_header"]
+    )]
+    pub genesis: Option<PathBuf>,
+    /// Trust root: the validator set with this hash (hex), signing for LEMAL_CHAIN_ID if set.
+    #[arg(
+        long,
+        global = true,
+        env = "LEMAL_TRUSTED_VALIDATORS",
+        value_name = "HASH",
+        conflicts_with = "trusted_header"
+    )]
+    pub trusted_validators: Option<String>,
+    /// Trust root: the header at HEIGHT whose hash is HASH (hex), and the validators it names.
+    #[arg(long, global = true, env = "LEMAL_TRUSTED_HEADER", value_name = "HEIGHT:HASH")]
+    pub trusted_header: Option<String>,
+    /// The file of known chains (chain id → trust root) [default:
+    /// $XDG_CONFIG_HOME/lemal/known-chains.toml, else ~/.config/lemal/known-chains.toml].
+    #[arg(long, global = true, env = "LEMAL_KNOWN_CHAINS", value_name = "FILE")]
+    pub known_chains: Option<PathBuf>,
 }
 
 /// The commands.
@@ -74,6 +113,12 @@ pub enum Command {
         /// The query id.
         id: String,
     },
+    /// Manage the known chains: the trust roots verification checks nodes against.
+    Trust {
+        /// What to do.
+        #[command(subcommand)]
+        action: trust::Action,
+    },
 }
 
 /// Parse the command line and run it.
@@ -87,12 +132,61 @@ pub fn main() -> ExitCode {
         Command::Bitmap { id } => inspect::bitmap(&id, &cli.global),
         Command::Verify { id } => inspect::verify(&id, &cli.global),
         Command::Audit { id } => inspect::audit(&id, &cli.global),
+        Command::Trust { action } => trust::run(action, &cli.global),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lemal: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code_of(&e))
         }
+    }
+}
+
+/// The exit code of a failed command: [`EXIT_UNCHECKED`] when the check could not run (node
+/// unreachable, no trust root, unusable root), else [`EXIT_FAULT`].
+pub fn exit_code_of(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(e) = cause.downcast_ref::<LightError>() {
+            return exit_code_of_light(e);
+        }
+        if let Some(e) = cause.downcast_ref::<RpcError>() {
+            return if e.is_inconclusive() { EXIT_UNCHECKED } else { EXIT_FAULT };
+        }
+        if cause.downcast_ref::<trust::NoTrustRoot>().is_some() {
+            return EXIT_UNCHECKED;
+        }
+    }
+    EXIT_FAULT
+}
+
+/// The exit code of a light-client failure.
+pub fn exit_code_of_light(e: &LightError) -> u8 {
+    if e.is_inconclusive() {
+        EXIT_UNCHECKED
+    } else {
+        EXIT_FAULT
+    }
+}
+
+fn connect(global: &Global) -> Result<Node> {
+    Node::connect(&global.node).with_context(|| format!("cannot use node {}", global.node))
+}
+
+/// Print `value` as JSON, or the readable `text`.
+fn emit<T: Serialize>(global: &Global, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(value).context("encoding the report")?);
+    } else {
+        print!("{}", text());
+    }
+    Ok(())
+}
+
+fn exit(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -554,7 +554,7 @@ fn verify_skipblock(
     timeout: Duration,
 ) -> Verification {
     let outcome = (|| -> Result<light::VerifyReport> {
-        let trust = super::inspect::trust_root(global)?;
+        let trust = super::trust::trust_root(global, node)?;
         let h = block.ledger_height;
         node.wait_for("the header above the skipblock", timeout, Duration::from_millis(20), |n| {
             Ok((n.status()?.height > h).then_some(()))

@@ -3,7 +3,9 @@
 //! through the `lemal` CLI, the result checked against the plaintext answer, the skipblock read
 //! from a node other than the one that received the transactions, equal app hashes on every
 //! node, a cheating data provider caught by every verifying node, and a node that stops and
-//! comes back: the others go on without it, and it catches up to their app hash.
+//! comes back: the others go on without it, and it catches up to their app hash. On the way,
+//! the trust-root checks of `trust_roots` (a lying proxy, and a second one-validator localnet on
+//! the ports 1000 above that reuses the chain id).
 //!
 //! It needs the binaries `lemal` and `lemal-vn` of the same build profile as the test
 //! (`cargo build --bins`, which `make test` runs first) or in the folder named by
@@ -26,13 +28,13 @@ fn base_port() -> u16 {
     std::env::var("LEMAL_E2E_BASE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(46656)
 }
 const VALIDATORS: usize = 4;
-const QUERY: &str = "SELECT avg(x) FROM y WHERE z < 321";
+pub(crate) const QUERY: &str = "SELECT avg(x) FROM y WHERE z < 321";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn rpc(node: usize) -> String {
+pub(crate) fn rpc(node: usize) -> String {
     format!("http://127.0.0.1:{}", base_port() as usize + 1 + 100 * node)
 }
 
@@ -59,7 +61,7 @@ fn bin_dir() -> Result<PathBuf> {
 }
 
 /// CometBFT v0.38.25, installed once into the workspace's `.lemal/bin` when not given.
-fn cometbft() -> Result<PathBuf> {
+pub(crate) fn cometbft() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("LEMAL_COMETBFT") {
         return Ok(PathBuf::from(p));
     }
@@ -69,9 +71,9 @@ fn cometbft() -> Result<PathBuf> {
 
 /// A localnet in a temporary home, stopped (every process group it started killed) when
 /// dropped, whether the test passed or not.
-struct Localnet {
-    home: tempfile::TempDir,
-    bin: PathBuf,
+pub(crate) struct Localnet {
+    pub(crate) home: tempfile::TempDir,
+    pub(crate) bin: PathBuf,
 }
 
 impl Drop for Localnet {
@@ -89,8 +91,8 @@ impl Drop for Localnet {
 
 impl Localnet {
     /// `lemal --home HOME ARGS...`, with none of the caller's `LEMAL_*` settings (they would
-    /// change the network's defaults this test relies on).
-    fn lemal(&self, args: &[&str]) -> Result<Output> {
+    /// change the network's defaults this test relies on) and known chains kept in the home.
+    pub(crate) fn lemal(&self, args: &[&str]) -> Result<Output> {
         let mut command = Command::new(self.bin.join("lemal"));
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("LEMAL_") {
@@ -98,6 +100,7 @@ impl Localnet {
             }
         }
         let out = command
+            .env("LEMAL_KNOWN_CHAINS", self.home.path().join("known-chains.toml"))
             .arg("--home")
             .arg(self.home.path())
             .args(args)
@@ -109,7 +112,7 @@ impl Localnet {
     }
 
     /// `lemal ARGS...` that must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.lemal(args)?;
         if !out.status.success() {
             bail!("lemal {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -208,7 +211,8 @@ fn a_fresh_localnet_runs_the_reports_query_catches_a_cheater_and_outlives_a_stop
 fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     let cometbft = cometbft.to_string_lossy().into_owned();
     let lemal_vn = net.bin.join("lemal-vn").to_string_lossy().into_owned();
-    let base_port = base_port().to_string();
+    let first_port = base_port();
+    let base_port = first_port.to_string();
     let up = [
         "localnet",
         "up",
@@ -256,6 +260,14 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     ensure!(block.index == as_u64(&honest["skipblock"]["index"], "index")?);
     let (passed, wrong) = verify_and_audit(net, &id.to_string(), &rpc(3))?;
     ensure!(passed == [true, true] && wrong.is_empty(), "honest query: {passed:?}, {wrong:?}");
+
+    // Trust roots: a lying node is caught, and another chain under the same chain id refused.
+    super::trust_roots::lying_node_is_caught(net, &id.to_string())?;
+    let other = Localnet {
+        home: tempfile::Builder::new().prefix("lemal-e2e-other-").tempdir()?,
+        bin: net.bin.clone(),
+    };
+    super::trust_roots::second_chain_is_refused(net, &other, first_port + 1000)?;
 
     // A cheating data provider with every verifying node checking every proof.
     let cheat = net.run(&["--query", QUERY, "--cheat", "dp-1", "--threshold", "1000000"])?;

@@ -5,7 +5,8 @@
 //!   identical blocks exactly as CometBFT would drive them (PrepareProposal/ProcessProposal,
 //!   FinalizeBlock, Commit), with each worker's broadcasts fed back as transactions of later
 //!   blocks;
-//! - `end_to_end`: the `lemal` and `lemal-vn` binaries against a real CometBFT localnet.
+//! - `end_to_end`: the `lemal` and `lemal-vn` binaries against a real CometBFT localnet, with
+//!   the trust-root checks of `trust_roots` through the lying RPC proxy of `lying_proxy`.
 
 // Tests may unwrap, and measure nothing with the clock.
 #![allow(clippy::unwrap_used)]
@@ -13,5 +14,7 @@
 mod end_to_end;
 mod harness;
 mod lifecycle;
+mod lying_proxy;
 mod rejections;
 mod restart;
+mod trust_roots;
