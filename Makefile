@@ -17,13 +17,15 @@ doc:
 
 ## Every test, the end-to-end one included: it starts a real 4-validator CometBFT localnet
 ## (127.0.0.1, ports 46656+) and drives the binaries `lemal` and `lemal-vn`, built first.
+## Binaries and tests are built in one invocation, with the features `cargo test` unifies, so
+## the dependency tree is compiled once for both.
 unit:
-	$(CARGO) build --workspace --bins --locked
+	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --workspace --locked
 
 ## The end-to-end test alone.
 e2e:
-	$(CARGO) build --workspace --bins --locked
+	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --locked -p lemal-tests --test integration end_to_end
 
 release:

@@ -879,6 +879,13 @@ fn print_summary(doc: &Value) {
             s(&v["header"]["signed_power"]),
             s(&v["header"]["total_power"])
         );
+        let t = &v["header"]["trust"];
+        println!(
+            "trust     {} ({}), fingerprint {}",
+            s(&t["source"]),
+            s(&t["kind"]),
+            s(&t["fingerprint"])
+        );
     } else {
         println!("verified  NO");
         if !v["error"].is_null() {

@@ -249,7 +249,7 @@ fn add(global: &Global, path: &Path, yes: bool, replace: bool) -> Result<ExitCod
     if !yes {
         let note = format!(
             "not recorded: compare this fingerprint with the one the chain's operators publish \
-             (`lemal --genesis GENESIS_FILE trust add` prints it from their file), then run \
+             (`lemal --genesis GENESIS_FILE trust add` prints it from their genesis file), then run \
              `lemal --node {} trust add --yes`",
             node.url()
         );

@@ -99,7 +99,8 @@ impl GenesisInfo {
     }
 
     /// SHA-256 over a domain label and a canonical JSON form of the fields that make a chain:
-    /// chain id, genesis time (re-rendered in RFC 3339), initial height, the validators' keys
+    /// chain id, genesis time (re-rendered in RFC 3339), initial height (0 read as 1, as
+    /// CometBFT does), the validators' keys
     /// and powers in order, app hash and `app_state` (keys sorted, no whitespace). The same for
     /// the file a localnet wrote and for the document its node serves (which CometBFT
     /// re-encodes); different for two chains that share a chain id but not their validators or
@@ -133,6 +134,8 @@ fn genesis_fingerprint(doc: &serde_json::Value) -> Result<[u8; 32], String> {
         Value::Number(n) => n.as_u64().ok_or(format!("initial_height {n} is not a height"))?,
         other => return Err(format!("initial_height {other} is not a height")),
     };
+    // CometBFT reads an initial height of 0 as 1, and serves it so.
+    let initial_height = initial_height.max(1);
     let validators: Vec<Value> = match field("validators") {
         Value::Array(vs) => vs
             .iter()
@@ -727,6 +730,7 @@ mod tests {
         // parameters filled in: the same chain.
         let mut served = doc.clone();
         served["genesis_time"] = "2026-12-01T08:00:00.12Z".into();
+        served["initial_height"] = "0".into();
         served["consensus_params"]["evidence"] = serde_json::json!({"max_age_num_blocks": "1"});
         let pretty = serde_json::to_string_pretty(&served).expect("json");
         let again = GenesisInfo::from_json(pretty.as_bytes(), "served").expect("valid");

@@ -82,7 +82,11 @@ fn through_lie(
             .collect::<String>();
         rows.push(format!(
             "| {tamper:?} | {} | {} | {code} | {message} |",
-            if root.is_empty() { "known chain / localnet genesis" } else { root[0] },
+            match (root.first(), known) {
+                (Some(flag), _) => flag,
+                (None, true) => "known chain",
+                (None, false) => "localnet genesis under --home",
+            },
             command.join(" ")
         ));
     }
