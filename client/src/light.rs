@@ -27,10 +27,10 @@
 //! [`audit`] then re-verifies every proof of a query locally, from ledger state only, and
 //! compares each verifying node's verdicts with the local ones and with its VRF selection.
 //!
-//! The network has no validator updates, so the trusted set stays the set that signs; a header
-//! signed by any other set is refused rather than followed. No wall clock is involved: the
-//! check is of signatures and hashes only, so a header of any age verifies as long as the
-//! trusted set signed it.
+//! Across validator-set changes the client follows the CometBFT light-client rules from its
+//! trusted state, bisecting where the sets overlap too little ([`follow`]). While the trusted
+//! set itself signs, no wall clock is involved: a header of any age verifies as long as that set
+//! signed it.
 //!
 //! ```no_run
 //! use lemal_client::light::{self, BlockRef, LightClient, TrustRoot};
@@ -78,8 +78,10 @@ use tendermint_light_client_verifier::{ProdVerifier, Verdict as LightVerdict};
 
 use crate::rpc::{Answer, Node, RpcError};
 
+mod follow;
 mod trust;
 
+pub use follow::{follow, FollowOptions, Followed, HeaderSource, TrustedState, MAX_STEPS};
 use trust::hash_bytes;
 pub use trust::{
     check_known_genesis, check_pinned_header, check_pinned_set, GenesisInfo, KnownChain,
@@ -303,6 +305,9 @@ pub struct HeaderReport {
     pub validators_hash: String,
     /// How many validators that set has.
     pub validators: usize,
+    /// Heights verified on the way from the trust root across validator-set changes (empty when
+    /// the trusted set signed the header).
+    pub via: Vec<u64>,
     /// Trusted voting power that signed the header.
     pub signed_power: u64,
     /// Total trusted voting power.
@@ -729,6 +734,16 @@ pub struct LightClient<'a> {
     proven: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
+/// The local clock, for the trusting period of validator-set changes.
+fn now() -> tendermint::Time {
+    let since =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_secs())
+        .ok()
+        .and_then(|secs| tendermint::Time::from_unix_timestamp(secs, since.subsec_nanos()).ok())
+        .unwrap_or_else(tendermint::Time::unix_epoch)
+}
+
 impl<'a> LightClient<'a> {
     /// Verify the header above the node's latest state height that has one (`latest − 1`).
     pub fn new(node: &'a Node, trust: &TrustRoot) -> Result<Self, LightError> {
@@ -751,8 +766,17 @@ impl<'a> LightClient<'a> {
         }
         let header_height = state_height.checked_add(1).ok_or(LightError::TooEarly(0))?;
         let trusted = trust.resolve(node, header_height)?;
-        let signed = node.signed_header(header_height)?;
-        let power = check_header(&signed, &trusted, header_height)?;
+        let (signed, power, validators, via) = match trusted.state() {
+            Some(state) => {
+                let f = follow(node, &state, header_height, &FollowOptions::default(), now())?;
+                (f.header, f.power, f.validators, f.via)
+            }
+            None => {
+                let signed = node.signed_header(header_height)?;
+                let power = check_header(&signed, &trusted, header_height)?;
+                (signed, power, trusted.set().clone(), Vec::new())
+            }
+        };
         let app_hash: [u8; 32] =
             signed.header.app_hash.as_bytes().try_into().map_err(|_| LightError::Header {
                 height: header_height,
@@ -767,8 +791,9 @@ impl<'a> LightClient<'a> {
             header_height,
             header_hash: hex::encode(hash_bytes(&signed.header.hash())),
             app_hash: hex::encode(app_hash),
-            validators_hash: hex::encode(trusted.hash()),
-            validators: trusted.set().validators().len(),
+            validators_hash: hex::encode(hash_bytes(&validators.hash())),
+            validators: validators.validators().len(),
+            via,
             signed_power: power.signed,
             total_power: power.total,
             trust: trusted.root().clone(),
@@ -1237,10 +1262,14 @@ pub fn audit(node: &Node, trust: &TrustRoot, id: &QueryId) -> Result<AuditReport
 }
 
 #[cfg(test)]
+mod testkit;
+
+#[cfg(test)]
 mod tests {
+    use super::testkit::{header, sign, validators, Validators, CHAIN};
     use super::trust::validator_set;
     use super::*;
-    use tendermint::validator::{Info as ValidatorInfo, Set as ValidatorSet};
+    use tendermint::validator::Set as ValidatorSet;
 
     use lemal_contracts::group::to_borsh;
     use lemal_contracts::ids::ProofKind;
@@ -1248,126 +1277,13 @@ mod tests {
     use lemal_contracts::tx::TxBody;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
-    use tendermint::block::{self, Commit, CommitSig, Header, Height, Round};
-    use tendermint::vote::{Type as VoteType, ValidatorIndex, Vote};
+    use tendermint::block::CommitSig;
 
     use crate::data::DataBounds;
     use crate::keyring::Keyring;
     use crate::pipeline::{self, PlanOptions, QueryPlan, Session};
 
-    const CHAIN: &str = "lemal-test";
-
     // ----- signed headers ------------------------------------------------------------------
-
-    /// A validator set with its ed25519 keys, in the set's order.
-    struct Validators {
-        keys: Vec<ed25519_consensus::SigningKey>,
-        trusted: TrustedValidators,
-    }
-
-    fn validators(seed: u8, powers: &[u32]) -> Validators {
-        let keys: Vec<ed25519_consensus::SigningKey> = (0..powers.len())
-            .map(|i| ed25519_consensus::SigningKey::from([seed.wrapping_add(i as u8); 32]))
-            .collect();
-        let infos: Vec<ValidatorInfo> = keys
-            .iter()
-            .zip(powers)
-            .map(|(k, &p)| {
-                let pk = tendermint::PublicKey::from_raw_ed25519(&k.verification_key().to_bytes())
-                    .expect("32-byte key");
-                ValidatorInfo::new(pk, p.into())
-            })
-            .collect();
-        let set = validator_set(infos).expect("valid set");
-        // Keys in the set's order, so that signer positions are commit positions.
-        let keys = set
-            .validators()
-            .iter()
-            .map(|v| {
-                keys.iter()
-                    .find(|k| {
-                        v.pub_key.ed25519().map(|p| p.as_bytes().to_vec())
-                            == Some(k.verification_key().to_bytes().to_vec())
-                    })
-                    .expect("every validator has a key")
-                    .clone()
-            })
-            .collect();
-        let trusted = TrustedValidators {
-            set,
-            chain_id: Some(CHAIN.to_owned()),
-            root: RootReport {
-                kind: TrustKind::Genesis,
-                fingerprint: String::new(),
-                source: "test validators".into(),
-            },
-        };
-        Validators { keys, trusted }
-    }
-
-    fn header(vals: &Validators, chain: &str, height: u64, app_hash: [u8; 32]) -> Header {
-        let hash = vals.trusted.set().hash();
-        Header {
-            version: block::header::Version { block: 11, app: 1 },
-            chain_id: chain.try_into().expect("chain id"),
-            height: Height::try_from(height).expect("height"),
-            time: tendermint::Time::from_unix_timestamp(1_700_000_000, 0).expect("time"),
-            last_block_id: None,
-            last_commit_hash: None,
-            data_hash: None,
-            validators_hash: hash,
-            next_validators_hash: hash,
-            consensus_hash: tendermint::Hash::Sha256([7; 32]),
-            app_hash: tendermint::AppHash::try_from(app_hash.to_vec()).expect("app hash"),
-            last_results_hash: None,
-            evidence_hash: None,
-            proposer_address: vals.trusted.set().validators()[0].address,
-        }
-    }
-
-    /// The header signed by the validators at `signers` (positions in the set).
-    fn sign(vals: &Validators, header: Header, signers: &[usize]) -> SignedHeader {
-        let block_id = block::Id {
-            hash: header.hash(),
-            part_set_header: block::parts::Header::new(1, tendermint::Hash::Sha256([9; 32]))
-                .expect("part set header"),
-        };
-        let time = header.time;
-        let signatures = vals
-            .trusted
-            .set()
-            .validators()
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                if !signers.contains(&i) {
-                    return CommitSig::BlockIdFlagAbsent;
-                }
-                let vote = Vote {
-                    vote_type: VoteType::Precommit,
-                    height: header.height,
-                    round: Round::default(),
-                    block_id: Some(block_id),
-                    timestamp: Some(time),
-                    validator_address: v.address,
-                    validator_index: ValidatorIndex::try_from(i as u32).expect("index"),
-                    signature: None,
-                    extension: Vec::new(),
-                    extension_signature: None,
-                };
-                let bytes = vote.into_signable_vec(header.chain_id.clone());
-                let sig = vals.keys[i].sign(&bytes).to_bytes();
-                CommitSig::BlockIdFlagCommit {
-                    validator_address: v.address,
-                    timestamp: time,
-                    signature: tendermint::Signature::try_from(sig.as_slice()).ok(),
-                }
-            })
-            .collect();
-        let commit =
-            Commit { height: header.height, round: Round::default(), block_id, signatures };
-        SignedHeader::new(header, commit).expect("heights agree")
-    }
 
     #[test]
     fn header_signed_by_every_validator_verifies_with_full_power() {
@@ -1496,6 +1412,7 @@ mod tests {
         Ok(TrustedValidators {
             set: genesis.validators().clone(),
             chain_id: Some(genesis.chain_id().to_owned()),
+            from: None,
             root: TrustRoot::Genesis { genesis, source: "test".into() }.report(),
         })
     }
@@ -1563,26 +1480,29 @@ mod tests {
     }
 
     #[test]
-    fn pinned_header_accepts_only_that_header_and_the_set_it_names() {
+    fn pinned_header_accepts_only_that_header_and_the_sets_it_names() {
         let vals = validators(1, &[10, 10, 10]);
+        let set = vals.trusted.set();
         let signed = sign(&vals, header(&vals, CHAIN, 7, [4; 32]), &[0, 1, 2]);
         let pin = hash_bytes(&signed.header.hash());
-        let chain = check_pinned_header(&signed, vals.trusted.set(), 7, &pin).expect("pinned");
+        let chain = check_pinned_header(&signed, set, set, 7, &pin).expect("pinned");
         assert_eq!(chain, CHAIN);
         // Another chain's header at that height (another app hash): a different chain.
         let other = sign(&vals, header(&vals, CHAIN, 7, [5; 32]), &[0, 1, 2]);
         assert!(matches!(
-            check_pinned_header(&other, vals.trusted.set(), 7, &pin),
+            check_pinned_header(&other, set, set, 7, &pin),
             Err(LightError::DifferentChain { .. })
         ));
-        // The right header with another validator set served beside it.
+        // The right header with another validator set, or next set, served beside it.
         let others = validators(50, &[10, 10, 10]);
-        assert!(matches!(
-            check_pinned_header(&signed, others.trusted.set(), 7, &pin),
-            Err(LightError::Header { .. })
-        ));
+        for (v, n) in [(others.trusted.set(), set), (set, others.trusted.set())] {
+            assert!(matches!(
+                check_pinned_header(&signed, v, n, 7, &pin),
+                Err(LightError::Header { .. })
+            ));
+        }
         // The right header served for another height.
-        assert!(check_pinned_header(&signed, vals.trusted.set(), 8, &pin).is_err());
+        assert!(check_pinned_header(&signed, set, set, 8, &pin).is_err());
     }
 
     // ----- state proofs ----------------------------------------------------------------------

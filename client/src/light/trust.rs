@@ -16,9 +16,9 @@
 //! [`KnownChains`] is the user's record of chain id → root (`lemal trust add|list|remove`),
 //! kept as TOML in the user's config directory.
 //!
-//! The network has no validator updates yet: the resolved set signs every later header. When
-//! validator-set changes land, a root resolves to a trusted state at a height from which
-//! headers are followed across changes; the roots themselves stay as they are.
+//! A genesis or a pinned header resolves to a trusted state (a height, its time and the set
+//! that signs the next block) from which later headers are followed across validator-set
+//! changes ([`super::follow`]); a pinned validator-set hash admits that set only.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -39,6 +39,8 @@ const GENESIS_FINGERPRINT_LABEL: &[u8] = b"lemal/genesis-fingerprint/v1";
 #[derive(Clone, Debug)]
 pub struct GenesisInfo {
     chain_id: String,
+    time: tendermint::Time,
+    initial_height: u64,
     validators: ValidatorSet,
     fingerprint: [u8; 32],
 }
@@ -77,8 +79,8 @@ impl GenesisInfo {
             infos.push(info);
         }
         let validators = validator_set(infos).map_err(fail)?;
-        let fingerprint = genesis_fingerprint(&doc).map_err(fail)?;
-        Ok(GenesisInfo { chain_id, validators, fingerprint })
+        let (fingerprint, time, initial_height) = genesis_fingerprint(&doc).map_err(fail)?;
+        Ok(GenesisInfo { chain_id, time, initial_height, validators, fingerprint })
     }
 
     /// Read and parse the genesis file at `path`.
@@ -119,15 +121,18 @@ struct GenesisValidator {
     power: tendermint::vote::Power,
 }
 
-fn genesis_fingerprint(doc: &serde_json::Value) -> Result<[u8; 32], String> {
+/// The fingerprint, genesis time and initial height of a genesis document.
+fn genesis_fingerprint(
+    doc: &serde_json::Value,
+) -> Result<([u8; 32], tendermint::Time, u64), String> {
     use serde_json::Value;
     let field = |name: &str| doc.get(name).cloned().unwrap_or(Value::Null);
-    let time = match doc.get("genesis_time").and_then(Value::as_str) {
+    let genesis_time = match doc.get("genesis_time").and_then(Value::as_str) {
         Some(t) => tendermint::Time::parse_from_rfc3339(t)
-            .map_err(|e| format!("genesis_time {t:?}: {e}"))?
-            .to_rfc3339(),
+            .map_err(|e| format!("genesis_time {t:?}: {e}"))?,
         None => return Err("no genesis_time".into()),
     };
+    let time = genesis_time.to_rfc3339();
     let initial_height = match field("initial_height") {
         Value::Null => 1,
         Value::String(s) => s.parse::<u64>().map_err(|e| format!("initial_height {s:?}: {e}"))?,
@@ -166,7 +171,7 @@ fn genesis_fingerprint(doc: &serde_json::Value) -> Result<[u8; 32], String> {
     let mut h = Sha256::new();
     h.update(GENESIS_FINGERPRINT_LABEL);
     h.update(text.as_bytes());
-    Ok(h.finalize().into())
+    Ok((h.finalize().into(), genesis_time, initial_height))
 }
 
 /// JSON with object keys sorted and no whitespace.
@@ -342,39 +347,38 @@ impl TrustRoot {
         RootReport { kind, fingerprint: hex::encode(fingerprint), source }
     }
 
-    /// The validator set that must sign the header at `height`, from this root; what the root
-    /// needs from the node (its genesis, a pinned header, a validator set) is fetched and
-    /// checked against the root first.
+    /// What this root trusts, checked against what the node serves: for a genesis or a pinned
+    /// header, a state to follow validator-set changes from ([`super::follow`]); for a pinned
+    /// validator-set hash, the set that must sign the header at `height` itself.
     pub fn resolve(&self, node: &Node, height: u64) -> Result<TrustedValidators, LightError> {
         let root = self.report();
         match self {
-            TrustRoot::Genesis { genesis, .. } => Ok(TrustedValidators {
-                set: genesis.validators.clone(),
-                chain_id: Some(genesis.chain_id.clone()),
-                root,
-            }),
+            TrustRoot::Genesis { genesis, .. } => Ok(TrustedValidators::genesis(genesis, root)),
             TrustRoot::KnownGenesis { chain_id, fingerprint, .. } => {
                 let served = GenesisInfo::from_json(
                     &node.genesis()?,
                     &format!("the genesis served by {}", node.url()),
                 )?;
                 check_known_genesis(chain_id, fingerprint, &served)?;
-                Ok(TrustedValidators {
-                    set: served.validators,
-                    chain_id: Some(served.chain_id),
-                    root,
-                })
+                Ok(TrustedValidators::genesis(&served, root))
             }
             TrustRoot::ValidatorsHash { hash, chain_id } => {
                 let set = validator_set(node.validators(height)?).map_err(LightError::Trust)?;
                 check_pinned_set(&set, hash)?;
-                Ok(TrustedValidators { set, chain_id: chain_id.clone(), root })
+                Ok(TrustedValidators { set, chain_id: chain_id.clone(), from: None, root })
             }
             TrustRoot::Header { height: pinned, hash, .. } => {
                 let signed = node.signed_header(*pinned)?;
                 let set = validator_set(node.validators(*pinned)?).map_err(LightError::Trust)?;
-                let chain_id = check_pinned_header(&signed, &set, *pinned, hash)?;
-                Ok(TrustedValidators { set, chain_id: Some(chain_id), root })
+                let next =
+                    validator_set(node.validators(pinned + 1)?).map_err(LightError::Trust)?;
+                let chain_id = check_pinned_header(&signed, &set, &next, *pinned, hash)?;
+                Ok(TrustedValidators {
+                    set: next,
+                    chain_id: Some(chain_id),
+                    from: Some((*pinned, signed.header.time)),
+                    root,
+                })
             }
         }
     }
@@ -420,11 +424,12 @@ pub fn check_pinned_set(set: &ValidatorSet, pinned: &[u8; 32]) -> Result<(), Lig
     Ok(())
 }
 
-/// The header at `height` is the pinned one and `set` is the set it names (as validators and,
-/// while the network has no validator updates, as next validators). Returns its chain id.
+/// The header at `height` is the pinned one, `set` is the validator set it names and `next` the
+/// next validator set it names. Returns its chain id.
 pub fn check_pinned_header(
     signed: &SignedHeader,
     set: &ValidatorSet,
+    next: &ValidatorSet,
     height: u64,
     pinned: &[u8; 32],
 ) -> Result<String, LightError> {
@@ -442,32 +447,57 @@ pub fn check_pinned_header(
             ),
         });
     }
-    let served = hash_bytes(&set.hash());
-    if header.validators_hash != set.hash() || header.next_validators_hash != set.hash() {
-        return Err(LightError::Header {
-            height,
-            reason: format!(
-                "the validator set served for it hashes to {}, the trusted header names {} \
-                 (next {})",
-                hex::encode(served),
-                hex::encode(hash_bytes(&header.validators_hash)),
-                hex::encode(hash_bytes(&header.next_validators_hash))
-            ),
-        });
+    for (what, served, named) in [
+        ("validator set", set, header.validators_hash),
+        ("next validator set", next, header.next_validators_hash),
+    ] {
+        if served.hash() != named {
+            return Err(LightError::Header {
+                height,
+                reason: format!(
+                    "the {what} served for it hashes to {}, the trusted header names {}",
+                    hex::encode(hash_bytes(&served.hash())),
+                    hex::encode(hash_bytes(&named))
+                ),
+            });
+        }
     }
     Ok(chain_id)
 }
 
 /// A validator set the light client trusts, with the chain id it signs for (when known) and
-/// the root the trust comes from.
+/// the root the trust comes from. With `from`, the set signs the block after that height
+/// (whose header has that time) and later sets are followed from there; without, only this set
+/// may sign.
 #[derive(Clone, Debug)]
 pub struct TrustedValidators {
     pub(super) set: ValidatorSet,
     pub(super) chain_id: Option<String>,
+    pub(super) from: Option<(u64, tendermint::Time)>,
     pub(super) root: RootReport,
 }
 
 impl TrustedValidators {
+    fn genesis(genesis: &GenesisInfo, root: RootReport) -> Self {
+        TrustedValidators {
+            set: genesis.validators.clone(),
+            chain_id: Some(genesis.chain_id.clone()),
+            from: Some((genesis.initial_height.saturating_sub(1), genesis.time)),
+            root,
+        }
+    }
+
+    /// The trusted state to follow validator-set changes from, if this set is one.
+    pub fn state(&self) -> Option<super::TrustedState> {
+        let (height, time) = self.from?;
+        Some(super::TrustedState {
+            chain_id: self.chain_id.clone()?,
+            height,
+            time,
+            next_validators: self.set.clone(),
+        })
+    }
+
     /// The set's hash, as headers carry it in `validators_hash`.
     pub fn hash(&self) -> [u8; 32] {
         hash_bytes(&self.set.hash())
