@@ -20,7 +20,7 @@ use lemal_contracts::state::{
     QueryRecord, QueryStatus, Roster, SkipBlock, Timestamp,
 };
 use lemal_contracts::tx::{
-    querier_pop_context, CommitBitmap, RegisterQuery, SubmitProof, Tx, TxBody,
+    querier_pop_context, CommitBitmap, Envelope, RegisterQuery, SubmitProof, Tx, TxBody,
 };
 
 use crate::codes::TxError;
@@ -146,56 +146,60 @@ impl Machine {
         &self.roster
     }
 
-    /// Stateless checks short of the signature: size, decoding, chain id, signer in roster.
-    /// Returns the transaction and its signer's key.
-    fn decode(&self, bytes: &[u8]) -> Result<(Tx, &VerifyingKey), TxError> {
+    /// The cheap stateless checks, on the envelope only: size, chain id, signer in roster.
+    /// Returns the envelope and the signer's key; nothing of the body is decoded yet.
+    fn envelope<'a>(&self, bytes: &'a [u8]) -> Result<(Envelope<'a>, &VerifyingKey), TxError> {
         let max = self.params.max_tx_bytes as usize;
         if bytes.len() > max {
             return Err(TxError::TooLarge { size: bytes.len(), max });
         }
-        let tx = Tx::decode(bytes)?;
-        if tx.chain_id != self.chain_id {
-            return Err(TxError::WrongChain { got: tx.chain_id, expected: self.chain_id.clone() });
+        let envelope = Envelope::parse(bytes)?;
+        if envelope.chain_id != self.chain_id {
+            return Err(TxError::WrongChain {
+                got: envelope.chain_id.to_owned(),
+                expected: self.chain_id.clone(),
+            });
         }
         let key = self
             .roster
-            .signing_key(tx.signer)
-            .ok_or_else(|| TxError::UnknownSigner(tx.signer.to_string()))?;
-        Ok((tx, key))
+            .signing_key(envelope.signer)
+            .ok_or_else(|| TxError::UnknownSigner(envelope.signer.to_string()))?;
+        Ok((envelope, key))
     }
 
-    /// Stateless phase: size, decoding, chain id, signer in roster, signature.
+    /// Stateless phase, cheapest first: size, chain id and signer (from the envelope), the
+    /// signature over the signed bytes, and only then the strict decoding of the body (one point
+    /// decompression per ciphertext). Needs no state: callers run it outside any lock.
     pub fn decode_and_authenticate(&self, bytes: &[u8]) -> Result<Tx, TxError> {
-        let (tx, key) = self.decode(bytes)?;
-        tx.verify_signature(bytes, key).map_err(|e| TxError::BadSignature(e.to_string()))?;
-        Ok(tx)
+        let (envelope, key) = self.envelope(bytes)?;
+        envelope.verify_signature(key).map_err(|e| TxError::BadSignature(e.to_string()))?;
+        Ok(Tx::decode(bytes)?)
     }
 
-    /// The stateless phase for a whole block: decode every transaction, then check all
-    /// signatures in one batch (one by one only when the batch fails, to find the culprits).
-    /// Same results as [`Machine::decode_and_authenticate`] on each.
+    /// The stateless phase for a whole block: the envelope checks of every transaction, all
+    /// signatures in one batch (one by one only when the batch fails, to find the culprits),
+    /// then the bodies of the authentic ones. Same results as
+    /// [`Machine::decode_and_authenticate`] on each.
     pub fn authenticate_block<B: AsRef<[u8]>>(&self, txs: &[B]) -> Vec<Result<Tx, TxError>> {
-        let decoded: Vec<Result<(Tx, &VerifyingKey), TxError>> =
-            txs.iter().map(|b| self.decode(b.as_ref())).collect();
-        let items: Vec<_> = decoded
+        let envelopes: Vec<Result<(Envelope<'_>, &VerifyingKey), TxError>> =
+            txs.iter().map(|b| self.envelope(b.as_ref())).collect();
+        let items: Vec<_> = envelopes
             .iter()
-            .zip(txs)
-            .filter_map(|(d, b)| d.as_ref().ok().map(|(tx, key)| (tx, *key, b.as_ref())))
-            .map(|(tx, key, b)| {
-                (key, tx.body.message_kind(), lemal_contracts::tx::signed_part(b), &tx.signature)
-            })
+            .filter_map(|e| e.as_ref().ok())
+            .map(|(e, key)| (*key, e.kind, e.signed, &e.signature))
             .collect();
         let all_valid = lemal_contracts::sig::verify_batch(&items).is_ok();
-        decoded
+        envelopes
             .into_iter()
             .zip(txs)
-            .map(|(d, b)| {
-                let (tx, key) = d?;
+            .map(|(e, b)| {
+                let (envelope, key) = e?;
                 if !all_valid {
-                    tx.verify_signature(b.as_ref(), key)
+                    envelope
+                        .verify_signature(key)
                         .map_err(|e| TxError::BadSignature(e.to_string()))?;
                 }
-                Ok(tx)
+                Ok(Tx::decode(b.as_ref())?)
             })
             .collect()
     }
@@ -203,6 +207,19 @@ impl Machine {
     /// Stateless and stateful phases, without writing: what CheckTx runs.
     pub fn check(&self, state: &impl KvRead, ctx: &BlockCtx, bytes: &[u8]) -> Result<Tx, TxError> {
         let tx = self.decode_and_authenticate(bytes)?;
+        self.check_against_state(state, ctx, &tx)?;
+        Ok(tx)
+    }
+
+    /// The stateful phase alone, without writing, for a transaction that passed
+    /// [`Machine::decode_and_authenticate`] (CheckTx runs it under the store's read lock, and
+    /// alone when it re-checks a transaction it has already authenticated).
+    pub fn check_against_state(
+        &self,
+        state: &impl KvRead,
+        ctx: &BlockCtx,
+        tx: &Tx,
+    ) -> Result<(), TxError> {
         match &tx.body {
             TxBody::RegisterQuery(r) => self.check_register(state, tx.signer, r)?,
             TxBody::SubmitProof(p) => {
@@ -212,7 +229,7 @@ impl Machine {
                 self.check_commit(state, tx.signer, c)?;
             }
         }
-        Ok(tx)
+        Ok(())
     }
 
     /// The stateful phase and execution of an authenticated transaction (from
