@@ -25,7 +25,7 @@ use lemal_app::store::Store;
 use lemal_contracts::elgamal::{Ciphertext, SecretKey};
 use lemal_contracts::ids::{EntityId, ProofKind, QueryId};
 use lemal_contracts::proofs::range::{self, Bounds};
-use lemal_contracts::sig::{Signature, SigningKey};
+use lemal_contracts::sig::SigningKey;
 use lemal_contracts::state::{
     cn_pop_context, CnEntry, DpEntry, GenesisState, Params, Roster, VnEntry,
 };
@@ -138,11 +138,12 @@ fn fixture() -> Fixture {
     // As many ciphertexts as the size limit allows (header and signature take < 200 bytes).
     let max = params.max_tx_bytes as usize;
     let n = (max - 200) / 64;
-    let wrong_chain =
-        Tx::sign("another-chain", dp, points_body(query_id, c, n), &dp_sign, &mut rng).encode();
+    let foreign = Tx::sign("another-chain", dp, points_body(query_id, c, n), &dp_sign, &mut rng);
+    let wrong_chain = foreign.encode();
     assert!(wrong_chain.len() <= max);
+    // A well-formed signature, but over other bytes: the check runs to its end.
     let mut bad = Tx::sign(CHAIN, dp, points_body(query_id, c, n), &dp_sign, &mut rng);
-    bad.signature = Signature([7; 64]);
+    bad.signature = foreign.signature;
     let bad_signature = bad.encode();
     let mut garbage = vec![0u8; wrong_chain.len()];
     rng.fill_bytes(&mut garbage);
@@ -159,9 +160,11 @@ fn finalize(app: &LemalApp, height: i64, txs: &[Vec<u8>]) {
     app.commit();
 }
 
+/// CheckTx of `tx` (the request is built before the clock starts).
 fn check(app: &LemalApp, tx: &[u8], recheck: bool) -> (f64, u32) {
+    let request = RequestCheckTx { tx: tx.to_vec().into(), r#type: i32::from(recheck) };
     let t = Instant::now();
-    let r = app.check_tx(RequestCheckTx { tx: tx.to_vec().into(), r#type: i32::from(recheck) });
+    let r = app.check_tx(request);
     (micros(t), r.code)
 }
 

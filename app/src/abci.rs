@@ -186,15 +186,17 @@ impl LemalApp {
     /// CheckTx: the stateless and stateful checks of `tx` against the committed state (and the
     /// genesis writes while block 1 is pending). The stateless phase runs under no lock, and a
     /// re-check skips it when the transaction is in the cache of authenticated ones; a
-    /// transaction that passes enters the cache, one that fails leaves it.
+    /// transaction that passes enters the cache, a re-checked one that fails leaves it.
     fn check(&self, tx: &[u8], recheck: bool) -> Result<(), TxError> {
         let (machine, genesis, last_time) = {
             let consensus = self.consensus();
             let machine = consensus.machine.clone().ok_or(TxError::NotReady)?;
             (machine, consensus.genesis.clone(), consensus.last_time)
         };
-        let hash = Tx::hash(tx);
-        let cached = if recheck { self.checked().get(&hash) } else { None };
+        // Hashing a large transaction costs more than refusing a bad one: a new one is hashed
+        // only once it passed.
+        let hash = recheck.then(|| Tx::hash(tx));
+        let cached = hash.and_then(|h| self.checked().get(&h));
         let decoded = match cached {
             Some(decoded) => decoded,
             None => {
@@ -214,9 +216,13 @@ impl LemalApp {
             let ctx = BlockCtx { height: committed + 1, time: last_time };
             machine.check_against_state(&overlay, &ctx, &decoded)
         };
-        match &result {
-            Ok(()) => self.checked().insert(hash, decoded, tx.len()),
-            Err(_) => self.checked().remove(&hash),
+        match (&result, hash) {
+            (Ok(()), hash) => {
+                let hash = hash.unwrap_or_else(|| Tx::hash(tx));
+                self.checked().insert(hash, decoded, tx.len());
+            }
+            (Err(_), Some(hash)) => self.checked().remove(&hash),
+            (Err(_), None) => {}
         }
         result
     }
