@@ -5,6 +5,13 @@
 //! lock — block execution and queries read, Commit writes — and the consensus bookkeeping
 //! (genesis writes not yet committed, the block awaiting Commit) behind a mutex.
 //!
+//! CheckTx holds the consensus mutex only to copy three handles (the machine, the genesis writes,
+//! the last block time); its stateless phase — envelope, signature, then the body's decoding —
+//! runs under no lock at all, and its stateful phase under the store's read lock only, so a
+//! large or hostile transaction never delays FinalizeBlock, the proposal handlers or Commit. A
+//! re-check (CheckTx of type `Recheck`, after every block) finds the authenticated transaction in
+//! a bounded cache ([`crate::recheck`]) and repeats only the stateful phase.
+//!
 //! Genesis: InitChain runs the machine's genesis into a write set that is applied at the start of
 //! the first block, so the first Commit makes genesis and block one durable together; after a
 //! crash before that Commit, CometBFT runs InitChain again.
@@ -12,18 +19,20 @@
 //! Nothing a client sends can panic a handler: every rejection is a code and a log. A store that
 //! fails to read or write panics, since continuing would fork this node from the others.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 
 use lemal_contracts::state::Timestamp;
+use lemal_contracts::tx::Tx;
 use sha2::{Digest, Sha256};
 use tendermint_abci::Application;
 use tendermint_proto::google::protobuf::Timestamp as ProtoTime;
 use tendermint_proto::v0_38::abci::{
-    response_process_proposal::ProposalStatus, Event as AbciEvent, EventAttribute, ExecTxResult,
-    RequestCheckTx, RequestFinalizeBlock, RequestInfo, RequestInitChain, RequestPrepareProposal,
-    RequestProcessProposal, RequestQuery, ResponseCheckTx, ResponseCommit, ResponseFinalizeBlock,
-    ResponseInfo, ResponseInitChain, ResponsePrepareProposal, ResponseProcessProposal,
-    ResponseQuery,
+    response_process_proposal::ProposalStatus, CheckTxType, Event as AbciEvent, EventAttribute,
+    ExecTxResult, RequestCheckTx, RequestFinalizeBlock, RequestInfo, RequestInitChain,
+    RequestPrepareProposal, RequestProcessProposal, RequestQuery, ResponseCheckTx, ResponseCommit,
+    ResponseFinalizeBlock, ResponseInfo, ResponseInitChain, ResponsePrepareProposal,
+    ResponseProcessProposal, ResponseQuery,
 };
 use tendermint_proto::v0_38::crypto::public_key::Sum;
 use tracing::{debug, error, info, warn};
@@ -32,6 +41,7 @@ use crate::codes::TxError;
 use crate::ledger::{KvRead, KvWrite};
 use crate::machine::{BlockCtx, Event, Machine};
 use crate::query;
+use crate::recheck::CheckCache;
 use crate::store::{Overlay, Prepared, Store, WriteSet};
 
 impl KvRead for Overlay<'_> {
@@ -64,9 +74,9 @@ pub struct CommittedBlock {
 /// The consensus bookkeeping between requests.
 #[derive(Default)]
 struct Consensus {
-    machine: Option<Machine>,
+    machine: Option<Arc<Machine>>,
     /// Genesis writes waiting for the first block.
-    genesis: Option<WriteSet>,
+    genesis: Option<Arc<WriteSet>>,
     /// The executed block waiting for Commit.
     pending: Option<Prepared>,
     /// Time of the last finalized block (CheckTx runs "in" the next block).
@@ -77,6 +87,10 @@ struct Shared {
     store: Arc<RwLock<Store>>,
     consensus: Mutex<Consensus>,
     committed_tx: Mutex<Option<mpsc::Sender<CommittedBlock>>>,
+    /// Authenticated transactions by hash, for re-checks.
+    checked: Mutex<CheckCache>,
+    /// Stateless checks CheckTx ran (decoding and signature), for tests and diagnostics.
+    stateless_checks: AtomicU64,
 }
 
 /// The ABCI application; cheap to clone (one clone per CometBFT connection).
@@ -131,7 +145,7 @@ impl LemalApp {
         let machine = {
             let guard = store.read().unwrap_or_else(PoisonError::into_inner);
             let view = guard.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
-            Machine::load(&view)
+            Machine::load(&view).map(Arc::new)
         };
         let consensus = Consensus { machine, ..Consensus::default() };
         LemalApp {
@@ -139,6 +153,8 @@ impl LemalApp {
                 store,
                 consensus: Mutex::new(consensus),
                 committed_tx: Mutex::new(None),
+                checked: Mutex::new(CheckCache::default()),
+                stateless_checks: AtomicU64::new(0),
             }),
         }
     }
@@ -157,18 +173,58 @@ impl LemalApp {
         self.shared.consensus.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn checked(&self) -> std::sync::MutexGuard<'_, CheckCache> {
+        self.shared.checked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many times CheckTx ran the stateless phase (decoding and signature) rather than
+    /// finding the transaction already authenticated.
+    pub fn stateless_checks(&self) -> u64 {
+        self.shared.stateless_checks.load(Ordering::Relaxed)
+    }
+
     /// CheckTx: the stateless and stateful checks of `tx` against the committed state (and the
-    /// genesis writes while block 1 is pending).
-    fn check(&self, tx: &[u8]) -> Result<(), TxError> {
-        let consensus = self.consensus();
-        let machine = consensus.machine.as_ref().ok_or(TxError::NotReady)?;
-        let store = self.shared.store.read().unwrap_or_else(PoisonError::into_inner);
-        let mut overlay = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
-        if let Some(g) = &consensus.genesis {
-            apply(&mut overlay, g);
+    /// genesis writes while block 1 is pending). The stateless phase runs under no lock, and a
+    /// re-check skips it when the transaction is in the cache of authenticated ones; a
+    /// transaction that passes enters the cache, a re-checked one that fails leaves it.
+    fn check(&self, tx: &[u8], recheck: bool) -> Result<(), TxError> {
+        let (machine, genesis, last_time) = {
+            let consensus = self.consensus();
+            let machine = consensus.machine.clone().ok_or(TxError::NotReady)?;
+            (machine, consensus.genesis.clone(), consensus.last_time)
+        };
+        // Hashing a large transaction costs more than refusing a bad one: a new one is hashed
+        // only once it passed.
+        let hash = recheck.then(|| Tx::hash(tx));
+        let cached = hash.and_then(|h| self.checked().get(&h));
+        let decoded = match cached {
+            Some(decoded) => decoded,
+            None => {
+                self.shared.stateless_checks.fetch_add(1, Ordering::Relaxed);
+                Arc::new(machine.decode_and_authenticate(tx)?)
+            }
+        };
+        let result = {
+            let store = self.shared.store.read().unwrap_or_else(PoisonError::into_inner);
+            let mut overlay = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
+            let committed = store.committed().height;
+            // The genesis writes belong on top of an empty store only: if block 1 was committed
+            // since they were copied, they are in the store already.
+            if let (Some(g), 0) = (&genesis, committed) {
+                apply(&mut overlay, g);
+            }
+            let ctx = BlockCtx { height: committed + 1, time: last_time };
+            machine.check_against_state(&overlay, &ctx, &decoded)
+        };
+        match (&result, hash) {
+            (Ok(()), hash) => {
+                let hash = hash.unwrap_or_else(|| Tx::hash(tx));
+                self.checked().insert(hash, decoded, tx.len());
+            }
+            (Err(_), Some(hash)) => self.checked().remove(&hash),
+            (Err(_), None) => {}
         }
-        let ctx = BlockCtx { height: store.committed().height + 1, time: consensus.last_time };
-        machine.check(&overlay, &ctx, tx).map(|_| ())
+        result
     }
 
     /// Run `txs` through the block's checks and execution on a scratch overlay; returns each
@@ -256,9 +312,11 @@ impl Application for LemalApp {
         drop(store);
         info!(chain_id = %request.chain_id, app_hash = %hex::encode(app_hash), "genesis");
         let mut consensus = self.consensus();
-        consensus.machine = Some(machine);
-        consensus.genesis = Some(writes);
+        consensus.machine = Some(Arc::new(machine));
+        consensus.genesis = Some(Arc::new(writes));
         consensus.last_time = ctx.time;
+        drop(consensus);
+        self.checked().clear();
         ResponseInitChain {
             consensus_params: None,
             validators: request.validators,
@@ -267,10 +325,11 @@ impl Application for LemalApp {
     }
 
     fn check_tx(&self, request: RequestCheckTx) -> ResponseCheckTx {
-        match self.check(&request.tx) {
+        let recheck = request.r#type == CheckTxType::Recheck as i32;
+        match self.check(&request.tx, recheck) {
             Ok(()) => ResponseCheckTx { code: 0, ..Default::default() },
             Err(e) => {
-                debug!(code = e.code(), "check_tx rejected: {e:#}");
+                debug!(code = e.code(), recheck, "check_tx rejected: {e:#}");
                 ResponseCheckTx {
                     code: e.code(),
                     log: e.to_string(),

@@ -106,6 +106,18 @@ pub mod get {
             })
             .collect()
     }
+    /// The queries on the end-of-block agenda of `height`, in id order.
+    pub fn due(s: &impl KvRead, height: u64) -> Vec<QueryId> {
+        let prefix = keys::due_at(height);
+        s.scan_prefix(&prefix)
+            .into_iter()
+            .map(|(k, _)| {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&k[prefix.len()..prefix.len() + 16]);
+                QueryId(id)
+            })
+            .collect()
+    }
     /// Whether a proof is on the ledger (without decoding it).
     pub fn has_proof(s: &impl KvRead, k: &ProofKey) -> bool {
         s.get(&keys::proof(k)).is_some()
@@ -193,6 +205,14 @@ pub mod set {
         } else {
             s.delete(keys::open(q))
         }
+    }
+    /// Put a query on the end-of-block agenda of `height`.
+    pub fn due(s: &mut impl KvWrite, height: u64, q: &QueryId) {
+        s.put(keys::due(height, q), vec![1])
+    }
+    /// Take a query off the agenda of `height`.
+    pub fn done(s: &mut impl KvWrite, height: u64, q: &QueryId) {
+        s.delete(keys::due(height, q))
     }
     /// An accepted proof.
     pub fn proof(s: &mut impl KvWrite, v: &ProofRecord) {

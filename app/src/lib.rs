@@ -7,7 +7,8 @@
 //! - [`store`]: the authenticated, durable state — a Jellyfish Merkle tree persisted in redb;
 //! - [`abci`], [`server`] and [`query`]: the thin ABCI adapter, the socket server CometBFT
 //!   connects to, and the query paths;
-//! - [`worker`]: the off-chain verifier that commits this node's bitmaps.
+//! - [`worker`]: the off-chain verifier that commits this node's bitmaps;
+//! - [`recheck`]: what CheckTx remembers of mempool transactions between blocks.
 
 pub mod abci;
 /// The state layout, shared with clients.
@@ -16,6 +17,7 @@ pub mod codes;
 pub mod ledger;
 pub mod machine;
 pub mod query;
+pub mod recheck;
 pub mod server;
 pub mod store;
 pub mod worker;

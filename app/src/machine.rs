@@ -20,7 +20,7 @@ use lemal_contracts::state::{
     QueryRecord, QueryStatus, Roster, SkipBlock, Timestamp,
 };
 use lemal_contracts::tx::{
-    querier_pop_context, CommitBitmap, RegisterQuery, SubmitProof, Tx, TxBody,
+    querier_pop_context, CommitBitmap, Envelope, RegisterQuery, SubmitProof, Tx, TxBody,
 };
 
 use crate::codes::TxError;
@@ -146,56 +146,60 @@ impl Machine {
         &self.roster
     }
 
-    /// Stateless checks short of the signature: size, decoding, chain id, signer in roster.
-    /// Returns the transaction and its signer's key.
-    fn decode(&self, bytes: &[u8]) -> Result<(Tx, &VerifyingKey), TxError> {
+    /// The cheap stateless checks, on the envelope only: size, chain id, signer in roster.
+    /// Returns the envelope and the signer's key; nothing of the body is decoded yet.
+    fn envelope<'a>(&self, bytes: &'a [u8]) -> Result<(Envelope<'a>, &VerifyingKey), TxError> {
         let max = self.params.max_tx_bytes as usize;
         if bytes.len() > max {
             return Err(TxError::TooLarge { size: bytes.len(), max });
         }
-        let tx = Tx::decode(bytes)?;
-        if tx.chain_id != self.chain_id {
-            return Err(TxError::WrongChain { got: tx.chain_id, expected: self.chain_id.clone() });
+        let envelope = Envelope::parse(bytes)?;
+        if envelope.chain_id != self.chain_id {
+            return Err(TxError::WrongChain {
+                got: envelope.chain_id.to_owned(),
+                expected: self.chain_id.clone(),
+            });
         }
         let key = self
             .roster
-            .signing_key(tx.signer)
-            .ok_or_else(|| TxError::UnknownSigner(tx.signer.to_string()))?;
-        Ok((tx, key))
+            .signing_key(envelope.signer)
+            .ok_or_else(|| TxError::UnknownSigner(envelope.signer.to_string()))?;
+        Ok((envelope, key))
     }
 
-    /// Stateless phase: size, decoding, chain id, signer in roster, signature.
+    /// Stateless phase, cheapest first: size, chain id and signer (from the envelope), the
+    /// signature over the signed bytes, and only then the strict decoding of the body (one point
+    /// decompression per ciphertext). Needs no state: callers run it outside any lock.
     pub fn decode_and_authenticate(&self, bytes: &[u8]) -> Result<Tx, TxError> {
-        let (tx, key) = self.decode(bytes)?;
-        tx.verify_signature(bytes, key).map_err(|e| TxError::BadSignature(e.to_string()))?;
-        Ok(tx)
+        let (envelope, key) = self.envelope(bytes)?;
+        envelope.verify_signature(key).map_err(|e| TxError::BadSignature(e.to_string()))?;
+        Ok(Tx::decode(bytes)?)
     }
 
-    /// The stateless phase for a whole block: decode every transaction, then check all
-    /// signatures in one batch (one by one only when the batch fails, to find the culprits).
-    /// Same results as [`Machine::decode_and_authenticate`] on each.
+    /// The stateless phase for a whole block: the envelope checks of every transaction, all
+    /// signatures in one batch (one by one only when the batch fails, to find the culprits),
+    /// then the bodies of the authentic ones. Same results as
+    /// [`Machine::decode_and_authenticate`] on each.
     pub fn authenticate_block<B: AsRef<[u8]>>(&self, txs: &[B]) -> Vec<Result<Tx, TxError>> {
-        let decoded: Vec<Result<(Tx, &VerifyingKey), TxError>> =
-            txs.iter().map(|b| self.decode(b.as_ref())).collect();
-        let items: Vec<_> = decoded
+        let envelopes: Vec<Result<(Envelope<'_>, &VerifyingKey), TxError>> =
+            txs.iter().map(|b| self.envelope(b.as_ref())).collect();
+        let items: Vec<_> = envelopes
             .iter()
-            .zip(txs)
-            .filter_map(|(d, b)| d.as_ref().ok().map(|(tx, key)| (tx, *key, b.as_ref())))
-            .map(|(tx, key, b)| {
-                (key, tx.body.message_kind(), lemal_contracts::tx::signed_part(b), &tx.signature)
-            })
+            .filter_map(|e| e.as_ref().ok())
+            .map(|(e, key)| (*key, e.kind, e.signed, &e.signature))
             .collect();
         let all_valid = lemal_contracts::sig::verify_batch(&items).is_ok();
-        decoded
+        envelopes
             .into_iter()
             .zip(txs)
-            .map(|(d, b)| {
-                let (tx, key) = d?;
+            .map(|(e, b)| {
+                let (envelope, key) = e?;
                 if !all_valid {
-                    tx.verify_signature(b.as_ref(), key)
+                    envelope
+                        .verify_signature(key)
                         .map_err(|e| TxError::BadSignature(e.to_string()))?;
                 }
-                Ok(tx)
+                Ok(Tx::decode(b.as_ref())?)
             })
             .collect()
     }
@@ -203,6 +207,19 @@ impl Machine {
     /// Stateless and stateful phases, without writing: what CheckTx runs.
     pub fn check(&self, state: &impl KvRead, ctx: &BlockCtx, bytes: &[u8]) -> Result<Tx, TxError> {
         let tx = self.decode_and_authenticate(bytes)?;
+        self.check_against_state(state, ctx, &tx)?;
+        Ok(tx)
+    }
+
+    /// The stateful phase alone, without writing, for a transaction that passed
+    /// [`Machine::decode_and_authenticate`] (CheckTx runs it under the store's read lock, and
+    /// alone when it re-checks a transaction it has already authenticated).
+    pub fn check_against_state(
+        &self,
+        state: &impl KvRead,
+        ctx: &BlockCtx,
+        tx: &Tx,
+    ) -> Result<(), TxError> {
         match &tx.body {
             TxBody::RegisterQuery(r) => self.check_register(state, tx.signer, r)?,
             TxBody::SubmitProof(p) => {
@@ -212,7 +229,7 @@ impl Machine {
                 self.check_commit(state, tx.signer, c)?;
             }
         }
-        Ok(tx)
+        Ok(())
     }
 
     /// The stateful phase and execution of an authenticated transaction (from
@@ -233,11 +250,10 @@ impl Machine {
                     "lemal.register",
                     vec![("query", q.to_string()), ("registrar", signer.to_string())],
                 )];
-                set::query(
-                    state,
-                    &q,
-                    &QueryRecord { registration: *r, registrar: signer, registered_at: ctx.height },
-                );
+                let record =
+                    QueryRecord { registration: *r, registrar: signer, registered_at: ctx.height };
+                set::due(state, record.proof_deadline_height(), &q);
+                set::query(state, &q, &record);
                 set::progress(
                     state,
                     &q,
@@ -265,6 +281,15 @@ impl Machine {
                 );
                 progress.received += 1;
                 set::progress(state, &key.query, &progress);
+                let record = get::query(state, &key.query)
+                    .unwrap_or_else(|| panic!("query {} was checked to exist", key.query));
+                if progress.received as usize
+                    == record.registration.spec.expected_proofs(key.query).len()
+                {
+                    // Complete: the proof phase ends with this block, not at the deadline.
+                    set::done(state, record.proof_deadline_height(), &key.query);
+                    set::due(state, ctx.height, &key.query);
+                }
                 Ok(vec![Event::new("lemal.proof", vec![("key", key.to_string())])])
             }
             TxBody::CommitBitmap(c) => {
@@ -281,6 +306,16 @@ impl Machine {
                 );
                 progress.commits += 1;
                 set::progress(state, &c.query_id, &progress);
+                if progress.commits as usize == self.roster.vns.len() {
+                    // Every verifying node committed: finalize with this block.
+                    if let (QueryStatus::Committing { since }, Some(record)) =
+                        (progress.status, get::query(state, &c.query_id))
+                    {
+                        let window = since + u64::from(record.registration.commit_window);
+                        set::done(state, window, &c.query_id);
+                    }
+                    set::due(state, ctx.height, &c.query_id);
+                }
                 Ok(vec![Event::new(
                     "lemal.bitmap",
                     vec![("query", c.query_id.to_string()), ("verifier", signer.to_string())],
@@ -446,22 +481,35 @@ impl Machine {
 
     /// End of block: close proof phases whose set is complete or whose deadline passed, and
     /// finalize queries whose verifying nodes all committed or whose commit window ended.
+    ///
+    /// Only the queries on this height's agenda are looked at, not every open query. Each open
+    /// query has exactly one agenda entry, at the height where its phase ends unless something
+    /// ends it earlier: its proof deadline from registration, its commit window's end once its
+    /// proof phase closes; the entry moves to the current height when its last expected proof
+    /// or last bitmap commit arrives. Every such height is at least the current one, so no
+    /// agenda is left behind, and a block in which no phase ends writes nothing.
     pub fn end_block(&self, state: &mut impl KvWrite, ctx: &BlockCtx) -> Vec<Event> {
         let mut events = Vec::new();
-        for q in get::open_queries(state) {
+        for q in get::due(state, ctx.height) {
+            set::done(state, ctx.height, &q);
             let record = get::query(state, &q)
-                .unwrap_or_else(|| panic!("open query {q} has no registration"));
+                .unwrap_or_else(|| panic!("query {q} on the agenda has no registration"));
             let mut progress = get::progress(state, &q)
-                .unwrap_or_else(|| panic!("open query {q} has no progress record"));
+                .unwrap_or_else(|| panic!("query {q} on the agenda has no progress record"));
             let spec = &record.registration.spec;
             match progress.status {
                 QueryStatus::Collecting => {
                     let expected = spec.expected_proofs(q);
                     let complete = progress.received as usize == expected.len();
-                    if complete || ctx.height >= record.proof_deadline_height() {
+                    let deadline = record.proof_deadline_height();
+                    if !(complete || ctx.height >= deadline) {
+                        set::due(state, deadline, &q); // not reachable: kept for liveness
+                    } else {
                         progress.judged = Some(judge(state, &q, &expected));
                         progress.status = QueryStatus::Committing { since: ctx.height };
                         set::progress(state, &q, &progress);
+                        let window = ctx.height + u64::from(record.registration.commit_window);
+                        set::due(state, window, &q);
                         events.push(Event::new(
                             "lemal.proof_phase_end",
                             vec![
@@ -475,7 +523,9 @@ impl Machine {
                 QueryStatus::Committing { since } => {
                     let all = progress.commits as usize == self.roster.vns.len();
                     let window = since + u64::from(record.registration.commit_window);
-                    if all || ctx.height >= window {
+                    if !(all || ctx.height >= window) {
+                        set::due(state, window, &q); // not reachable: kept for liveness
+                    } else {
                         let index = self.finalize(state, ctx, &record, &progress);
                         progress.status = QueryStatus::Finalized { block: index };
                         set::progress(state, &q, &progress);
@@ -487,7 +537,7 @@ impl Machine {
                     }
                 }
                 QueryStatus::Finalized { .. } => {
-                    panic!("finalized query {q} is still in the open set")
+                    panic!("finalized query {q} is on the agenda of height {}", ctx.height)
                 }
             }
         }
@@ -682,6 +732,88 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A state that counts the values read and the prefixes scanned.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemState,
+        gets: std::cell::Cell<usize>,
+        scans: std::cell::Cell<usize>,
+    }
+
+    impl KvRead for Counting {
+        fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+            self.gets.set(self.gets.get() + 1);
+            self.inner.get(key)
+        }
+        fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+            self.scans.set(self.scans.get() + 1);
+            self.inner.scan_prefix(prefix)
+        }
+    }
+
+    impl KvWrite for Counting {
+        fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+            self.inner.put(key, value)
+        }
+        fn delete(&mut self, key: Vec<u8>) {
+            self.inner.delete(key)
+        }
+    }
+
+    fn registration(i: u8, rng: &mut ChaCha20Rng) -> RegisterQuery {
+        let querier = SecretKey::random(rng);
+        let query_id = QueryId([i; 16]);
+        RegisterQuery {
+            query_id,
+            querier_key: querier.public(),
+            querier_pop: querier.prove_possession(&querier_pop_context("chain", &query_id), rng),
+            spec: lemal_contracts::tx::QuerySpec {
+                sql: "SELECT sum(x) FROM y".into(),
+                operation: lemal_contracts::tx::Operation::Sum,
+                range_bits: 8,
+                bounds: vec![lemal_contracts::proofs::range::Bounds { lo: 0, hi: 10 }],
+                dps: vec![0],
+                cns: vec![0],
+                noise: Vec::new(),
+            },
+            threshold_ppm: 400_000,
+            proof_deadline: 100,
+            commit_window: 10,
+        }
+    }
+
+    /// End of block looks at the queries whose phase may end in that block, not at every open
+    /// query: a hundred open queries far from their deadlines cost it one agenda scan.
+    #[test]
+    fn end_block_reads_only_the_queries_on_its_agenda() {
+        let mut state = Counting::default();
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let ctx = |height| BlockCtx { height, time: Timestamp::default() };
+        let machine =
+            Machine::genesis(&mut state, "chain", &genesis_json(&Params::default()), &[], &ctx(1))
+                .expect("genesis");
+        for i in 0..100 {
+            let tx = Tx {
+                chain_id: "chain".into(),
+                signer: EntityId::cn(0),
+                body: TxBody::RegisterQuery(Box::new(registration(i, &mut rng))),
+                signature: lemal_contracts::sig::Signature([0; 64]),
+            };
+            machine.execute(&mut state, &ctx(2), tx).expect("registers");
+        }
+        assert_eq!(get::open_queries(&state).len(), 100);
+        state.gets.set(0);
+        state.scans.set(0);
+        assert!(machine.end_block(&mut state, &ctx(3)).is_empty());
+        assert_eq!((state.gets.get(), state.scans.get()), (0, 1), "one scan of the agenda");
+
+        // At the deadline, every one of them is looked at and closes its proof phase.
+        let events = machine.end_block(&mut state, &ctx(102));
+        assert_eq!(events.len(), 100);
+        assert!(get::due(&state, 102).is_empty(), "the agenda of a past height is emptied");
+        assert_eq!(get::due(&state, 112).len(), 100, "each is due again at its window's end");
     }
 
     trait BaseZeros {

@@ -1,18 +1,22 @@
 //! `lemal-vn`: one verifying node's application process — the ABCI server CometBFT connects to,
 //! and the verifier worker.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, RwLock};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use lemal_app::abci::LemalApp;
+use lemal_app::server::{Address, Listener};
 use lemal_app::store::Store;
 use lemal_app::worker::{RpcBroadcast, Worker};
 use lemal_contracts::ids::Role;
 use lemal_contracts::sig::KeyFile;
-use tracing::info;
+use tracing::{error, info};
+
+/// The exit status of `lemal-vn` when its verifier worker dies.
+const WORKER_DIED: i32 = 3;
 
 /// A Lemal verifying node's application: serves ABCI to its CometBFT node and verifies the
 /// proofs its VRF selects.
@@ -22,13 +26,16 @@ struct Args {
     /// Folder of the node's database.
     #[arg(long, env = "LEMAL_VN_HOME")]
     home: PathBuf,
-    /// Address the ABCI server listens on (loopback only).
+    /// Where the ABCI server listens: `127.0.0.1:PORT` or `tcp://127.0.0.1:PORT` (loopback
+    /// only), or `unix:///path/to.sock` (a socket only this user can open; CometBFT's
+    /// `proxy_app` takes the same `unix://` form).
     #[arg(long, env = "LEMAL_VN_ABCI", default_value = "127.0.0.1:26658")]
-    abci: SocketAddr,
+    abci: Address,
     /// RPC address of this node's CometBFT, where bitmap commits are broadcast.
     #[arg(long, env = "LEMAL_VN_RPC", default_value = "http://127.0.0.1:26657")]
     rpc: String,
-    /// Key file of this verifying node (`{"entity": "vn-N", "sr25519_seed": "..."}`).
+    /// Key file of this verifying node (`{"entity": "vn-N", "sr25519_seed": "..."}`); it must
+    /// be readable by its owner only (`chmod 600 FILE`).
     #[arg(long, env = "LEMAL_VN_KEY")]
     key: PathBuf,
     /// Threads that verify proofs.
@@ -45,9 +52,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if !args.abci.ip().is_loopback() {
-        bail!("refusing to listen on {}: the ABCI server binds to loopback only", args.abci);
-    }
+    check_key_permissions(&args.key)?;
     let key_file: KeyFile = serde_json::from_slice(
         &std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?,
     )
@@ -70,11 +75,40 @@ fn main() -> Result<()> {
     let (tx, rx) = mpsc::channel();
     app.on_commit(tx);
     let broadcast = RpcBroadcast::new(&args.rpc).map_err(anyhow::Error::msg)?;
-    Worker::new(key_file.entity, key, app.store(), broadcast, args.workers).spawn(rx);
+    let worker = Worker::new(key_file.entity, key, app.store(), broadcast, args.workers).spawn(rx);
+    // A dead worker would stop this node's bitmaps without a sound: make it loud and fatal.
+    std::thread::Builder::new()
+        .name("worker-watch".into())
+        .spawn(move || {
+            let why = lemal_app::worker::wait(worker);
+            error!("{why}; exiting with status {WORKER_DIED}");
+            eprintln!("lemal-vn: {why}");
+            std::process::exit(WORKER_DIED);
+        })
+        .context("spawning the worker's watcher")?;
 
-    let listener = std::net::TcpListener::bind(args.abci)
+    let listener = Listener::bind(&args.abci)
         .with_context(|| format!("binding the ABCI server to {}", args.abci))?;
     info!(abci = %args.abci, vn = %key_file.entity, "serving ABCI");
     lemal_app::server::serve(listener, app).context("ABCI server stopped")?;
+    Ok(())
+}
+
+/// Refuse a key file that other users may read: the sr25519 seed in it signs this node's
+/// bitmaps and VRF.
+fn check_key_permissions(path: &Path) -> Result<()> {
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} is readable by other users (mode {:03o}); it holds this node's secret key. \
+             Run `chmod 600 {}` and start again",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
     Ok(())
 }

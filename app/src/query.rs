@@ -11,17 +11,23 @@
 //! | `/skipchain/forward/{n}` | forward links `Vec<[u8; 32]>` | yes |
 //! | `/query/{id}` | `QueryRecord` (registration) | yes |
 //! | `/query/{id}/progress` | `QueryProgress` (status, counts, judged set) | yes |
-//! | `/query/{id}/bitmaps` | `Vec<BitmapCommitRecord>` so far | no (list) |
-//! | `/proofs/{id}` | `Vec<ProofRecord>` of the query | no (list; the skipblock's proofs root authenticates them) |
+//! | `/query/{id}/bitmaps[/from/{n}]` | `Page<BitmapCommitRecord>` so far | no (list) |
+//! | `/proofs/{id}[/from/{n}]` | `Page<ProofRecord>` of the query | no (list; the skipblock's proofs root authenticates them) |
 //! | `/proof/{id}/{kind}/{creator}/{index}` | `ProofRecord` | yes |
 //! | `/roster` | `Roster` | yes |
 //! | `/params` | `Params` | yes |
 //!
+//! A list path answers one [`Page`](lemal_contracts::page::Page) — from entry `n` (0 when
+//! `/from/{n}` is left out), at most [`PAGE_ENTRIES`] entries and [`PAGE_BYTES`] of values past
+//! the first — so that no answer copies an unbounded list under the store's lock.
+//!
 //! Errors: code 1 for a malformed path or argument, 2 for a key that does not exist (with a
-//! non-existence proof when `prove` is set), 3 for a height the store cannot answer.
+//! non-existence proof when `prove` is set), 3 for a height the store cannot answer, 4 for
+//! `prove` on a list path (lists are not provable).
 
-use lemal_contracts::group::{from_borsh, to_borsh};
+use lemal_contracts::group::from_borsh;
 use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId};
+use lemal_contracts::page::{encode_page, PAGE_BYTES, PAGE_ENTRIES};
 use tendermint_proto::v0_38::abci::{RequestQuery, ResponseQuery};
 use tendermint_proto::v0_38::crypto::{ProofOp, ProofOps};
 
@@ -39,6 +45,8 @@ pub mod code {
     pub const NOT_FOUND: u32 = 2;
     /// The store cannot answer at that height.
     pub const BAD_HEIGHT: u32 = 3;
+    /// `prove` was set on a list path: lists carry no proof.
+    pub const NOT_PROVABLE: u32 = 4;
 }
 
 enum Target {
@@ -46,13 +54,15 @@ enum Target {
     Key(Vec<u8>),
     /// A key resolved through an index key holding a `u64` block index.
     Indexed(Vec<u8>),
-    /// Every value under a prefix, as a borsh `Vec` of the values.
-    List(Vec<u8>),
+    /// One page of the values under a prefix, from the given entry on.
+    List(Vec<u8>, usize),
 }
 
 fn parse_path(path: &str) -> Result<Target, String> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let query_id = |s: &str| s.parse::<QueryId>().map_err(|e| format!("{e}"));
+    let from =
+        |n: &str| n.parse::<u32>().map(|n| n as usize).map_err(|_| format!("bad page start {n:?}"));
     Ok(match parts.as_slice() {
         ["skipchain", "latest"] => Target::Indexed(keys::SKIP_HEAD.to_vec()),
         ["skipchain", "index", n] => {
@@ -69,8 +79,12 @@ fn parse_path(path: &str) -> Result<Target, String> {
         ["skipchain", "query", id] => Target::Indexed(keys::block_by_query(&query_id(id)?)),
         ["query", id] => Target::Key(keys::query(&query_id(id)?)),
         ["query", id, "progress"] => Target::Key(keys::progress(&query_id(id)?)),
-        ["query", id, "bitmaps"] => Target::List(keys::commits_of(&query_id(id)?)),
-        ["proofs", id] => Target::List(keys::proofs_of(&query_id(id)?)),
+        ["query", id, "bitmaps"] => Target::List(keys::commits_of(&query_id(id)?), 0),
+        ["query", id, "bitmaps", "from", n] => {
+            Target::List(keys::commits_of(&query_id(id)?), from(n)?)
+        }
+        ["proofs", id] => Target::List(keys::proofs_of(&query_id(id)?), 0),
+        ["proofs", id, "from", n] => Target::List(keys::proofs_of(&query_id(id)?), from(n)?),
         ["proof", id, kind, creator, index] => Target::Key(keys::proof(&ProofKey {
             query: query_id(id)?,
             kind: kind.parse::<ProofKind>().map_err(|e| e.to_string())?,
@@ -131,7 +145,16 @@ pub fn answer(store: &Store, request: &RequestQuery) -> ResponseQuery {
             }
             Err(e) => return fail(code::BAD_HEIGHT, e.to_string(), height),
         },
-        Target::List(prefix) => {
+        Target::List(prefix, skip) => {
+            if request.prove {
+                return fail(
+                    code::NOT_PROVABLE,
+                    "list paths are not provable: prove each entry by its own key, or a query's \
+                     proofs by its skipblock's proofs root"
+                        .into(),
+                    height,
+                );
+            }
             if height != latest {
                 return fail(
                     code::BAD_HEIGHT,
@@ -139,17 +162,11 @@ pub fn answer(store: &Store, request: &RequestQuery) -> ResponseQuery {
                     height,
                 );
             }
-            let values: Vec<Vec<u8>> = match store.scan_prefix(&prefix) {
-                Ok(entries) => entries.into_iter().map(|(_, v)| v).collect(),
-                Err(e) => panic!("store scan failed: {e}"),
-            };
-            // A borsh Vec of borsh values: a u32 count, then the values back to back.
-            let mut value = to_borsh(&(values.len() as u32));
-            for v in values {
-                value.extend_from_slice(&v);
-            }
+            let (values, more) = store
+                .scan_page(&prefix, skip, PAGE_ENTRIES, PAGE_BYTES)
+                .unwrap_or_else(|e| panic!("store scan failed: {e}"));
             return ResponseQuery {
-                value: value.into(),
+                value: encode_page(&values, more).into(),
                 height: i64::try_from(height).unwrap_or(i64::MAX),
                 ..Default::default()
             };

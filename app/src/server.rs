@@ -10,9 +10,16 @@
 //!
 //! Frames are bounded by [`MAX_FRAME_BYTES`]; an empty, undecodable or oversized request ends
 //! that connection with a logged error instead of a panic or an unbounded allocation.
+//!
+//! The server listens on TCP (loopback) or on a unix socket ([`Listener`]); a unix socket, made
+//! readable and writable by its owner only, keeps other local users from speaking ABCI to the
+//! application, which any local process can do on a TCP port.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::thread;
 
 use prost14::Message;
@@ -48,26 +55,150 @@ pub enum ConnectionError {
     Empty,
 }
 
-/// Accept connections on `listener` forever, one thread per connection.
-///
-/// Returns only when accepting fails.
-pub fn serve<A: Application>(listener: TcpListener, app: A) -> io::Result<()> {
-    loop {
-        let (stream, peer) = listener.accept()?;
-        info!(%peer, "ABCI connection");
-        let app = app.clone();
-        thread::Builder::new().name(format!("abci-{}", peer.port())).spawn(
-            move || match connection(stream, &app) {
-                Ok(()) => info!(%peer, "ABCI connection closed"),
-                Err(e) => warn!(%peer, "ABCI connection dropped: {e}"),
-            },
-        )?;
+/// Where the ABCI server listens, as given on the command line: `127.0.0.1:PORT`,
+/// `tcp://127.0.0.1:PORT` (loopback only) or `unix:///path/to.sock`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// A loopback TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+/// The longest unix socket path the kernel accepts (`sun_path` holds 108 bytes with its NUL).
+const MAX_UNIX_PATH: usize = 107;
+
+impl std::str::FromStr for Address {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(format!("{s:?}: a unix socket path must be absolute (unix:///path)"));
+            }
+            if path.len() > MAX_UNIX_PATH {
+                return Err(format!("{s:?}: a unix socket path has at most {MAX_UNIX_PATH} bytes"));
+            }
+            return Ok(Address::Unix(PathBuf::from(path)));
+        }
+        let addr: SocketAddr =
+            s.strip_prefix("tcp://").unwrap_or(s).parse().map_err(|e| {
+                format!("{s:?}: expected IP:PORT, tcp://IP:PORT or unix:///path ({e})")
+            })?;
+        if !addr.ip().is_loopback() {
+            return Err(format!("{s:?}: the ABCI server binds to loopback only"));
+        }
+        Ok(Address::Tcp(addr))
     }
 }
 
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "tcp://{a}"),
+            Address::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
+}
+
+/// A bound ABCI listener.
+#[derive(Debug)]
+pub enum Listener {
+    /// On a loopback TCP port.
+    Tcp(TcpListener),
+    /// On a unix socket.
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Bind `address`. A unix socket replaces a stale socket file at its path (never another
+    /// kind of file) and is made accessible to its owner only (mode 0600).
+    pub fn bind(address: &Address) -> io::Result<Listener> {
+        match address {
+            Address::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a)?)),
+            Address::Unix(path) => {
+                remove_stale_socket(path)?;
+                let listener = UnixListener::bind(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                Ok(Listener::Unix(listener))
+            }
+        }
+    }
+}
+
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A connected stream the server can read and write from two handles.
+pub trait Stream: Read + Write + Send + Sized + 'static {
+    /// A second handle on the same connection.
+    fn try_clone(&self) -> io::Result<Self>;
+    /// Socket options set before the first request.
+    fn configure(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream for TcpStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        TcpStream::try_clone(self)
+    }
+    fn configure(&self) -> io::Result<()> {
+        self.set_nodelay(true)
+    }
+}
+
+impl Stream for UnixStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        UnixStream::try_clone(self)
+    }
+}
+
+/// Accept connections on `listener` forever, one thread per connection.
+///
+/// Returns only when accepting fails.
+pub fn serve<A: Application>(listener: Listener, app: A) -> io::Result<()> {
+    for n in 0u64.. {
+        let (name, spawned) = match &listener {
+            Listener::Tcp(l) => {
+                let (stream, peer) = l.accept()?;
+                let name = peer.to_string();
+                (name.clone(), spawn_connection(stream, name, app.clone()))
+            }
+            Listener::Unix(l) => {
+                let (stream, _) = l.accept()?;
+                let name = format!("unix#{n}");
+                (name.clone(), spawn_connection(stream, name, app.clone()))
+            }
+        };
+        spawned?;
+        info!(peer = %name, "ABCI connection");
+    }
+    Ok(())
+}
+
+fn spawn_connection<S: Stream, A: Application>(stream: S, peer: String, app: A) -> io::Result<()> {
+    thread::Builder::new().name(format!("abci-{peer}")).spawn(move || {
+        match connection(stream, &app) {
+            Ok(()) => info!(%peer, "ABCI connection closed"),
+            Err(e) => warn!(%peer, "ABCI connection dropped: {e}"),
+        }
+    })?;
+    Ok(())
+}
+
 /// Serve one connection until the peer closes it.
-pub fn connection<A: Application>(stream: TcpStream, app: &A) -> Result<(), ConnectionError> {
-    stream.set_nodelay(true)?;
+pub fn connection<S: Stream, A: Application>(stream: S, app: &A) -> Result<(), ConnectionError> {
+    stream.configure()?;
     let mut reader = BufReader::with_capacity(1 << 16, stream.try_clone()?);
     let mut writer = BufWriter::with_capacity(1 << 16, stream);
     let mut frame = Vec::new();
@@ -148,8 +279,40 @@ mod tests {
     fn start() -> SocketAddr {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
-        thread::spawn(move || serve(listener, Defaults));
+        thread::spawn(move || serve(Listener::Tcp(listener), Defaults));
         addr
+    }
+
+    #[test]
+    fn a_unix_socket_serves_its_owner_only_and_answers_like_tcp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abci.sock");
+        let address: Address = format!("unix://{}", path.display()).parse().unwrap();
+        std::fs::write(&path, b"stale").unwrap();
+        assert!(Listener::bind(&address).is_err(), "a file that is not a socket is kept");
+        std::fs::remove_file(&path).unwrap();
+        let listener = Listener::bind(&address).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        thread::spawn(move || serve(listener, Defaults));
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.write_all(&request(request::Value::Echo(RequestEcho { message: "u".into() }))).unwrap();
+        let answer = read_response(&mut BufReader::new(s)).unwrap().value;
+        assert!(matches!(answer, Some(response::Value::Echo(e)) if e.message == "u"));
+        // A second bind replaces the stale socket left by the first.
+        assert!(Listener::bind(&address).is_ok());
+    }
+
+    #[test]
+    fn addresses_are_loopback_tcp_or_absolute_unix_paths() {
+        let tcp: SocketAddr = "127.0.0.1:26658".parse().unwrap();
+        assert_eq!("127.0.0.1:26658".parse(), Ok(Address::Tcp(tcp)));
+        assert_eq!("tcp://127.0.0.1:26658".parse(), Ok(Address::Tcp(tcp)));
+        assert_eq!("unix:///run/a.sock".parse(), Ok(Address::Unix("/run/a.sock".into())));
+        assert!("0.0.0.0:26658".parse::<Address>().is_err(), "not loopback");
+        assert!("unix://relative.sock".parse::<Address>().is_err());
+        assert!(format!("unix:///{}", "a".repeat(200)).parse::<Address>().is_err());
+        assert_eq!(Address::Tcp(tcp).to_string(), "tcp://127.0.0.1:26658");
     }
 
     fn request(value: request::Value) -> Vec<u8> {

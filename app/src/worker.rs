@@ -9,11 +9,14 @@
 //!    committed — on a small pool of threads;
 //! 3. when the proof phase has ended, builds its verdicts (0/1 for what it verified, 2 for what
 //!    it was not assigned, 3 for what never arrived), signs a `CommitBitmap` and broadcasts it
-//!    through its own CometBFT node's RPC, re-broadcasting every few blocks until the commit is
-//!    on the ledger or the query is closed.
+//!    through its own CometBFT node's RPC, re-broadcasting the same signed bytes every few blocks
+//!    until the commit is on the ledger or the query is closed (the same bytes have the same
+//!    hash, so CometBFT's mempool keeps one copy).
 //!
-//! Consensus never waits for the worker: a slow or stopped worker only means this node's
-//! bitmap arrives late or not at all (and its entries become 3).
+//! Consensus never waits for the worker: a slow worker only means this node's bitmap arrives
+//! late (or, after the commit window, not at all, and its entries become 3). A worker that
+//! stops — a panic in its thread — is not left to fail quietly: [`wait`] reports why, and
+//! `lemal-vn` then exits with an error, so that the operator (or a supervisor) sees it.
 
 use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, PoisonError, RwLock};
@@ -104,6 +107,9 @@ struct QueryWork {
     vrf: (VrfOutput, VrfProof),
     verdicts: BTreeMap<ProofKey, Verdict>,
     last_broadcast: Option<u64>,
+    /// The signed bitmap commit, kept until it is on the ledger: every re-broadcast sends
+    /// these bytes again.
+    signed: Option<Vec<u8>>,
 }
 
 /// The worker's state; [`Worker::on_commit`] is one step, so tests can drive it directly.
@@ -166,25 +172,27 @@ impl<B: Broadcast> Worker<B> {
             if entry.last_broadcast.is_some_and(|h| height < h + REBROADCAST_BLOCKS) {
                 continue;
             }
-            let expected = record.registration.spec.expected_proofs(q);
-            let verdicts = expected
-                .iter()
-                .zip(&judged.received)
-                .map(|(k, &received)| match received {
-                    // Selected proofs were verified above; the rest were not assigned.
-                    true => *entry.verdicts.get(k).unwrap_or(&Verdict::NotSelected),
-                    false => Verdict::NotReceived,
-                })
-                .collect();
-            let body = TxBody::CommitBitmap(CommitBitmap {
-                query_id: q,
-                vrf: entry.vrf.1,
-                proofs_digest: judged.proofs_root,
-                verdicts,
+            let signed = entry.signed.get_or_insert_with(|| {
+                let expected = record.registration.spec.expected_proofs(q);
+                let verdicts = expected
+                    .iter()
+                    .zip(&judged.received)
+                    .map(|(k, &received)| match received {
+                        // Selected proofs were verified above; the rest were not assigned.
+                        true => *entry.verdicts.get(k).unwrap_or(&Verdict::NotSelected),
+                        false => Verdict::NotReceived,
+                    })
+                    .collect();
+                let body = TxBody::CommitBitmap(CommitBitmap {
+                    query_id: q,
+                    vrf: entry.vrf.1,
+                    proofs_digest: judged.proofs_root,
+                    verdicts,
+                });
+                Tx::sign(&chain_id, self.me, body, &self.key, rand_core::OsRng).encode()
             });
-            let tx = Tx::sign(&chain_id, self.me, body, &self.key, rand_core::OsRng);
             entry.last_broadcast = Some(height);
-            match self.broadcast.broadcast(tx.encode()) {
+            match self.broadcast.broadcast(signed.clone()) {
                 Ok(()) => {
                     info!(vn = %self.me, query = %q, "bitmap broadcast");
                     sent.push(q);
@@ -225,6 +233,7 @@ impl<B: Broadcast> Worker<B> {
                 ),
                 verdicts: BTreeMap::new(),
                 last_broadcast: None,
+                signed: None,
             });
             let threshold = record.registration.threshold_ppm;
             for proof in get::proofs(&view, q) {
@@ -250,10 +259,44 @@ impl<B: Broadcast> Worker<B> {
             {
                 if get::commit(&view, q, self.me).is_none() {
                     ready.push((record, judged));
+                } else {
+                    entry.signed = None;
                 }
             }
         }
         Some((machine.chain_id().to_owned(), work, ready))
+    }
+}
+
+/// Why a worker thread ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// It panicked, with this message.
+    Panicked(String),
+    /// Its channel of committed blocks closed (the application was dropped).
+    Stopped,
+}
+
+impl std::fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerExit::Panicked(why) => write!(f, "the verifier worker panicked: {why}"),
+            WorkerExit::Stopped => write!(f, "the verifier worker stopped: its block feed closed"),
+        }
+    }
+}
+
+/// Wait for the worker thread of `handle` to end, and say why it did.
+pub fn wait(handle: thread::JoinHandle<()>) -> WorkerExit {
+    match handle.join() {
+        Ok(()) => WorkerExit::Stopped,
+        Err(payload) => WorkerExit::Panicked(
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned()),
+        ),
     }
 }
 

@@ -1,7 +1,12 @@
 //! The keys of every entity of a network, and the genesis roster built from them.
 //!
-//! A localnet generates one keyring and writes each entity's [`KeyFile`]; the client reads them
-//! back to act as data providers and computing nodes.
+//! A localnet generates one keyring and writes each entity's [`KeyFile`] ([`write_key_file`],
+//! readable by its owner only); the client reads them back to act as data providers and
+//! computing nodes.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 
 use lemal_contracts::elgamal::SecretKey;
 use lemal_contracts::ids::{EntityId, Role};
@@ -133,5 +138,77 @@ impl Keyring {
             }
         }
         Ok(ring)
+    }
+}
+
+/// The mode of key files: read and write for their owner only.
+pub const KEY_FILE_MODE: u32 = 0o600;
+
+/// Write `file` as JSON to `path` with mode [`KEY_FILE_MODE`] from its creation on (an existing
+/// file is truncated and its mode tightened first), so no other user can ever read the secret.
+pub fn write_key_file(path: &Path, file: &KeyFile) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(file).map_err(std::io::Error::other)? + "\n";
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(KEY_FILE_MODE)
+        .open(path)?;
+    out.set_permissions(std::fs::Permissions::from_mode(KEY_FILE_MODE))?;
+    out.set_len(0)?;
+    out.write_all(text.as_bytes())?;
+    out.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    /// A fresh folder under the system's temporary folder, removed on drop.
+    struct TempDir(std::path::PathBuf);
+    impl TempDir {
+        fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "lemal-keyring-{}-{}",
+                std::process::id(),
+                rand_core::OsRng.next_u64()
+            ));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            TempDir(dir)
+        }
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn key_files_are_written_readable_by_their_owner_only() {
+        let dir = TempDir::new();
+        let ring = Keyring::generate(1, 1, 1, &mut ChaCha20Rng::seed_from_u64(1));
+        let files = ring.key_files();
+        let path = dir.path().join("cn-0.json");
+        write_key_file(&path, &files[1]).expect("write");
+        assert_eq!(mode(&path), KEY_FILE_MODE);
+        let back: KeyFile =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(back.entity, files[1].entity);
+        // An existing, world-readable file is tightened before the secret goes in.
+        let old = dir.path().join("old.json");
+        std::fs::write(&old, "x".repeat(5000)).expect("write");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_key_file(&old, &files[0]).expect("write");
+        assert_eq!(mode(&old), KEY_FILE_MODE);
+        assert!(serde_json::from_slice::<KeyFile>(&std::fs::read(&old).expect("read")).is_ok());
     }
 }

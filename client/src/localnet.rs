@@ -24,7 +24,8 @@
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,7 +36,7 @@ use lemal_contracts::sig::KeyFile;
 use lemal_contracts::state::Params;
 use serde::{Deserialize, Serialize};
 
-use crate::keyring::Keyring;
+use crate::keyring::{write_key_file, Keyring};
 use crate::rpc::{Node, RpcError};
 
 /// The CometBFT release the localnet runs.
@@ -194,6 +195,11 @@ impl Layout {
     /// `lemal-vn` home of node `i`.
     fn app_dir(&self, i: usize) -> PathBuf {
         self.node_dir(i).join("app")
+    }
+
+    /// The unix socket node `i`'s `lemal-vn` serves ABCI on, as `unix://` address.
+    pub fn abci_socket(&self, i: usize) -> String {
+        format!("unix://{}", self.node_dir(i).join("abci.sock").display())
     }
 
     /// The log folder.
@@ -683,13 +689,14 @@ fn quoted(s: &str) -> String {
 /// sizes a localnet of Lemal needs.
 fn node_settings(
     ports: &Ports,
+    abci: &str,
     moniker: &str,
     peers: &str,
     block_time_ms: u64,
 ) -> Vec<(&'static str, &'static str, String)> {
     let tcp = |p: u16| quoted(&format!("tcp://127.0.0.1:{p}"));
     vec![
-        ("", "proxy_app", tcp(ports.abci)),
+        ("", "proxy_app", quoted(abci)),
         ("", "moniker", quoted(moniker)),
         ("rpc", "laddr", tcp(ports.rpc)),
         ("rpc", "grpc_laddr", quoted("")),
@@ -810,8 +817,12 @@ fn generate(
     let keyring = Keyring::generate(n, opts.cns as usize, opts.dps as usize, &mut rng);
     let app_state = serde_json::to_value(keyring.genesis(Params::default(), &addresses, &mut rng))
         .map_err(|e| LocalnetError::Config(format!("genesis app_state: {e}")))?;
+    let keys = layout.keys_dir();
+    fs::set_permissions(&keys, fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("restricting {}", keys.display())))?;
     for file in keyring.key_files() {
-        write_json(&layout.key_file(file.entity), &file)?;
+        let path = layout.key_file(file.entity);
+        write_key_file(&path, &file).map_err(io(format!("writing {}", path.display())))?;
     }
     let generated_path = layout.node_dir(0).join("config/genesis.json");
     let generated =
@@ -831,9 +842,13 @@ fn generate(
         let config_path = config_dir.join("config.toml");
         let mut text = fs::read_to_string(&config_path)
             .map_err(io(format!("reading {}", config_path.display())))?;
-        for (section, key, value) in
-            node_settings(&ports[i], &vn.to_string(), &peers.join(","), opts.block_time_ms)
-        {
+        for (section, key, value) in node_settings(
+            &ports[i],
+            &layout.abci_socket(i),
+            &vn.to_string(),
+            &peers.join(","),
+            opts.block_time_ms,
+        ) {
             text = set_toml(&text, section, key, &value)
                 .map_err(|e| LocalnetError::Config(format!("{}: {e}", config_path.display())))?;
         }
@@ -913,16 +928,17 @@ fn died(record: &ProcessRecord) -> LocalnetError {
     LocalnetError::Died { name: record.name.clone(), log: record.log.display().to_string(), tail }
 }
 
-/// Wait until something accepts TCP connections on `port`, while `record` runs.
-fn wait_listening(
+/// Wait until something accepts connections on the unix socket `address` (`unix://PATH`),
+/// while `record` runs.
+fn wait_listening_unix(
     record: &ProcessRecord,
-    port: u16,
+    address: &str,
     timeout: Duration,
 ) -> Result<(), LocalnetError> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let path = address.strip_prefix("unix://").unwrap_or(address);
     let start = Instant::now();
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Ok(());
         }
         if !record.is_running() {
@@ -931,7 +947,7 @@ fn wait_listening(
         if start.elapsed() > timeout {
             return Err(LocalnetError::Timeout(
                 timeout,
-                format!("{} to listen on {port}", record.name),
+                format!("{} to listen on {path}", record.name),
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -955,14 +971,14 @@ fn start_node(
             "--home".into(),
             layout.app_dir(i).to_string_lossy().into_owned(),
             "--abci".into(),
-            format!("127.0.0.1:{}", node.ports.abci),
+            layout.abci_socket(i),
             "--rpc".into(),
             node.rpc.clone(),
             "--key".into(),
             layout.key_file(node.vn).to_string_lossy().into_owned(),
         ],
     )?;
-    wait_listening(&app, node.ports.abci, Duration::from_secs(20))?;
+    wait_listening_unix(&app, &layout.abci_socket(i), Duration::from_secs(20))?;
     let bft = spawn(
         layout,
         &bft_name,
@@ -972,7 +988,7 @@ fn start_node(
             "--home".into(),
             layout.node_dir(i).to_string_lossy().into_owned(),
             "--proxy_app".into(),
-            format!("tcp://127.0.0.1:{}", node.ports.abci),
+            layout.abci_socket(i),
         ],
     )?;
     progress(&format!("started {} (rpc {}, {})", node.name, node.rpc, node.vn));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use borsh::BorshDeserialize;
 use lemal_contracts::group::from_borsh;
 use lemal_contracts::ids::{ProofKey, QueryId};
+use lemal_contracts::page::{page_path, Page};
 use lemal_contracts::proofs::Ledger;
 use lemal_contracts::state::{
     BitmapCommitRecord, ProofRecord, QueryProgress, QueryRecord, Roster, SkipBlock,
@@ -332,14 +333,51 @@ impl Node {
         self.get(&format!("/query/{id}/progress"))
     }
 
-    /// The bitmap commits of a query so far.
+    /// The bitmap commits of a query so far (every page).
     pub fn bitmaps(&self, id: &QueryId) -> Result<Vec<BitmapCommitRecord>, RpcError> {
-        Ok(self.get(&format!("/query/{id}/bitmaps"))?.unwrap_or_default())
+        self.list(&format!("/query/{id}/bitmaps"))
     }
 
-    /// Every accepted proof of a query.
+    /// Every accepted proof of a query (every page).
     pub fn proofs(&self, id: &QueryId) -> Result<Vec<ProofRecord>, RpcError> {
-        Ok(self.get(&format!("/proofs/{id}"))?.unwrap_or_default())
+        self.list(&format!("/proofs/{id}"))
+    }
+
+    /// Every entry of the list path `list`, page by page ([`lemal_contracts::page`]), all pages
+    /// from one height: when a block is committed between two pages, the walk starts again (a
+    /// few times, then gives up with the last error).
+    pub fn list<T: BorshDeserialize>(&self, list: &str) -> Result<Vec<T>, RpcError> {
+        const ATTEMPTS: usize = 5;
+        let mut moved = None;
+        for _ in 0..ATTEMPTS {
+            let mut items = Vec::new();
+            let mut from = 0u32;
+            let mut height = None;
+            let complete = loop {
+                let path = page_path(list, from);
+                let a = self.query(&path, None, false)?;
+                if *height.get_or_insert(a.height) != a.height {
+                    moved = Some(RpcError::Query {
+                        path: path.clone(),
+                        code: 3,
+                        log: format!("the chain moved on while paging {list}"),
+                    });
+                    break false;
+                }
+                let page: Page<T> = from_borsh(&a.value.unwrap_or_default())
+                    .map_err(|e| RpcError::Decode { path, message: e.to_string() })?;
+                let next = page.next(from);
+                items.extend(page.items);
+                match next {
+                    Some(n) => from = n,
+                    None => break true,
+                }
+            };
+            if complete {
+                return Ok(items);
+            }
+        }
+        Err(moved.unwrap_or_else(|| RpcError::Timeout(Duration::ZERO, list.to_owned())))
     }
 
     /// One accepted proof.

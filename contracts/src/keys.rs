@@ -14,6 +14,7 @@
 //! | `0x10` | query id (16) | [`QueryRecord`](crate::state::QueryRecord) |
 //! | `0x11` | query id (16) | [`QueryProgress`](crate::state::QueryProgress) |
 //! | `0x12` | query id (16) | `[1]` — the query is open (not finalized) |
+//! | `0x13` | height (8), query id (16) | `[1]` — the query's phase may end in that block |
 //! | `0x20` | query id (16), kind (1), creator (5), index (4) | [`ProofRecord`](crate::state::ProofRecord) |
 //! | `0x30` | query id (16), verifier (5) | [`BitmapCommitRecord`](crate::state::BitmapCommitRecord) |
 //! | `0x40` | — | skipchain head index (`u64`) |
@@ -39,6 +40,8 @@ pub const QUERY: u8 = 0x10;
 pub const PROGRESS: u8 = 0x11;
 /// Prefix of the open-query set.
 pub const OPEN: u8 = 0x12;
+/// Prefix of the end-of-block agenda.
+pub const DUE: u8 = 0x13;
 /// Prefix of accepted proofs.
 pub const PROOF: u8 = 0x20;
 /// Prefix of accepted bitmap commits.
@@ -79,6 +82,16 @@ pub fn open(q: &QueryId) -> Vec<u8> {
 /// Prefix of the open set.
 pub fn open_prefix() -> Vec<u8> {
     vec![OPEN]
+}
+
+/// An entry of the end-of-block agenda: the query's phase may end at the end of `height`.
+pub fn due(height: u64, q: &QueryId) -> Vec<u8> {
+    with(DUE, &[&height.to_be_bytes(), &q.0])
+}
+
+/// Prefix of the agenda of one height.
+pub fn due_at(height: u64) -> Vec<u8> {
+    with(DUE, &[&height.to_be_bytes()])
 }
 
 /// An accepted proof.
@@ -158,5 +171,10 @@ mod tests {
         assert_eq!(block_by_hash(&[5; 32]), [&[0x43][..], &[5; 32]].concat());
         assert_eq!(block_by_query(&QueryId([6; 16])), [&[0x44][..], &[6; 16]].concat());
         assert_eq!(query(&QueryId([6; 16])), [&[0x10][..], &[6; 16]].concat());
+        assert_eq!(
+            due(0x0102, &QueryId([6; 16])),
+            [&[0x13, 0, 0, 0, 0, 0, 0, 1, 2][..], &[6; 16]].concat()
+        );
+        assert!(due(7, &QueryId([9; 16])).starts_with(&due_at(7)));
     }
 }

@@ -15,7 +15,8 @@
 //!   VRF that decides which proofs a verifying node checks;
 //! - [`ids`], [`tx`] and [`state`]: identifiers, transactions and ledger values, borsh-encoded;
 //! - [`commitment`]: checking ICS23 proofs of ledger state against an app hash;
-//! - [`keys`]: the state layout, shared by the application and its clients.
+//! - [`keys`] and [`page`]: the state layout and the paging of list answers, shared by the
+//!   application and its clients.
 //!
 //! Boundaries: no I/O, no clock, and no randomness inside verification. Provers take their RNG
 //! as an argument. Verifiers take their statement from the caller (the ledger), never from the
@@ -27,6 +28,7 @@ pub mod error;
 pub mod group;
 pub mod ids;
 pub mod keys;
+pub mod page;
 pub mod proofs;
 pub mod sampling;
 pub mod sig;

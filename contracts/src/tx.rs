@@ -470,6 +470,67 @@ pub fn signed_part(tx_bytes: &[u8]) -> &[u8] {
     &tx_bytes[..tx_bytes.len().saturating_sub(64)]
 }
 
+/// The envelope of transaction bytes — chain id, signer, the body's signing context, the signed
+/// part and the signature — read without decoding the body.
+///
+/// This is what the cheap checks need: a transaction for another chain, from a stranger or with a
+/// bad signature is refused before one point of its body is decompressed. It decodes nothing of
+/// the body but its tag; [`Tx::decode`] remains the full, strict decoding, and on bytes it accepts
+/// the two agree (same chain id, signer and signing context).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The chain id the transaction names.
+    pub chain_id: &'a str,
+    /// The signer it names.
+    pub signer: EntityId,
+    /// The signing context of its body, from the body's tag.
+    pub kind: MessageKind,
+    /// The bytes the signature covers ([`signed_part`]).
+    pub signed: &'a [u8],
+    /// The trailing signature.
+    pub signature: Signature,
+}
+
+impl<'a> Envelope<'a> {
+    /// Read the envelope of `bytes`: the chain id (at most [`limits::MAX_CHAIN_ID`] bytes of
+    /// UTF-8), the signer, the body's tag and the trailing 64-byte signature.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let truncated = |needed: usize| DecodeError::Truncated { needed };
+        let len_bytes: [u8; 4] =
+            bytes.get(..4).and_then(|b| b.try_into().ok()).ok_or(truncated(4))?;
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        check_len("chain id", len, limits::MAX_CHAIN_ID)?;
+        let chain_id = bytes.get(4..4 + len).ok_or(truncated(4 + len))?;
+        let chain_id = std::str::from_utf8(chain_id)
+            .map_err(|_| DecodeError::Malformed("chain id is not UTF-8".into()))?;
+        let mut signer_bytes = bytes.get(4 + len..9 + len).ok_or(truncated(9 + len))?;
+        let signer = EntityId::deserialize(&mut signer_bytes)?;
+        let tag = *bytes.get(9 + len).ok_or(truncated(10 + len))?;
+        let kind = match tag {
+            0 => MessageKind::RegisterQuery,
+            1 => MessageKind::SubmitProof,
+            2 => MessageKind::CommitBitmap,
+            _ => return Err(DecodeError::Malformed(format!("unknown transaction body tag {tag}"))),
+        };
+        let body_end = bytes.len().checked_sub(64).filter(|&end| end > 9 + len);
+        let end = body_end.ok_or(truncated(10 + len + 64))?;
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(&bytes[end..]);
+        Ok(Envelope {
+            chain_id,
+            signer,
+            kind,
+            signed: &bytes[..end],
+            signature: Signature(signature),
+        })
+    }
+
+    /// Check the signature against the signer's `key`.
+    pub fn verify_signature(&self, key: &VerifyingKey) -> Result<(), SigError> {
+        key.verify(self.kind, self.signed, &self.signature)
+    }
+}
+
 impl Tx {
     /// Build and sign a transaction, with nonce randomness from `rng`.
     pub fn sign<R: RngCore + CryptoRng>(
@@ -634,6 +695,41 @@ mod tests {
             other_signer.signer.index += 1;
             let sb = other_signer.encode();
             assert!(other_signer.verify_signature(&sb, &key).is_err());
+        }
+    }
+
+    #[test]
+    fn the_envelope_agrees_with_the_full_decoding() {
+        for tx in samples(6) {
+            let bytes = tx.encode();
+            let envelope = Envelope::parse(&bytes).expect("envelope");
+            assert_eq!(envelope.chain_id, tx.chain_id);
+            assert_eq!(envelope.signer, tx.signer);
+            assert_eq!(envelope.kind, tx.body.message_kind(), "the tag table follows TxBody");
+            assert_eq!(envelope.signed, signed_part(&bytes));
+            assert_eq!(envelope.signature, tx.signature);
+        }
+    }
+
+    #[test]
+    fn the_envelope_refuses_short_and_unknown_bytes() {
+        let bytes = samples(6)[1].encode();
+        let header = 4 + CHAIN.len() + 5;
+        assert!(Envelope::parse(&[]).is_err());
+        assert!(Envelope::parse(&bytes[..header]).is_err(), "no body tag");
+        assert!(Envelope::parse(&bytes[..header + 64]).is_err(), "no room for a body");
+        let mut bad_tag = bytes.clone();
+        bad_tag[header] = 9;
+        assert!(matches!(Envelope::parse(&bad_tag), Err(DecodeError::Malformed(_))));
+        let mut long_chain = bytes.clone();
+        long_chain[..4].copy_from_slice(&51u32.to_le_bytes());
+        assert!(matches!(Envelope::parse(&long_chain), Err(DecodeError::Length { .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn the_envelope_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Envelope::parse(&bytes);
         }
     }
 

@@ -337,6 +337,19 @@ impl Store {
         LatestView::open(&self.db)?.scan_prefix(prefix)
     }
 
+    /// One page of the values under `prefix` at the latest height: from the `skip`-th entry in
+    /// key order, at most `max_entries` values and, past the first, at most `max_bytes` in total;
+    /// and whether more follow.
+    pub fn scan_page(
+        &self,
+        prefix: &[u8],
+        skip: usize,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+        LatestView::open(&self.db)?.page(prefix, skip, max_entries, max_bytes)
+    }
+
     /// The app hash committed at `version` (a block height).
     pub fn app_hash_at(&self, version: u64) -> Result<[u8; 32], StoreError> {
         self.check_committed_version(version)?;

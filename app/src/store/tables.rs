@@ -231,4 +231,35 @@ impl LatestView {
         }
         Ok(found)
     }
+
+    /// The values of the committed keys starting with `prefix`, from the `skip`-th on, at most
+    /// `max_entries` of them and, past the first, at most `max_bytes` in total; and whether more
+    /// follow. Only the values returned are copied.
+    pub(super) fn page(
+        &self,
+        prefix: &[u8],
+        skip: usize,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0usize;
+        let entries = self.table.range::<&[u8]>(prefix..)?;
+        for entry in entries.skip(skip) {
+            let (key, record) = entry?;
+            if !key.value().starts_with(prefix) {
+                return Ok((values, false));
+            }
+            let record = record.value();
+            let value = decode_latest(record)?.1;
+            let full = values.len() >= max_entries
+                || (!values.is_empty() && bytes.saturating_add(value.len()) > max_bytes);
+            if full {
+                return Ok((values, true));
+            }
+            bytes += value.len();
+            values.push(value.to_vec());
+        }
+        Ok((values, false))
+    }
 }

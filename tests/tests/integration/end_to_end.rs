@@ -3,9 +3,10 @@
 //! through the `lemal` CLI, the result checked against the plaintext answer, the skipblock read
 //! from a node other than the one that received the transactions, equal app hashes on every
 //! node, a cheating data provider caught by every verifying node, and a node that stops and
-//! comes back: the others go on without it, and it catches up to their app hash. On the way,
-//! the trust-root checks of `trust_roots` (a lying proxy, and a second one-validator localnet on
-//! the ports 1000 above that reuses the chain id).
+//! comes back: the others go on without it, and it catches up to their app hash. Along the way:
+//! key files of mode 0600, ABCI over unix sockets, `lemal-vn` refusing a readable key, and the
+//! trust-root checks of `trust_roots` (a lying proxy, and a second one-validator localnet on the
+//! ports 1000 above that reuses the chain id).
 //!
 //! It needs the binaries `lemal` and `lemal-vn` of the same build profile as the test
 //! (`cargo build --bins`, which `make test` runs first) or in the folder named by
@@ -184,6 +185,38 @@ fn app_hashes_agree() -> Result<u64> {
     Ok(height)
 }
 
+/// The localnet's key files are readable by their owner only, each CometBFT speaks ABCI to its
+/// `lemal-vn` over a unix socket, and `lemal-vn` refuses a key file that others may read.
+fn keys_and_the_abci_socket_are_private(net: &Localnet) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let layout = Layout::new(net.home.path())?;
+    for entity in [EntityId::vn(0), EntityId::cn(0), EntityId::dp(0)] {
+        let path = layout.key_file(entity);
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        ensure!(mode == 0o600, "{} has mode {mode:03o}", path.display());
+    }
+    for i in 0..VALIDATORS {
+        let config = std::fs::read_to_string(layout.node_dir(i).join("config/config.toml"))?;
+        let want = format!("proxy_app = \"{}\"", layout.abci_socket(i));
+        ensure!(config.contains(&want), "node {i}'s config lacks {want}");
+    }
+    let readable = net.home.path().join("vn-0-readable.json");
+    std::fs::copy(layout.key_file(EntityId::vn(0)), &readable)?;
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644))?;
+    let socket = format!("unix://{}", net.home.path().join("refused.sock").display());
+    let home = net.home.path().join("refused");
+    let out = Command::new(net.bin.join("lemal-vn"))
+        .args(["--home".as_ref(), home.as_os_str()])
+        .args(["--abci", &socket, "--key"])
+        .arg(&readable)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("e2e: lemal-vn with a readable key -> {}: {stderr}", out.status);
+    ensure!(!out.status.success(), "lemal-vn started with a key file of mode 644");
+    ensure!(stderr.contains(&format!("chmod 600 {}", readable.display())), "{stderr}");
+    Ok(())
+}
+
 /// The end of every log of the localnet, to tell why a step failed.
 fn show_logs(net: &Localnet) {
     let Ok(layout) = Layout::new(net.home.path()) else { return };
@@ -226,6 +259,7 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
         &lemal_vn,
     ];
     net.ok(&up)?;
+    keys_and_the_abci_socket_are_private(net)?;
 
     // A second `up` on the running network refuses and leaves it running.
     let again = net.lemal(&up)?;

@@ -1,10 +1,10 @@
 //! The integration tests of Lemal, one test binary:
 //!
-//! - in process (`harness`, `lifecycle`, `rejections`, `restart`): several verifying-node
-//!   application instances, each with its own durable store and verifier worker, driven through
-//!   identical blocks exactly as CometBFT would drive them (PrepareProposal/ProcessProposal,
-//!   FinalizeBlock, Commit), with each worker's broadcasts fed back as transactions of later
-//!   blocks;
+//! - in process (`harness`, `lifecycle`, `rejections`, `restart`, `robustness`): several
+//!   verifying-node application instances, each with its own durable store and verifier worker,
+//!   driven through identical blocks exactly as CometBFT would drive them
+//!   (PrepareProposal/ProcessProposal, FinalizeBlock, Commit), with each worker's broadcasts fed
+//!   back as transactions of later blocks;
 //! - `end_to_end`: the `lemal` and `lemal-vn` binaries against a real CometBFT localnet, with
 //!   the trust-root checks of `trust_roots` through the lying RPC proxy of `lying_proxy`.
 
@@ -17,4 +17,5 @@ mod lifecycle;
 mod lying_proxy;
 mod rejections;
 mod restart;
+mod robustness;
 mod trust_roots;
