@@ -52,6 +52,14 @@ pub enum TxError {
     /// 15: a query parameter exceeds the chain's limits.
     #[error("{0}")]
     LimitExceeded(String),
+    /// 16: the registrar already has the chain's maximum of open queries.
+    #[error("{registrar} already has {open} open queries, the chain's maximum")]
+    TooManyOpenQueries {
+        /// The registering computing node.
+        registrar: String,
+        /// Its open queries.
+        open: u32,
+    },
     /// 20: the query's proof phase is over.
     #[error("query {0} no longer accepts proofs")]
     ProofPhaseOver(String),
@@ -110,6 +118,7 @@ impl TxError {
             TxError::UnknownEntity(_) => 13,
             TxError::BadQuerierKey(_) => 14,
             TxError::LimitExceeded(_) => 15,
+            TxError::TooManyOpenQueries { .. } => 16,
             TxError::ProofPhaseOver(_) => 20,
             TxError::UnexpectedProof(_) => 21,
             TxError::DuplicateProof(_) => 22,
@@ -142,6 +151,7 @@ pub const TABLE: &[(u32, &str, &str)] = &[
     (13, "unknown-entity", "query names an entity that is not in the roster"),
     (14, "bad-querier-key", "querier key's proof of possession does not verify"),
     (15, "limit-exceeded", "query parameter beyond the chain's limits"),
+    (16, "too-many-open-queries", "registrar already has max_open_queries_per_cn open queries"),
     (20, "proof-phase-over", "proof arrived after the query's proof phase"),
     (21, "unexpected-proof", "proof not in the query's expected set"),
     (22, "duplicate-proof", "proof key already used"),
@@ -174,6 +184,7 @@ mod tests {
             TxError::UnknownEntity(s()),
             TxError::BadQuerierKey(s()),
             TxError::LimitExceeded(s()),
+            TxError::TooManyOpenQueries { registrar: s(), open: 1 },
             TxError::ProofPhaseOver(s()),
             TxError::UnexpectedProof(s()),
             TxError::DuplicateProof(s()),

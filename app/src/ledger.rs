@@ -106,6 +106,10 @@ pub mod get {
             })
             .collect()
     }
+    /// How many open queries computing node `cn` registered.
+    pub fn open_by_cn(s: &impl KvRead, cn: u32) -> u32 {
+        read(s, &keys::open_by_cn(cn)).unwrap_or(0)
+    }
     /// The queries on the end-of-block agenda of `height`, in id order.
     pub fn due(s: &impl KvRead, height: u64) -> Vec<QueryId> {
         let prefix = keys::due_at(height);
@@ -204,6 +208,13 @@ pub mod set {
             s.put(keys::open(q), vec![1])
         } else {
             s.delete(keys::open(q))
+        }
+    }
+    /// How many open queries computing node `cn` registered (the key is removed at zero).
+    pub fn open_by_cn(s: &mut impl KvWrite, cn: u32, count: u32) {
+        match count {
+            0 => s.delete(keys::open_by_cn(cn)),
+            n => write(s, keys::open_by_cn(cn), &n),
         }
     }
     /// Put a query on the end-of-block agenda of `height`.

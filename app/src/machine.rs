@@ -221,7 +221,10 @@ impl Machine {
         tx: &Tx,
     ) -> Result<(), TxError> {
         match &tx.body {
-            TxBody::RegisterQuery(r) => self.check_register(state, tx.signer, r)?,
+            TxBody::RegisterQuery(r) => {
+                self.check_open_limit(state, tx.signer)?;
+                self.check_register(state, tx.signer, r)?;
+            }
             TxBody::SubmitProof(p) => {
                 self.check_submit(state, ctx, tx.signer, p)?;
             }
@@ -244,8 +247,10 @@ impl Machine {
         let signer = tx.signer;
         match tx.body {
             TxBody::RegisterQuery(r) => {
+                let open = self.check_open_limit(state, signer)?;
                 self.check_register(state, signer, &r)?;
                 let q = r.query_id;
+                set::open_by_cn(state, signer.index, open + 1);
                 let events = vec![Event::new(
                     "lemal.register",
                     vec![("query", q.to_string()), ("registrar", signer.to_string())],
@@ -322,6 +327,15 @@ impl Machine {
                 )])
             }
         }
+    }
+
+    /// The registrar's open queries, refused when they reach the chain's maximum.
+    fn check_open_limit(&self, state: &impl KvRead, registrar: EntityId) -> Result<u32, TxError> {
+        let open = get::open_by_cn(state, registrar.index);
+        if open >= self.params.max_open_queries_per_cn {
+            return Err(TxError::TooManyOpenQueries { registrar: registrar.to_string(), open });
+        }
+        Ok(open)
     }
 
     fn check_register(
@@ -530,6 +544,9 @@ impl Machine {
                         progress.status = QueryStatus::Finalized { block: index };
                         set::progress(state, &q, &progress);
                         set::open(state, &q, false);
+                        let cn = record.registrar.index;
+                        let open = get::open_by_cn(state, cn);
+                        set::open_by_cn(state, cn, open.saturating_sub(1));
                         events.push(Event::new(
                             "lemal.skipblock",
                             vec![("query", q.to_string()), ("index", index.to_string())],
@@ -791,9 +808,9 @@ mod tests {
         let mut state = Counting::default();
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let ctx = |height| BlockCtx { height, time: Timestamp::default() };
-        let machine =
-            Machine::genesis(&mut state, "chain", &genesis_json(&Params::default()), &[], &ctx(1))
-                .expect("genesis");
+        let params = Params { max_open_queries_per_cn: 100, ..Params::default() };
+        let machine = Machine::genesis(&mut state, "chain", &genesis_json(&params), &[], &ctx(1))
+            .expect("genesis");
         for i in 0..100 {
             let tx = Tx {
                 chain_id: "chain".into(),

@@ -1,7 +1,10 @@
 //! The verifier worker: the off-chain half of a verifying node.
 //!
 //! It runs on its own threads, never inside an ABCI handler. After every Commit it reads the
-//! committed state, and for each open query:
+//! committed state — each open query's records, and the proofs only of a query that received
+//! proofs it has not seen — and releases the store's lock before it builds any statement or
+//! verifies anything (a statement's input proofs are read one by one, each under a brief lock).
+//! For each open query it:
 //!
 //! 1. evaluates its VRF for the query once (only it can, from registration on);
 //! 2. verifies every received proof its VRF selects, against the statement resolved from ledger
@@ -120,6 +123,8 @@ pub struct Worker<B: Broadcast> {
     broadcast: B,
     threads: usize,
     queries: BTreeMap<QueryId, QueryWork>,
+    /// The chain's genesis configuration, read once.
+    machine: Option<Machine>,
 }
 
 impl<B: Broadcast> Worker<B> {
@@ -131,7 +136,15 @@ impl<B: Broadcast> Worker<B> {
         broadcast: B,
         threads: usize,
     ) -> Self {
-        Self { me, key, store, broadcast, threads: threads.max(1), queries: BTreeMap::new() }
+        Self {
+            me,
+            key,
+            store,
+            broadcast,
+            threads: threads.max(1),
+            queries: BTreeMap::new(),
+            machine: None,
+        }
     }
 
     /// Run until the commit channel closes.
@@ -206,64 +219,93 @@ impl<B: Broadcast> Worker<B> {
         sent
     }
 
-    /// Under the store's read lock: the proofs to verify (with statements resolved from the
-    /// ledger) and the queries ready for this node's bitmap commit.
+    /// The proofs to verify, with their statements, and the queries ready for this node's bitmap
+    /// commit. Under the store's read lock it reads only the open queries' records and, of a
+    /// query with proofs it has not seen yet, that query's proofs; statements are built after
+    /// the lock is released (each input proof is read under the lock on its own: accepted proofs
+    /// never change).
     #[allow(clippy::type_complexity)]
     fn gather(&mut self) -> Option<(String, Vec<Job>, Vec<(QueryRecord, JudgedSet)>)> {
-        let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
-        let view = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
-        let machine = Machine::load(&view)?;
-        let open = get::open_queries(&view);
-        self.queries.retain(|q, _| open.contains(q));
-        let lookup = |k: &ProofKey| get::proof(&view, k);
-        let mut work = Vec::new();
+        let mut new = Vec::new();
         let mut ready = Vec::new();
-        for q in &open {
-            let (Some(record), Some(progress)) = (get::query(&view, q), get::progress(&view, q))
-            else {
-                continue;
-            };
-            let entry = self.queries.entry(*q).or_insert_with(|| QueryWork {
-                vrf: sampling::evaluate(
-                    &self.key,
-                    machine.chain_id(),
-                    q,
-                    self.me,
-                    rand_core::OsRng,
-                ),
-                verdicts: BTreeMap::new(),
-                last_broadcast: None,
-                signed: None,
-            });
-            let threshold = record.registration.threshold_ppm;
-            for proof in get::proofs(&view, q) {
-                if entry.verdicts.contains_key(&proof.key) {
+        {
+            let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
+            let view = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
+            if self.machine.is_none() {
+                self.machine = Machine::load(&view);
+            }
+            let machine = self.machine.as_ref()?;
+            let open = get::open_queries(&view);
+            self.queries.retain(|q, _| open.contains(q));
+            for q in &open {
+                let (Some(record), Some(progress)) =
+                    (get::query(&view, q), get::progress(&view, q))
+                else {
                     continue;
+                };
+                let entry = self.queries.entry(*q).or_insert_with(|| QueryWork {
+                    vrf: sampling::evaluate(
+                        &self.key,
+                        machine.chain_id(),
+                        q,
+                        self.me,
+                        rand_core::OsRng,
+                    ),
+                    verdicts: BTreeMap::new(),
+                    last_broadcast: None,
+                    signed: None,
+                });
+                // Every proof seen has a verdict: nothing new unless the count grew.
+                if progress.received as usize > entry.verdicts.len() {
+                    let threshold = record.registration.threshold_ppm;
+                    for proof in get::proofs(&view, q) {
+                        if entry.verdicts.contains_key(&proof.key) {
+                            continue;
+                        }
+                        if !sampling::is_selected(&entry.vrf.0, &proof.key, threshold) {
+                            entry.verdicts.insert(proof.key, Verdict::NotSelected);
+                            continue;
+                        }
+                        new.push((record.registration.clone(), proof));
+                    }
                 }
-                if !sampling::is_selected(&entry.vrf.0, &proof.key, threshold) {
-                    entry.verdicts.insert(proof.key, Verdict::NotSelected);
-                    continue;
+                if let (QueryStatus::Committing { .. }, Some(judged)) =
+                    (progress.status, progress.judged)
+                {
+                    if get::commit(&view, q, self.me).is_none() {
+                        ready.push((record, judged));
+                    } else {
+                        entry.signed = None;
+                    }
                 }
+            }
+        }
+        let machine = self.machine.as_ref()?;
+        let store = &self.store;
+        let lookup = |k: &ProofKey| {
+            let store = store.read().unwrap_or_else(PoisonError::into_inner);
+            store
+                .get(&crate::keys::proof(k))
+                .unwrap_or_else(|e| panic!("store unreadable: {e}"))
+                .map(|v| {
+                    lemal_contracts::group::from_borsh(&v)
+                        .unwrap_or_else(|e| panic!("proof record under {k} does not decode: {e}"))
+                })
+        };
+        let work = new
+            .into_iter()
+            .map(|(registration, proof)| {
                 let statement = proofs::resolve(
                     machine.chain_id(),
                     machine.roster(),
-                    &record.registration,
+                    &registration,
                     &proof,
                     &lookup,
                 )
                 .map_err(|e| e.to_string());
-                work.push((*q, proof.key, statement.map(|s| (s, proof.proof))));
-            }
-            if let (QueryStatus::Committing { .. }, Some(judged)) =
-                (progress.status, progress.judged)
-            {
-                if get::commit(&view, q, self.me).is_none() {
-                    ready.push((record, judged));
-                } else {
-                    entry.signed = None;
-                }
-            }
-        }
+                (registration.query_id, proof.key, statement.map(|s| (s, proof.proof)))
+            })
+            .collect();
         Some((machine.chain_id().to_owned(), work, ready))
     }
 }

@@ -15,6 +15,7 @@
 //! | `0x11` | query id (16) | [`QueryProgress`](crate::state::QueryProgress) |
 //! | `0x12` | query id (16) | `[1]` — the query is open (not finalized) |
 //! | `0x13` | height (8), query id (16) | `[1]` — the query's phase may end in that block |
+//! | `0x14` | computing node index (4) | open queries it registered (`u32`) |
 //! | `0x20` | query id (16), kind (1), creator (5), index (4) | [`ProofRecord`](crate::state::ProofRecord) |
 //! | `0x30` | query id (16), verifier (5) | [`BitmapCommitRecord`](crate::state::BitmapCommitRecord) |
 //! | `0x40` | — | skipchain head index (`u64`) |
@@ -42,6 +43,8 @@ pub const PROGRESS: u8 = 0x11;
 pub const OPEN: u8 = 0x12;
 /// Prefix of the end-of-block agenda.
 pub const DUE: u8 = 0x13;
+/// Prefix of the open-query count per registrar.
+pub const OPEN_BY_CN: u8 = 0x14;
 /// Prefix of accepted proofs.
 pub const PROOF: u8 = 0x20;
 /// Prefix of accepted bitmap commits.
@@ -92,6 +95,11 @@ pub fn due(height: u64, q: &QueryId) -> Vec<u8> {
 /// Prefix of the agenda of one height.
 pub fn due_at(height: u64) -> Vec<u8> {
     with(DUE, &[&height.to_be_bytes()])
+}
+
+/// How many open queries computing node `cn` registered.
+pub fn open_by_cn(cn: u32) -> Vec<u8> {
+    with(OPEN_BY_CN, &[&cn.to_be_bytes()])
 }
 
 /// An accepted proof.

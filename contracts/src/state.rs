@@ -30,6 +30,8 @@ pub struct Params {
     pub skip_max_height: u8,
     /// Largest transaction in bytes accepted by the application.
     pub max_tx_bytes: u32,
+    /// Most queries one computing node may have registered and still open at once.
+    pub max_open_queries_per_cn: u32,
 }
 
 impl Default for Params {
@@ -41,6 +43,7 @@ impl Default for Params {
             skip_base: 2,
             skip_max_height: 16,
             max_tx_bytes: 8 << 20,
+            max_open_queries_per_cn: 16,
         }
     }
 }
@@ -61,6 +64,9 @@ impl Params {
         }
         if self.max_tx_bytes < 1024 {
             return bad("max_tx_bytes below 1024");
+        }
+        if self.max_open_queries_per_cn == 0 {
+            return bad("max_open_queries_per_cn must allow at least one query");
         }
         Ok(())
     }

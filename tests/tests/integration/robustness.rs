@@ -10,7 +10,7 @@ use lemal_contracts::group::from_borsh;
 use lemal_contracts::ids::EntityId;
 use lemal_contracts::page::{Page, PAGE_ENTRIES};
 use lemal_contracts::sig::Signature;
-use lemal_contracts::state::{ProofRecord, QueryStatus};
+use lemal_contracts::state::{Params, ProofRecord, QueryStatus, SkipBlock};
 use lemal_contracts::tx::{SubmitProof, Tx, TxBody};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -235,4 +235,27 @@ fn a_dead_worker_thread_is_reported_with_its_reason() {
     let handle = worker.spawn(rx);
     drop(tx);
     assert_eq!(wait(handle), WorkerExit::Stopped);
+}
+
+#[test]
+fn a_computing_node_may_hold_only_the_genesis_maximum_of_open_queries() {
+    let mut net = Net::new(4, 1, 1);
+    let mut rng = ChaCha20Rng::seed_from_u64(14);
+    let max = Params::default().max_open_queries_per_cn as usize;
+    let registrations: Vec<Vec<u8>> = (0..=max)
+        .map(|_| {
+            let plan = plan(&mut net, "SELECT sum(x) FROM y", 0, 400_000);
+            net.session(&plan).register(&mut rng).unwrap().encode()
+        })
+        .collect();
+    let results = net.block(registrations);
+    assert!(results[..max].iter().all(|r| r.code == 0));
+    assert_eq!(results[max].code, 16, "{}", results[max].log);
+    // Once its queries are finalized (deadline 12 blocks, window 4), it may register again.
+    net.until(20, |n| {
+        n.get::<SkipBlock>("/skipchain/latest").is_some_and(|b| b.index as usize >= max)
+    });
+    let plan = plan(&mut net, "SELECT sum(x) FROM y", 0, 400_000);
+    let again = net.session(&plan).register(&mut rng).unwrap().encode();
+    assert_all_ok(&net.block(vec![again]));
 }
