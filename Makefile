@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test lint fmt doc unit e2e release demo down bench
+.PHONY: test lint fmt doc unit e2e fuzz release demo down bench
 
 ## Run the whole suite: formatting, lints, docs and every test.
 test: lint doc unit
@@ -27,6 +27,11 @@ unit:
 e2e:
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --locked -p lemal-tests --test integration end_to_end
+
+## Long fuzzing (not in `make test`, which runs 96 cases per target): 200 000 cases per target
+## of arbitrary bytes, mutated transactions and query paths, on an optimised build.
+fuzz:
+	LEMAL_FUZZ_CASES=200000 $(CARGO) test --release --locked -p lemal-tests --test integration fuzz -- --nocapture
 
 release:
 	$(CARGO) build --release --bins --locked

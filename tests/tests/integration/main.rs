@@ -1,6 +1,6 @@
 //! The integration tests of Lemal, one test binary:
 //!
-//! - in process (`harness`, `lifecycle`, `rejections`, `restart`, `robustness`): several
+//! - in process (`harness`, `lifecycle`, `rejections`, `restart`, `robustness`, `fuzz`): several
 //!   verifying-node application instances, each with its own durable store and verifier worker,
 //!   driven through identical blocks exactly as CometBFT would drive them
 //!   (PrepareProposal/ProcessProposal, FinalizeBlock, Commit), with each worker's broadcasts fed
@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod end_to_end;
+mod fuzz;
 mod harness;
 mod lifecycle;
 mod lying_proxy;
