@@ -29,9 +29,9 @@ e2e:
 	$(CARGO) test --locked -p lemal-tests --test integration end_to_end
 
 ## Long fuzzing (not in `make test`, which runs 96 cases per target): 200 000 cases per target
-## of arbitrary bytes, mutated transactions and query paths, on an optimised build.
+## of arbitrary bytes, mutated transactions and query paths (dependencies optimised, as in make test).
 fuzz:
-	LEMAL_FUZZ_CASES=200000 $(CARGO) test --release --locked -p lemal-tests --test integration fuzz -- --nocapture
+	LEMAL_FUZZ_CASES=200000 $(CARGO) test --locked -p lemal-tests --test integration fuzz -- --nocapture
 
 release:
 	$(CARGO) build --release --bins --locked

@@ -5,7 +5,7 @@
 //! a reason, and the committed state untouched.
 //!
 //! `LEMAL_FUZZ_CASES` sets the number of cases per target (default 96, what `make test` runs);
-//! `make fuzz` runs 200 000 on an optimised build. A failing case is shrunk and printed.
+//! `make fuzz` runs 200 000. A failing case is shrunk and printed.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
