@@ -295,6 +295,12 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     let (passed, wrong) = verify_and_audit(net, &id.to_string(), &rpc(3))?;
     ensure!(passed == [true, true] && wrong.is_empty(), "honest query: {passed:?}, {wrong:?}");
 
+    // Hostile transactions through RPC: each refused with its code, nothing reaches a block.
+    let until = as_u64(&honest["skipblock"]["height"], "skipblock height")?;
+    super::hostile::hostile_transactions_are_refused(net, &id, until)?;
+    let height = app_hashes_agree()?;
+    eprintln!("e2e: after the hostile transactions, app hashes agree at height {height}");
+
     // Trust roots: a lying node is caught, and another chain under the same chain id refused.
     super::trust_roots::lying_node_is_caught(net, &id.to_string())?;
     let other = Localnet {

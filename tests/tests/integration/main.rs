@@ -14,6 +14,7 @@
 mod end_to_end;
 mod fuzz;
 mod harness;
+mod hostile;
 mod lifecycle;
 mod lying_proxy;
 mod rejections;
