@@ -70,6 +70,16 @@ pub enum TxError {
     /// 25: a referenced input is not one this proof may use.
     #[error("input {0} is not an input of this proof")]
     InvalidInput(String),
+    /// 26: the proof bytes do not have the exact length the query fixes for its kind.
+    #[error("proof {key} has {got} bytes, its statement fixes {expected}")]
+    BadProofLength {
+        /// The proof key.
+        key: String,
+        /// Its length.
+        got: usize,
+        /// The length the query's statement shape fixes.
+        expected: usize,
+    },
     /// 30: the query is not accepting bitmap commits (proof phase running, or finalized).
     #[error("query {0} is not accepting bitmap commits")]
     NotCommitting(String),
@@ -116,6 +126,7 @@ impl TxError {
             TxError::BadOutputs(_) => 23,
             TxError::MissingInput(_) => 24,
             TxError::InvalidInput(_) => 25,
+            TxError::BadProofLength { .. } => 26,
             TxError::NotCommitting(_) => 30,
             TxError::DuplicateBitmap(_) => 31,
             TxError::BadVrf(_) => 32,
@@ -148,6 +159,7 @@ pub const TABLE: &[(u32, &str, &str)] = &[
     (23, "bad-outputs", "statement outputs of the wrong shape"),
     (24, "missing-input", "referenced input not on the ledger"),
     (25, "invalid-input", "referenced input not allowed for this proof"),
+    (26, "bad-proof-length", "proof bytes not of the exact length the query fixes for the kind"),
     (30, "not-committing", "query not accepting bitmap commits"),
     (31, "duplicate-bitmap", "verifying node already committed for this query"),
     (32, "bad-vrf", "VRF proof does not verify"),
@@ -180,6 +192,7 @@ mod tests {
             TxError::BadOutputs(s()),
             TxError::MissingInput(s()),
             TxError::InvalidInput(s()),
+            TxError::BadProofLength { key: s(), got: 2, expected: 1 },
             TxError::NotCommitting(s()),
             TxError::DuplicateBitmap(s()),
             TxError::BadVrf(s()),

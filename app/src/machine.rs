@@ -360,6 +360,14 @@ impl Machine {
                 p.outputs.len()
             )));
         }
+        let expected_len = spec.proof_len(p.kind);
+        if p.proof.len() != expected_len {
+            return Err(TxError::BadProofLength {
+                key: key.to_string(),
+                got: p.proof.len(),
+                expected: expected_len,
+            });
+        }
         let present = |k: &ProofKey| {
             if get::has_proof(state, k) {
                 Ok(())

@@ -22,7 +22,8 @@ use crate::elgamal::{Ciphertext, PossessionProof, PublicKey};
 use crate::error::DecodeError;
 use crate::group::{from_borsh, to_borsh};
 use crate::ids::{EntityId, ProofKey, ProofKind, QueryId, Role, Verdict};
-use crate::proofs::range::Bounds;
+use crate::proofs::range::{self, Bounds};
+use crate::proofs::{aggregation, keyswitch, shuffle};
 use crate::sampling::{check_threshold, VrfProof};
 use crate::sig::{MessageKind, SigError, Signature, SigningKey, VerifyingKey};
 
@@ -44,8 +45,6 @@ pub mod limits {
     pub const MAX_OUTPUTS: usize = MAX_NOISE_ROWS * MAX_WIDTH;
     /// Most input references of an aggregation.
     pub const MAX_INPUTS: usize = MAX_DPS + MAX_CNS;
-    /// Largest proof body.
-    pub const MAX_PROOF_BYTES: usize = 4 << 20;
     /// Most verdicts in one bitmap commit (one per expected proof).
     pub const MAX_VERDICTS: usize = MAX_DPS + 3 * MAX_CNS;
 }
@@ -288,6 +287,29 @@ impl QuerySpec {
             ProofKind::Shuffle => self.noise.len(),
         }
     }
+
+    /// The exact byte length of a proof of `kind` for this query: every proof's size is fixed
+    /// by its statement's shape (bit size and width for a range proof, rows for a shuffle,
+    /// width for a key switch, one version byte for an aggregation).
+    pub fn proof_len(&self, kind: ProofKind) -> usize {
+        match kind {
+            ProofKind::Range => range::proof_len(u32::from(self.range_bits), self.width()),
+            ProofKind::Aggregation => aggregation::PROOF_LEN,
+            ProofKind::Shuffle => shuffle::proof_len(self.noise_rows()),
+            ProofKind::KeySwitch => keyswitch::proof_len(self.width()),
+        }
+    }
+}
+
+/// The largest proof of `kind` any query within [`limits`] can expect: the stateless bound,
+/// checked before the query (and so the exact length, [`QuerySpec::proof_len`]) is known.
+pub const fn max_proof_len(kind: ProofKind) -> usize {
+    match kind {
+        ProofKind::Range => range::proof_len(64, limits::MAX_WIDTH),
+        ProofKind::Aggregation => aggregation::PROOF_LEN,
+        ProofKind::Shuffle => shuffle::proof_len(limits::MAX_NOISE_ROWS),
+        ProofKind::KeySwitch => keyswitch::proof_len(limits::MAX_WIDTH),
+    }
 }
 
 /// Register a query (signed by a computing node of the query).
@@ -412,7 +434,7 @@ impl TxBody {
             TxBody::SubmitProof(p) => {
                 check_len("inputs", p.inputs.len(), limits::MAX_INPUTS)?;
                 check_len("outputs", p.outputs.len(), limits::MAX_OUTPUTS)?;
-                check_len("proof", p.proof.len(), limits::MAX_PROOF_BYTES)?;
+                check_len("proof", p.proof.len(), max_proof_len(p.kind))?;
                 if p.outputs.is_empty() {
                     return Err(DecodeError::Invalid { what: "submit proof", why: "no outputs" });
                 }
@@ -694,6 +716,44 @@ mod tests {
         let mut tx = samples(5)[0].clone();
         tx.chain_id = "c".repeat(51);
         assert!(matches!(Tx::decode(&tx.encode()), Err(DecodeError::Length { .. })));
+    }
+
+    #[test]
+    fn decode_rejects_a_proof_longer_than_its_kind_allows() {
+        let with = |kind, proof: Vec<u8>| {
+            let mut tx = samples(6)[1].clone();
+            let TxBody::SubmitProof(p) = &mut tx.body else { unreachable!() };
+            p.kind = kind;
+            if kind == ProofKind::Aggregation {
+                p.inputs = vec![p.key(EntityId::cn(0))];
+            }
+            p.proof = proof;
+            Tx::decode(&tx.encode())
+        };
+        let too_long = |r: Result<Tx, DecodeError>| {
+            matches!(r, Err(DecodeError::Length { what: "proof", .. }))
+        };
+        let widest = max_proof_len(ProofKind::Range);
+        assert!(
+            too_long(with(ProofKind::Range, vec![0; widest + 1])),
+            "past the widest range proof"
+        );
+        assert!(with(ProofKind::Range, vec![0; widest]).is_ok(), "the bound itself decodes");
+        assert!(too_long(with(ProofKind::Aggregation, vec![1, 1])), "an aggregation is one byte");
+        assert!(!too_long(with(ProofKind::Aggregation, vec![1])), "one byte fits");
+    }
+
+    #[test]
+    fn spec_fixes_each_kinds_proof_length() {
+        let s = spec();
+        assert_eq!(s.proof_len(ProofKind::Aggregation), 1);
+        assert_eq!(s.proof_len(ProofKind::KeySwitch), 68 + 96 * 2);
+        assert_eq!(s.proof_len(ProofKind::Shuffle), 4 + 32 * (10 * 4 + 3));
+        // Two values of 32 bits: 4 parties, lg(128) = 7 rounds.
+        assert_eq!(s.proof_len(ProofKind::Range), 8 + 224 * 2 + 32 * (9 + 2 * 7));
+        for kind in ProofKind::ALL {
+            assert!(s.proof_len(kind) <= max_proof_len(kind));
+        }
     }
 
     #[test]

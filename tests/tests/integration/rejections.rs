@@ -166,7 +166,12 @@ fn proof_submissions_that_break_the_rules_are_rejected() {
         &mut net,
     );
     // A key switch before the root aggregation exists.
-    let ks = SubmitProof { kind: ProofKind::KeySwitch, inputs: vec![], ..agg(vec![]) };
+    let ks = SubmitProof {
+        kind: ProofKind::KeySwitch,
+        inputs: vec![],
+        proof: vec![0; spec.proof_len(ProofKind::KeySwitch)],
+        ..agg(vec![])
+    };
     rejected(resign(&net, EntityId::cn(root), TxBody::SubmitProof(ks), &mut rng), 24, &mut net);
     // A bitmap while proofs are still being collected.
     let (_, vrf) = sampling::evaluate(
@@ -189,6 +194,34 @@ fn proof_submissions_that_break_the_rules_are_rejected() {
     let again =
         net.session(&plan).range(EntityId::dp(0), &values, false, &mut rng).unwrap().encode();
     rejected(again, 22, &mut net);
+}
+
+#[test]
+fn proofs_not_of_their_kinds_exact_length_are_refused() {
+    let mut net = Net::new(4, 3, 5);
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let plan = registered(&mut net, &mut rng, 30);
+    let values = dataset(0).local_values(&plan.query, &plan.bounds).unwrap();
+    let dp0 = net.session(&plan).range(EntityId::dp(0), &values, false, &mut rng).unwrap().encode();
+    let sized = |net: &Net, extra: isize, rng: &mut ChaCha20Rng| {
+        let mut p = submit_body(&dp0);
+        let len = p.proof.len().checked_add_signed(extra).unwrap();
+        p.proof.resize(len, 0);
+        resign(net, EntityId::dp(0), TxBody::SubmitProof(p), rng)
+    };
+    // Padding that the proof parser would never read, and a truncated proof: both are refused
+    // against the query's statement shape before anything is stored.
+    rejected(sized(&net, 1, &mut rng), 26, &mut net);
+    rejected(sized(&net, 64, &mut rng), 26, &mut net);
+    rejected(sized(&net, -1, &mut rng), 26, &mut net);
+    // Beyond the largest proof of its kind, it is refused statelessly, before any state is read.
+    let mut p = submit_body(&dp0);
+    p.kind = ProofKind::Aggregation;
+    p.inputs = plan.registration.spec.aggregation_inputs(plan.registration.query_id, 0);
+    p.proof = vec![1; 1 << 20];
+    rejected(resign(&net, EntityId::cn(0), TxBody::SubmitProof(p), &mut rng), 1, &mut net);
+    // The exact length is accepted.
+    assert_all_ok(&net.block(vec![dp0]));
 }
 
 #[test]
