@@ -46,12 +46,20 @@ pub enum TxError {
     /// 13: the query references an entity that is not in the roster.
     #[error("query references {0}, which is not in the roster")]
     UnknownEntity(String),
-    /// 14: the querier's proof of possession does not verify.
-    #[error("querier key: {0}")]
+    /// 14: the querier's signature over the registration's terms does not verify.
+    #[error("querier signature over the registration: {0}")]
     BadQuerierKey(String),
     /// 15: a query parameter exceeds the chain's limits.
     #[error("{0}")]
     LimitExceeded(String),
+    /// 16: the sampling threshold is below the chain's `min_threshold_ppm`.
+    #[error("threshold {got} ppm is below the chain's minimum {min} ppm")]
+    ThresholdTooLow {
+        /// The query's threshold.
+        got: u32,
+        /// The chain's minimum.
+        min: u32,
+    },
     /// 20: the query's proof phase is over.
     #[error("query {0} no longer accepts proofs")]
     ProofPhaseOver(String),
@@ -120,6 +128,7 @@ impl TxError {
             TxError::UnknownEntity(_) => 13,
             TxError::BadQuerierKey(_) => 14,
             TxError::LimitExceeded(_) => 15,
+            TxError::ThresholdTooLow { .. } => 16,
             TxError::ProofPhaseOver(_) => 20,
             TxError::UnexpectedProof(_) => 21,
             TxError::DuplicateProof(_) => 22,
@@ -151,8 +160,9 @@ pub const TABLE: &[(u32, &str, &str)] = &[
     (11, "unknown-query", "no such query"),
     (12, "not-participant", "signer takes no part in the query in that role"),
     (13, "unknown-entity", "query names an entity that is not in the roster"),
-    (14, "bad-querier-key", "querier key's proof of possession does not verify"),
+    (14, "bad-querier-key", "querier's signature over the registration terms does not verify"),
     (15, "limit-exceeded", "query parameter beyond the chain's limits"),
+    (16, "threshold-too-low", "sampling threshold below the chain's min_threshold_ppm"),
     (20, "proof-phase-over", "proof arrived after the query's proof phase"),
     (21, "unexpected-proof", "proof not in the query's expected set"),
     (22, "duplicate-proof", "proof key already used"),
@@ -186,6 +196,7 @@ mod tests {
             TxError::UnknownEntity(s()),
             TxError::BadQuerierKey(s()),
             TxError::LimitExceeded(s()),
+            TxError::ThresholdTooLow { got: 1, min: 2 },
             TxError::ProofPhaseOver(s()),
             TxError::UnexpectedProof(s()),
             TxError::DuplicateProof(s()),

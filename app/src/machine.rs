@@ -19,9 +19,7 @@ use lemal_contracts::state::{
     GenesisRecord, GenesisState, JudgedSet, Params, ProofRecord, QueryPayload, QueryProgress,
     QueryRecord, QueryStatus, Roster, SkipBlock, Timestamp,
 };
-use lemal_contracts::tx::{
-    querier_pop_context, CommitBitmap, RegisterQuery, SubmitProof, Tx, TxBody,
-};
+use lemal_contracts::tx::{CommitBitmap, RegisterQuery, SubmitProof, Tx, TxBody};
 
 use crate::codes::TxError;
 use crate::ledger::{get, set, KvRead, KvWrite};
@@ -323,9 +321,20 @@ impl Machine {
                 r.commit_window, self.params.max_commit_window
             )));
         }
-        r.querier_pop
-            .verify(&querier_pop_context(&self.chain_id, &q), &r.querier_key)
-            .map_err(|e| TxError::BadQuerierKey(e.to_string()))?;
+        if r.threshold_ppm < self.params.min_threshold_ppm {
+            return Err(TxError::ThresholdTooLow {
+                got: r.threshold_ppm,
+                min: self.params.min_threshold_ppm,
+            });
+        }
+        if spec.noise_rows() > usize::from(self.params.max_noise_rows) {
+            return Err(TxError::LimitExceeded(format!(
+                "{} noise rows exceed the chain's maximum {}",
+                spec.noise_rows(),
+                self.params.max_noise_rows
+            )));
+        }
+        r.verify_querier(&self.chain_id).map_err(|e| TxError::BadQuerierKey(e.to_string()))?;
         Ok(())
     }
 

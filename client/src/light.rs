@@ -2163,6 +2163,7 @@ mod tests {
             noise: 0,
             noise_rows: 0,
             threshold_ppm,
+            dp_deadline: 10,
             proof_deadline: 20,
             commit_window: 20,
         };

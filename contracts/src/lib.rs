@@ -27,6 +27,7 @@ pub mod error;
 pub mod group;
 pub mod ids;
 pub mod keys;
+pub mod noise;
 pub mod proofs;
 pub mod sampling;
 pub mod sig;

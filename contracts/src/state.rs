@@ -20,6 +20,10 @@ use crate::tx::{limits, RegisterQuery};
 pub struct Params {
     /// The sampling threshold clients use when they do not choose one, in ppm.
     pub default_threshold_ppm: u32,
+    /// The lowest sampling threshold a query may ask for, in ppm.
+    pub min_threshold_ppm: u32,
+    /// Most rows of a query's noise list (at most the hard limit of 4096).
+    pub max_noise_rows: u16,
     /// Largest proof deadline a query may ask for, in blocks.
     pub max_proof_deadline: u32,
     /// Largest commit window a query may ask for, in blocks.
@@ -36,6 +40,8 @@ impl Default for Params {
     fn default() -> Self {
         Self {
             default_threshold_ppm: 400_000,
+            min_threshold_ppm: 100_000,
+            max_noise_rows: 1024,
             max_proof_deadline: 10_000,
             max_commit_window: 10_000,
             skip_base: 2,
@@ -50,6 +56,13 @@ impl Params {
     pub fn check(&self) -> Result<(), DecodeError> {
         let bad = |why| Err(DecodeError::Invalid { what: "params", why });
         check_threshold(self.default_threshold_ppm)?;
+        check_threshold(self.min_threshold_ppm)?;
+        if self.default_threshold_ppm < self.min_threshold_ppm {
+            return bad("default_threshold_ppm below min_threshold_ppm");
+        }
+        if !(2..=limits::MAX_NOISE_ROWS).contains(&usize::from(self.max_noise_rows)) {
+            return bad("max_noise_rows must be in 2..=4096");
+        }
         if self.skip_base < 2 {
             return bad("skip_base must be at least 2");
         }
@@ -650,5 +663,9 @@ mod tests {
         assert_eq!(Params::default().check(), Ok(()));
         let bad = Params { skip_base: 1, ..Params::default() };
         assert!(bad.check().is_err());
+        let bad = Params { min_threshold_ppm: 500_000, ..Params::default() };
+        assert!(bad.check().is_err(), "default below the minimum");
+        let bad = Params { max_noise_rows: 5000, ..Params::default() };
+        assert!(bad.check().is_err(), "beyond the hard limit");
     }
 }

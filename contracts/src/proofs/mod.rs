@@ -166,7 +166,7 @@ pub fn resolve(
             width: spec.width(),
             inputs: match spec.shuffle_input(key.query, key.creator.index) {
                 Some(prev) => outputs_of(ledger, &prev)?,
-                None => shuffle::encrypt_public_list(&spec.noise),
+                None => shuffle::encrypt_public_list(&spec.noise_list()),
             },
             outputs: record.outputs.clone(),
         }),

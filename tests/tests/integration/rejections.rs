@@ -5,7 +5,7 @@ use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Verdict};
 use lemal_contracts::sampling;
 use lemal_contracts::sig::SigningKey;
 use lemal_contracts::state::QueryStatus;
-use lemal_contracts::tx::{CommitBitmap, SubmitProof, Tx, TxBody};
+use lemal_contracts::tx::{CommitBitmap, NoiseParams, SubmitProof, Tx, TxBody};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -40,6 +40,8 @@ fn submit_body(tx: &[u8]) -> SubmitProof {
 fn registered(net: &mut Net, rng: &mut ChaCha20Rng, deadline: u32) -> QueryPlan {
     let mut plan = plan(net, "SELECT sum(x) FROM y", 0, 400_000);
     plan.registration.proof_deadline = deadline;
+    plan.registration.dp_deadline = deadline - 1;
+    plan.resign(CHAIN, rng);
     let reg = net.session(&plan).register(rng).unwrap();
     assert_all_ok(&net.block(vec![reg.encode()]));
     plan
@@ -106,7 +108,7 @@ fn registrations_that_break_the_rules_are_rejected() {
     rejected(resign(&net, signer, TxBody::RegisterQuery(Box::new(r)), &mut rng), 13, &mut net);
 
     let mut r = plan.registration.clone();
-    r.query_id = QueryId([0xee; 16]); // the proof of possession was bound to the planned id
+    r.query_id = QueryId([0xee; 16]); // the querier signed the planned id
     rejected(resign(&net, signer, TxBody::RegisterQuery(Box::new(r)), &mut rng), 14, &mut net);
 
     let mut r = plan.registration.clone();
@@ -116,6 +118,23 @@ fn registrations_that_break_the_rules_are_rejected() {
     let mut r = plan.registration.clone();
     r.threshold_ppm = 0;
     rejected(resign(&net, signer, TxBody::RegisterQuery(Box::new(r)), &mut rng), 1, &mut net);
+
+    // Terms the querier did sign, but the chain's genesis bounds refuse.
+    let amended = |net: &Net, rng: &mut ChaCha20Rng, change: &dyn Fn(&mut QueryPlan)| {
+        let mut p = plan.clone();
+        change(&mut p);
+        p.resign(CHAIN, rng);
+        resign(net, signer, TxBody::RegisterQuery(Box::new(p.registration)), rng)
+    };
+    let low = amended(&net, &mut rng, &|p| p.registration.threshold_ppm = 99_999);
+    rejected(low, 16, &mut net);
+    let rows = amended(&net, &mut rng, &|p| {
+        p.registration.spec.noise = NoiseParams { scale: 10, rows: 1025 };
+    });
+    rejected(rows, 15, &mut net);
+    let late =
+        amended(&net, &mut rng, &|p| p.registration.dp_deadline = p.registration.proof_deadline);
+    rejected(late, 1, &mut net);
 }
 
 #[test]
@@ -247,6 +266,7 @@ fn forged_bitmaps_are_rejected() {
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let mut plan = plan(&mut net, "SELECT sum(x) FROM y", 0, 500_000);
     plan.registration.commit_window = 50; // the window stays open through every attempt
+    plan.resign(CHAIN, &mut rng);
     let q = plan.registration.query_id;
     run_query(&mut net, &plan, Script::default());
     net.until(3, |n| matches!(n.progress(&q).status, QueryStatus::Committing { .. }));
