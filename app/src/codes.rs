@@ -88,6 +88,10 @@ pub enum TxError {
         /// The length the query's statement shape fixes.
         expected: usize,
     },
+    /// 27: an aggregation leaves out an allowed input that is on the ledger, or a missing one
+    /// before the data-provider deadline.
+    #[error("incomplete aggregation: {0}")]
+    IncompleteAggregation(String),
     /// 30: the query is not accepting bitmap commits (proof phase running, or finalized).
     #[error("query {0} is not accepting bitmap commits")]
     NotCommitting(String),
@@ -136,6 +140,7 @@ impl TxError {
             TxError::MissingInput(_) => 24,
             TxError::InvalidInput(_) => 25,
             TxError::BadProofLength { .. } => 26,
+            TxError::IncompleteAggregation(_) => 27,
             TxError::NotCommitting(_) => 30,
             TxError::DuplicateBitmap(_) => 31,
             TxError::BadVrf(_) => 32,
@@ -170,6 +175,11 @@ pub const TABLE: &[(u32, &str, &str)] = &[
     (24, "missing-input", "referenced input not on the ledger"),
     (25, "invalid-input", "referenced input not allowed for this proof"),
     (26, "bad-proof-length", "proof bytes not of the exact length the query fixes for the kind"),
+    (
+        27,
+        "incomplete-aggregation",
+        "aggregation leaves out an input on the ledger, or a missing one before the DP deadline",
+    ),
     (30, "not-committing", "query not accepting bitmap commits"),
     (31, "duplicate-bitmap", "verifying node already committed for this query"),
     (32, "bad-vrf", "VRF proof does not verify"),
@@ -204,6 +214,7 @@ mod tests {
             TxError::MissingInput(s()),
             TxError::InvalidInput(s()),
             TxError::BadProofLength { key: s(), got: 2, expected: 1 },
+            TxError::IncompleteAggregation(s()),
             TxError::NotCommitting(s()),
             TxError::DuplicateBitmap(s()),
             TxError::BadVrf(s()),

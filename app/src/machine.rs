@@ -393,6 +393,23 @@ impl Machine {
                 }
                 present(input)?;
             }
+            // Completeness: it lists every allowed input on the ledger, and may leave out a
+            // missing one only after the data-provider deadline.
+            let after_dp_deadline = ctx.height > record.dp_deadline_height();
+            for a in allowed.iter().filter(|a| p.inputs.binary_search(a).is_err()) {
+                if get::has_proof(state, a) {
+                    return Err(TxError::IncompleteAggregation(format!(
+                        "{key} leaves out {a}, which is on the ledger"
+                    )));
+                }
+                if !after_dp_deadline {
+                    return Err(TxError::IncompleteAggregation(format!(
+                        "{key} leaves out the missing {a} before the data-provider deadline \
+                         (height {})",
+                        record.dp_deadline_height()
+                    )));
+                }
+            }
         } else {
             // The others take all their inputs, fixed by the query.
             for input in &allowed {
@@ -537,6 +554,8 @@ impl Machine {
         let reported: Vec<EntityId> = commits.iter().map(|c| c.vn).collect();
         let absent = verifiers.iter().filter(|v| !reported.contains(v)).copied().collect();
         let judged = progress.judged.as_ref().expect("a committing query has a judged set");
+        let ledger = |k: &ProofKey| get::proof(state, k);
+        let covered = lemal_contracts::proofs::covered_dps(reg, &ledger);
         let payload = QueryPayload {
             query_id: q,
             bitmap: Bitmap { proofs: expected, verifiers, verdicts },
@@ -544,10 +563,15 @@ impl Machine {
             reported,
             absent,
             proofs_root: judged.proofs_root,
-            result: lemal_contracts::proofs::result_ciphertexts(reg, &|k: &ProofKey| {
-                get::proof(state, k)
-            })
-            .unwrap_or_default(),
+            result: lemal_contracts::proofs::result_ciphertexts(reg, &ledger).unwrap_or_default(),
+            uncovered: reg
+                .spec
+                .dps
+                .iter()
+                .map(|&d| EntityId::dp(d))
+                .filter(|d| covered.binary_search(d).is_err())
+                .collect(),
+            covered,
         };
         self.append(state, ctx, BlockPayload::Query(payload))
     }
@@ -633,6 +657,8 @@ mod tests {
             absent: Vec::new(),
             proofs_root: [0; 32],
             result: Vec::new(),
+            covered: Vec::new(),
+            uncovered: Vec::new(),
         })
     }
 

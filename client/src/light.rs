@@ -1952,6 +1952,8 @@ mod tests {
                         absent: Vec::new(),
                         proofs_root: proofs_root(&[]),
                         result: Vec::new(),
+                        covered: Vec::new(),
+                        uncovered: Vec::new(),
                     }),
                 };
                 let hash = block.hash();
@@ -2260,6 +2262,8 @@ mod tests {
             absent: Vec::new(),
             proofs_root: proofs_root(&hashes),
             result: proofs::result_ciphertexts(&plan.registration, &get).unwrap_or_default(),
+            covered: proofs::covered_dps(&plan.registration, &get),
+            uncovered: Vec::new(),
         };
         Run { roster, params, plan, records, commits, payload }
     }

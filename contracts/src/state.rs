@@ -339,6 +339,12 @@ pub struct QueryRecord {
 }
 
 impl QueryRecord {
+    /// Last height at which an aggregation must still list every allowed input (it may leave
+    /// out a missing one only above it).
+    pub fn dp_deadline_height(&self) -> u64 {
+        self.registered_at + u64::from(self.registration.dp_deadline)
+    }
+
     /// Last height at which proofs are accepted.
     pub fn proof_deadline_height(&self) -> u64 {
         self.registered_at + u64::from(self.registration.proof_deadline)
@@ -525,6 +531,11 @@ pub struct QueryPayload {
     pub proofs_root: [u8; 32],
     /// The final result ciphertexts for the querier, when every key switch arrived.
     pub result: Vec<Ciphertext>,
+    /// The data providers whose range proofs the root aggregation covers, through the
+    /// aggregation tree as accepted on the ledger ([`crate::proofs::covered_dps`]), increasing.
+    pub covered: Vec<EntityId>,
+    /// The query's data providers the result does not cover (missing at the DP deadline).
+    pub uncovered: Vec<EntityId>,
 }
 
 /// One block of the skipchain.

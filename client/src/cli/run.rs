@@ -826,7 +826,11 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
             "proofs_root": hex::encode(payload.proofs_root),
             "reported": payload.reported.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "absent": payload.absent.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "covered": names(&payload.covered),
+            "uncovered": names(&payload.uncovered),
         },
+        "covered_dps": names(&payload.covered),
+        "uncovered_dps": names(&payload.uncovered),
         "bitmap": { "0": counts[0], "1": counts[1], "2": counts[2], "3": counts[3] },
         "wrong_proofs": wrong,
         "cheat_detected": detected.map(|d| d.unwrap_or(false)),
@@ -841,6 +845,11 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         print_summary(&doc);
     }
     Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Entity names, in order.
+fn names(ids: &[EntityId]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
 }
 
 fn print_summary(doc: &Value) {
@@ -858,6 +867,15 @@ fn print_summary(doc: &Value) {
         s(&b["index"]),
         s(&b["hash"]),
         s(&b["height"])
+    );
+    let dps = |v: &Value| match v.as_array() {
+        Some(a) if !a.is_empty() => a.iter().map(s).collect::<Vec<_>>().join(", "),
+        _ => "none".to_owned(),
+    };
+    println!(
+        "covers    {}  (not covered: {})",
+        dps(&doc["covered_dps"]),
+        dps(&doc["uncovered_dps"])
     );
     let m = &doc["bitmap"];
     println!(
@@ -1009,6 +1027,8 @@ mod tests {
                 absent: Vec::new(),
                 proofs_root: [0; 32],
                 result: Vec::new(),
+                covered: Vec::new(),
+                uncovered: Vec::new(),
             }),
         }
     }
