@@ -731,6 +731,48 @@ pub fn walk_forward(
     Ok((hops, current))
 }
 
+/// Check the block's statement of which data providers the result covers against the proof
+/// records (authenticated by [`check_proofs_root`]): `covered` must be what the aggregation tree
+/// on the ledger reaches ([`proofs::covered_dps`], the chain's own rule) and `uncovered` the
+/// query's other data providers.
+pub fn check_coverage(
+    payload: &QueryPayload,
+    registration: &RegisterQuery,
+    records: &[ProofRecord],
+) -> Check {
+    const NAME: &str = "coverage";
+    let ledger =
+        |k: &ProofKey| records.binary_search_by(|r| r.key.cmp(k)).ok().map(|i| records[i].clone());
+    let covered = proofs::covered_dps(registration, &ledger);
+    let uncovered: Vec<EntityId> = registration
+        .spec
+        .dps
+        .iter()
+        .map(|&d| EntityId::dp(d))
+        .filter(|d| covered.binary_search(d).is_err())
+        .collect();
+    if covered != payload.covered || uncovered != payload.uncovered {
+        return Check::fail(
+            NAME,
+            format!(
+                "the block says it covers {} and not {}; the proofs cover {} and not {}",
+                payload.covered.len(),
+                payload.uncovered.len(),
+                covered.len(),
+                uncovered.len()
+            ),
+        );
+    }
+    Check::pass(
+        NAME,
+        format!(
+            "the result covers {} of {} data providers",
+            covered.len(),
+            registration.spec.dps.len()
+        ),
+    )
+}
+
 /// Check that the proof records a node lists for a query are exactly the ones the block's
 /// proofs root commits to: of this query, in strictly increasing key order, each an expected
 /// proof, and hashing to the root.
@@ -1126,6 +1168,7 @@ impl<'a> LightClient<'a> {
                 let record = self.query_record(&payload.query_id)?;
                 records = self.node.proofs(&payload.query_id)?;
                 checks.push(check_proofs_root(payload, &records));
+                checks.push(check_coverage(payload, &record.registration, &records));
                 checks.push(check_bitmap(payload, &record.registration, &roster, &records));
             }
         }
@@ -2458,6 +2501,18 @@ mod tests {
     }
 
     // ----- proofs root, bitmap, genesis record -------------------------------------------------
+
+    #[test]
+    fn a_block_that_misstates_its_coverage_is_caught() {
+        let mut run = run(None, 600_000);
+        let reg = run.plan.registration.clone();
+        assert!(check_coverage(&run.payload, &reg, &run.records).passed);
+        assert_eq!(run.payload.covered.len(), reg.spec.dps.len(), "every data provider is in");
+        let dropped = run.payload.covered.pop().expect("some data provider is covered");
+        assert!(!check_coverage(&run.payload, &reg, &run.records).passed, "claims less");
+        run.payload.uncovered.push(dropped);
+        assert!(!check_coverage(&run.payload, &reg, &run.records).passed, "claims it missing");
+    }
 
     #[test]
     fn omitted_proof_is_caught_by_the_proofs_root() {
