@@ -14,7 +14,8 @@
 //!    the proven value of another ([`check_answer`]). Absence is proven the same way.
 //! 3. **Skipblock.** Its skip height, each back link (the linked block, proven, has that hash),
 //!    the forward link that points back at it ([`check_links`]); for a query block, the proofs
-//!    root over the proof bodies the node lists ([`check_proofs_root`]) and the bitmap's shape
+//!    root over the proof bodies the node lists ([`check_proofs_root`]), the covered data
+//!    providers recomputed from those bodies ([`check_coverage`]) and the bitmap's shape
 //!    against the proven registration and roster ([`check_bitmap`]); for block 0, the genesis
 //!    record against the proven roster and parameters ([`check_genesis_record`]).
 //! 4. **Ancestry.** From a trusted block, forward links lead to the latest block in
