@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use lemal_app::abci::LemalApp;
 use lemal_app::store::Store;
-use lemal_contracts::elgamal::{Ciphertext, SecretKey};
+use lemal_contracts::elgamal::{Ciphertext, PossessionProof, SecretKey};
 use lemal_contracts::ids::{EntityId, ProofKind, QueryId};
 use lemal_contracts::proofs::range::{self, Bounds};
 use lemal_contracts::sig::SigningKey;
@@ -31,7 +31,7 @@ use lemal_contracts::state::{
 };
 use lemal_contracts::transcript::ProofContext;
 use lemal_contracts::tx::{
-    querier_pop_context, Operation, QuerySpec, RegisterQuery, SubmitProof, Tx, TxBody,
+    NoiseParams, Operation, QuerySpec, RegisterQuery, SubmitProof, Tx, TxBody,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -97,7 +97,7 @@ fn fixture() -> Fixture {
     let registration = RegisterQuery {
         query_id,
         querier_key: querier.public(),
-        querier_pop: querier.prove_possession(&querier_pop_context(CHAIN, &query_id), &mut rng),
+        querier_sig: PossessionProof::default(),
         spec: QuerySpec {
             sql: "SELECT sum(x) FROM y".into(),
             operation: Operation::Sum,
@@ -105,12 +105,14 @@ fn fixture() -> Fixture {
             bounds: bounds.clone(),
             dps: vec![0],
             cns: vec![0],
-            noise: Vec::new(),
+            noise: NoiseParams::NONE,
         },
         threshold_ppm: 400_000,
+        dp_deadline: 500,
         proof_deadline: 1000,
         commit_window: 10,
-    };
+    }
+    .sign_as_querier(CHAIN, &querier, &mut rng);
     let register = Tx::sign(
         CHAIN,
         EntityId::cn(0),

@@ -46,8 +46,8 @@ pub enum TxError {
     /// 13: the query references an entity that is not in the roster.
     #[error("query references {0}, which is not in the roster")]
     UnknownEntity(String),
-    /// 14: the querier's proof of possession does not verify.
-    #[error("querier key: {0}")]
+    /// 14: the querier's signature over the registration's terms does not verify.
+    #[error("querier signature over the registration: {0}")]
     BadQuerierKey(String),
     /// 15: a query parameter exceeds the chain's limits.
     #[error("{0}")]
@@ -59,6 +59,14 @@ pub enum TxError {
         registrar: String,
         /// Its open queries.
         open: u32,
+    },
+    /// 17: the sampling threshold is below the chain's `min_threshold_ppm`.
+    #[error("threshold {got} ppm is below the chain's minimum {min} ppm")]
+    ThresholdTooLow {
+        /// The query's threshold.
+        got: u32,
+        /// The chain's minimum.
+        min: u32,
     },
     /// 20: the query's proof phase is over.
     #[error("query {0} no longer accepts proofs")]
@@ -78,6 +86,20 @@ pub enum TxError {
     /// 25: a referenced input is not one this proof may use.
     #[error("input {0} is not an input of this proof")]
     InvalidInput(String),
+    /// 26: the proof bytes do not have the exact length the query fixes for its kind.
+    #[error("proof {key} has {got} bytes, its statement fixes {expected}")]
+    BadProofLength {
+        /// The proof key.
+        key: String,
+        /// Its length.
+        got: usize,
+        /// The length the query's statement shape fixes.
+        expected: usize,
+    },
+    /// 27: an aggregation leaves out an allowed input that is on the ledger, or a missing one
+    /// before the data-provider deadline.
+    #[error("incomplete aggregation: {0}")]
+    IncompleteAggregation(String),
     /// 30: the query is not accepting bitmap commits (proof phase running, or finalized).
     #[error("query {0} is not accepting bitmap commits")]
     NotCommitting(String),
@@ -119,12 +141,15 @@ impl TxError {
             TxError::BadQuerierKey(_) => 14,
             TxError::LimitExceeded(_) => 15,
             TxError::TooManyOpenQueries { .. } => 16,
+            TxError::ThresholdTooLow { .. } => 17,
             TxError::ProofPhaseOver(_) => 20,
             TxError::UnexpectedProof(_) => 21,
             TxError::DuplicateProof(_) => 22,
             TxError::BadOutputs(_) => 23,
             TxError::MissingInput(_) => 24,
             TxError::InvalidInput(_) => 25,
+            TxError::BadProofLength { .. } => 26,
+            TxError::IncompleteAggregation(_) => 27,
             TxError::NotCommitting(_) => 30,
             TxError::DuplicateBitmap(_) => 31,
             TxError::BadVrf(_) => 32,
@@ -149,15 +174,22 @@ pub const TABLE: &[(u32, &str, &str)] = &[
     (11, "unknown-query", "no such query"),
     (12, "not-participant", "signer takes no part in the query in that role"),
     (13, "unknown-entity", "query names an entity that is not in the roster"),
-    (14, "bad-querier-key", "querier key's proof of possession does not verify"),
+    (14, "bad-querier-key", "querier's signature over the registration terms does not verify"),
     (15, "limit-exceeded", "query parameter beyond the chain's limits"),
     (16, "too-many-open-queries", "registrar already has max_open_queries_per_cn open queries"),
+    (17, "threshold-too-low", "sampling threshold below the chain's min_threshold_ppm"),
     (20, "proof-phase-over", "proof arrived after the query's proof phase"),
     (21, "unexpected-proof", "proof not in the query's expected set"),
     (22, "duplicate-proof", "proof key already used"),
     (23, "bad-outputs", "statement outputs of the wrong shape"),
     (24, "missing-input", "referenced input not on the ledger"),
     (25, "invalid-input", "referenced input not allowed for this proof"),
+    (26, "bad-proof-length", "proof bytes not of the exact length the query fixes for the kind"),
+    (
+        27,
+        "incomplete-aggregation",
+        "aggregation leaves out an input on the ledger, or a missing one before the DP deadline",
+    ),
     (30, "not-committing", "query not accepting bitmap commits"),
     (31, "duplicate-bitmap", "verifying node already committed for this query"),
     (32, "bad-vrf", "VRF proof does not verify"),
@@ -185,12 +217,15 @@ mod tests {
             TxError::BadQuerierKey(s()),
             TxError::LimitExceeded(s()),
             TxError::TooManyOpenQueries { registrar: s(), open: 1 },
+            TxError::ThresholdTooLow { got: 1, min: 2 },
             TxError::ProofPhaseOver(s()),
             TxError::UnexpectedProof(s()),
             TxError::DuplicateProof(s()),
             TxError::BadOutputs(s()),
             TxError::MissingInput(s()),
             TxError::InvalidInput(s()),
+            TxError::BadProofLength { key: s(), got: 2, expected: 1 },
+            TxError::IncompleteAggregation(s()),
             TxError::NotCommitting(s()),
             TxError::DuplicateBitmap(s()),
             TxError::BadVrf(s()),

@@ -19,9 +19,7 @@ use lemal_contracts::state::{
     GenesisRecord, GenesisState, JudgedSet, Params, ProofRecord, QueryPayload, QueryProgress,
     QueryRecord, QueryStatus, Roster, SkipBlock, Timestamp,
 };
-use lemal_contracts::tx::{
-    querier_pop_context, CommitBitmap, Envelope, RegisterQuery, SubmitProof, Tx, TxBody,
-};
+use lemal_contracts::tx::{CommitBitmap, Envelope, RegisterQuery, SubmitProof, Tx, TxBody};
 
 use crate::codes::TxError;
 use crate::ledger::{get, set, KvRead, KvWrite};
@@ -372,9 +370,20 @@ impl Machine {
                 r.commit_window, self.params.max_commit_window
             )));
         }
-        r.querier_pop
-            .verify(&querier_pop_context(&self.chain_id, &q), &r.querier_key)
-            .map_err(|e| TxError::BadQuerierKey(e.to_string()))?;
+        if r.threshold_ppm < self.params.min_threshold_ppm {
+            return Err(TxError::ThresholdTooLow {
+                got: r.threshold_ppm,
+                min: self.params.min_threshold_ppm,
+            });
+        }
+        if spec.noise_rows() > usize::from(self.params.max_noise_rows) {
+            return Err(TxError::LimitExceeded(format!(
+                "{} noise rows exceed the chain's maximum {}",
+                spec.noise_rows(),
+                self.params.max_noise_rows
+            )));
+        }
+        r.verify_querier(&self.chain_id).map_err(|e| TxError::BadQuerierKey(e.to_string()))?;
         Ok(())
     }
 
@@ -409,6 +418,14 @@ impl Machine {
                 p.outputs.len()
             )));
         }
+        let expected_len = spec.proof_len(p.kind);
+        if p.proof.len() != expected_len {
+            return Err(TxError::BadProofLength {
+                key: key.to_string(),
+                got: p.proof.len(),
+                expected: expected_len,
+            });
+        }
         let present = |k: &ProofKey| {
             if get::has_proof(state, k) {
                 Ok(())
@@ -424,6 +441,23 @@ impl Machine {
                     return Err(TxError::InvalidInput(input.to_string()));
                 }
                 present(input)?;
+            }
+            // Completeness: it lists every allowed input on the ledger, and may leave out a
+            // missing one only after the data-provider deadline.
+            let after_dp_deadline = ctx.height > record.dp_deadline_height();
+            for a in allowed.iter().filter(|a| p.inputs.binary_search(a).is_err()) {
+                if get::has_proof(state, a) {
+                    return Err(TxError::IncompleteAggregation(format!(
+                        "{key} leaves out {a}, which is on the ledger"
+                    )));
+                }
+                if !after_dp_deadline {
+                    return Err(TxError::IncompleteAggregation(format!(
+                        "{key} leaves out the missing {a} before the data-provider deadline \
+                         (height {})",
+                        record.dp_deadline_height()
+                    )));
+                }
             }
         } else {
             // The others take all their inputs, fixed by the query.
@@ -587,6 +621,8 @@ impl Machine {
         let reported: Vec<EntityId> = commits.iter().map(|c| c.vn).collect();
         let absent = verifiers.iter().filter(|v| !reported.contains(v)).copied().collect();
         let judged = progress.judged.as_ref().expect("a committing query has a judged set");
+        let ledger = |k: &ProofKey| get::proof(state, k);
+        let covered = lemal_contracts::proofs::covered_dps(reg, &ledger);
         let payload = QueryPayload {
             query_id: q,
             bitmap: Bitmap { proofs: expected, verifiers, verdicts },
@@ -594,10 +630,15 @@ impl Machine {
             reported,
             absent,
             proofs_root: judged.proofs_root,
-            result: lemal_contracts::proofs::result_ciphertexts(reg, &|k: &ProofKey| {
-                get::proof(state, k)
-            })
-            .unwrap_or_default(),
+            result: lemal_contracts::proofs::result_ciphertexts(reg, &ledger).unwrap_or_default(),
+            uncovered: reg
+                .spec
+                .dps
+                .iter()
+                .map(|&d| EntityId::dp(d))
+                .filter(|d| covered.binary_search(d).is_err())
+                .collect(),
+            covered,
         };
         self.append(state, ctx, BlockPayload::Query(payload))
     }
@@ -683,6 +724,8 @@ mod tests {
             absent: Vec::new(),
             proofs_root: [0; 32],
             result: Vec::new(),
+            covered: Vec::new(),
+            uncovered: Vec::new(),
         })
     }
 
@@ -785,7 +828,7 @@ mod tests {
         RegisterQuery {
             query_id,
             querier_key: querier.public(),
-            querier_pop: querier.prove_possession(&querier_pop_context("chain", &query_id), rng),
+            querier_sig: lemal_contracts::elgamal::PossessionProof::default(),
             spec: lemal_contracts::tx::QuerySpec {
                 sql: "SELECT sum(x) FROM y".into(),
                 operation: lemal_contracts::tx::Operation::Sum,
@@ -793,12 +836,14 @@ mod tests {
                 bounds: vec![lemal_contracts::proofs::range::Bounds { lo: 0, hi: 10 }],
                 dps: vec![0],
                 cns: vec![0],
-                noise: Vec::new(),
+                noise: lemal_contracts::tx::NoiseParams::NONE,
             },
             threshold_ppm: 400_000,
+            dp_deadline: 50,
             proof_deadline: 100,
             commit_window: 10,
         }
+        .sign_as_querier("chain", &querier, rng)
     }
 
     /// End of block looks at the queries whose phase may end in that block, not at every open

@@ -16,7 +16,8 @@
 //!    the proven value of another ([`check_answer`]). Absence is proven the same way.
 //! 3. **Skipblock.** Its skip height, each back link (the linked block, proven, has that hash),
 //!    the forward link that points back at it ([`check_links`]); for a query block, the proofs
-//!    root over the proof bodies the node lists ([`check_proofs_root`]) and the bitmap's shape
+//!    root over the proof bodies the node lists ([`check_proofs_root`]), the covered data
+//!    providers recomputed from those bodies ([`check_coverage`]) and the bitmap's shape
 //!    against the proven registration and roster ([`check_bitmap`]); for block 0, the genesis
 //!    record against the proven roster and parameters ([`check_genesis_record`]).
 //! 4. **Ancestry.** From a trusted block, forward links lead to the latest block in
@@ -521,6 +522,48 @@ pub fn walk_forward(
     Ok((hops, current))
 }
 
+/// Check the block's statement of which data providers the result covers against the proof
+/// records (authenticated by [`check_proofs_root`]): `covered` must be what the aggregation tree
+/// on the ledger reaches ([`proofs::covered_dps`], the chain's own rule) and `uncovered` the
+/// query's other data providers.
+pub fn check_coverage(
+    payload: &QueryPayload,
+    registration: &RegisterQuery,
+    records: &[ProofRecord],
+) -> Check {
+    const NAME: &str = "coverage";
+    let ledger =
+        |k: &ProofKey| records.binary_search_by(|r| r.key.cmp(k)).ok().map(|i| records[i].clone());
+    let covered = proofs::covered_dps(registration, &ledger);
+    let uncovered: Vec<EntityId> = registration
+        .spec
+        .dps
+        .iter()
+        .map(|&d| EntityId::dp(d))
+        .filter(|d| covered.binary_search(d).is_err())
+        .collect();
+    if covered != payload.covered || uncovered != payload.uncovered {
+        return Check::fail(
+            NAME,
+            format!(
+                "the block says it covers {} and not {}; the proofs cover {} and not {}",
+                payload.covered.len(),
+                payload.uncovered.len(),
+                covered.len(),
+                uncovered.len()
+            ),
+        );
+    }
+    Check::pass(
+        NAME,
+        format!(
+            "the result covers {} of {} data providers",
+            covered.len(),
+            registration.spec.dps.len()
+        ),
+    )
+}
+
 /// Check that the proof records a node lists for a query are exactly the ones the block's
 /// proofs root commits to: of this query, in strictly increasing key order, each an expected
 /// proof, and hashing to the root.
@@ -944,6 +987,7 @@ impl<'a> LightClient<'a> {
                 let record = self.query_record(&payload.query_id)?;
                 records = self.node.proofs(&payload.query_id)?;
                 checks.push(check_proofs_root(payload, &records));
+                checks.push(check_coverage(payload, &record.registration, &records));
                 checks.push(check_bitmap(payload, &record.registration, &roster, &records));
             }
         }
@@ -1701,6 +1745,8 @@ mod tests {
                         absent: Vec::new(),
                         proofs_root: proofs_root(&[]),
                         result: Vec::new(),
+                        covered: Vec::new(),
+                        uncovered: Vec::new(),
                     }),
                 };
                 let hash = block.hash();
@@ -1912,6 +1958,7 @@ mod tests {
             noise: 0,
             noise_rows: 0,
             threshold_ppm,
+            dp_deadline: 10,
             proof_deadline: 20,
             commit_window: 20,
         };
@@ -2008,6 +2055,8 @@ mod tests {
             absent: Vec::new(),
             proofs_root: proofs_root(&hashes),
             result: proofs::result_ciphertexts(&plan.registration, &get).unwrap_or_default(),
+            covered: proofs::covered_dps(&plan.registration, &get),
+            uncovered: Vec::new(),
         };
         Run { roster, params, plan, records, commits, payload }
     }
@@ -2202,6 +2251,18 @@ mod tests {
     }
 
     // ----- proofs root, bitmap, genesis record -------------------------------------------------
+
+    #[test]
+    fn a_block_that_misstates_its_coverage_is_caught() {
+        let mut run = run(None, 600_000);
+        let reg = run.plan.registration.clone();
+        assert!(check_coverage(&run.payload, &reg, &run.records).passed);
+        assert_eq!(run.payload.covered.len(), reg.spec.dps.len(), "every data provider is in");
+        let dropped = run.payload.covered.pop().expect("some data provider is covered");
+        assert!(!check_coverage(&run.payload, &reg, &run.records).passed, "claims less");
+        run.payload.uncovered.push(dropped);
+        assert!(!check_coverage(&run.payload, &reg, &run.records).passed, "claims it missing");
+    }
 
     #[test]
     fn omitted_proof_is_caught_by_the_proofs_root() {

@@ -7,13 +7,14 @@
 //! statement. A role asked to cheat ([`Cheat`]) submits a proof that does not.
 
 use curve25519_dalek::scalar::Scalar;
+use lemal_contracts::elgamal::PossessionProof;
 use lemal_contracts::elgamal::{Ciphertext, DecryptionTable, SecretKey};
 use lemal_contracts::group::B;
 use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId};
 use lemal_contracts::proofs::{self, aggregation, keyswitch, range, shuffle, Ledger};
 use lemal_contracts::state::Roster;
 use lemal_contracts::transcript::ProofContext;
-use lemal_contracts::tx::{querier_pop_context, QuerySpec, RegisterQuery, SubmitProof, Tx, TxBody};
+use lemal_contracts::tx::{NoiseParams, QuerySpec, RegisterQuery, SubmitProof, Tx, TxBody};
 use rand_core::{CryptoRng, RngCore};
 
 use crate::data::DataBounds;
@@ -101,37 +102,21 @@ pub struct PlanOptions {
     pub cns: Vec<u32>,
     /// Public data bounds.
     pub bounds: DataBounds,
-    /// Noise scale: 0 for none; else a public noise list of `noise_rows` rows whose first
-    /// values are evenly spaced quantiles of a Laplace distribution of this scale, rounded
-    /// ([`noise_list`]); the shuffle chain picks the row that is added.
+    /// Noise scale: 0 for none; else the chain derives a public noise list of `noise_rows` rows
+    /// whose first values are evenly spaced quantiles of a Laplace distribution of this scale,
+    /// rounded ([`lemal_contracts::noise`]); the shuffle chain picks the row that is added.
     pub noise: u32,
-    /// Rows of the noise list when noise is on.
+    /// Rows of the noise list when noise is on (ignored without noise).
     pub noise_rows: usize,
     /// Sampling threshold in ppm.
     pub threshold_ppm: u32,
+    /// Data-provider deadline in blocks (below the proof deadline): an aggregation may leave
+    /// out a missing input only after it.
+    pub dp_deadline: u32,
     /// Proof deadline in blocks.
     pub proof_deadline: u32,
     /// Commit window in blocks.
     pub commit_window: u32,
-}
-
-/// The public noise list: `rows` rows of `width` values, the first value of row `i` the
-/// `(i + ½)/rows` quantile of a Laplace distribution of scale `b`, rounded; the others 0.
-pub fn noise_list(b: u32, rows: usize, width: usize) -> Vec<i64> {
-    if b == 0 {
-        return Vec::new();
-    }
-    let mut out = vec![0i64; rows * width];
-    for i in 0..rows {
-        let p = (i as f64 + 0.5) / rows as f64;
-        let x = if p < 0.5 {
-            f64::from(b) * (2.0 * p).ln()
-        } else {
-            -f64::from(b) * (2.0 - 2.0 * p).ln()
-        };
-        out[i * width] = x.round() as i64;
-    }
-    out
 }
 
 /// Plan `query` with fresh querier keys and a random query id.
@@ -152,19 +137,36 @@ pub fn plan<R: RngCore + CryptoRng>(
         bounds: opts.bounds.value_bounds(op),
         dps: opts.dps.clone(),
         cns: opts.cns.clone(),
-        noise: noise_list(opts.noise, opts.noise_rows, op.width()),
+        noise: NoiseParams {
+            scale: opts.noise,
+            // Beyond u16, the spec's own check refuses it (at most 4096 rows).
+            rows: if opts.noise == 0 {
+                0
+            } else {
+                u16::try_from(opts.noise_rows).unwrap_or(u16::MAX)
+            },
+        },
     };
     let querier = SecretKey::random(rng);
     let registration = RegisterQuery {
         query_id,
         querier_key: querier.public(),
-        querier_pop: querier.prove_possession(&querier_pop_context(chain_id, &query_id), rng),
+        querier_sig: PossessionProof::default(),
         spec,
         threshold_ppm: opts.threshold_ppm,
+        dp_deadline: opts.dp_deadline,
         proof_deadline: opts.proof_deadline,
         commit_window: opts.commit_window,
-    };
+    }
+    .sign_as_querier(chain_id, &querier, rng);
     QueryPlan { query, registration, bounds: opts.bounds, querier }
+}
+
+impl QueryPlan {
+    /// Sign the registration's terms again as the querier, after changing them.
+    pub fn resign<R: RngCore + CryptoRng>(&mut self, chain_id: &str, rng: &mut R) {
+        self.registration = self.registration.clone().sign_as_querier(chain_id, &self.querier, rng);
+    }
 }
 
 /// One party's view of a running query: the chain, every key it may sign with, the roster
@@ -315,7 +317,7 @@ impl Session<'_> {
                 .proof(&prev)
                 .map(|r| r.outputs)
                 .ok_or(proofs::ResolveError::MissingInput(prev))?,
-            None => shuffle::encrypt_public_list(&spec.noise),
+            None => shuffle::encrypt_public_list(&spec.noise_list()),
         };
         let width = spec.width();
         let (mut outputs, witness) = shuffle::shuffle(&key, width, &inputs, rng)?;

@@ -216,7 +216,9 @@ pub fn collective_key<'a>(keys: impl IntoIterator<Item = &'a PublicKey>) -> Rist
 }
 
 /// A Schnorr proof of knowledge of the secret key of a [`PublicKey`], bound to a context.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// The default (all zero) is a placeholder for a field signed later; it verifies for no key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PossessionProof {
     c: Scalar,
     s: Scalar,

@@ -28,6 +28,7 @@ pub mod error;
 pub mod group;
 pub mod ids;
 pub mod keys;
+pub mod noise;
 pub mod page;
 pub mod proofs;
 pub mod sampling;

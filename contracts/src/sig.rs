@@ -145,9 +145,16 @@ impl BorshDeserialize for VerifyingKey {
     }
 }
 
-/// Verify many signatures at once (one multiscalar multiplication, with weights derived from
-/// the signatures themselves, so the outcome is deterministic). `Ok` only if every signature
-/// verifies; on `Err`, check them one by one to find the bad ones.
+/// Verify many signatures at once: `Ok` only if every signature verifies; on `Err`, check them
+/// one by one to find the bad ones.
+///
+/// One multiscalar multiplication checks `Σ z_i·(s_i·B − R_i − c_i·A_i) = 0` with 128-bit
+/// weights `z_i`. The weights are deterministic (every node gets the same answer) and derived
+/// from a transcript of **every** item in full — key, signing context, message and the whole
+/// 64-byte signature, `R` and `s` — so a signer cannot pick `s` values after learning the
+/// weights. (schnorrkel's own deterministic batch derives them from keys, `R` and messages only:
+/// a signer could then shift `s_1` by `z_2·δ` and `s_2` by `−z_1·δ` so that each signature
+/// fails alone while the pair passes.)
 pub fn verify_batch(
     items: &[(&VerifyingKey, MessageKind, &[u8], &Signature)],
 ) -> Result<(), SigError> {
@@ -155,13 +162,46 @@ pub fn verify_batch(
     for (_, _, _, sig) in items {
         sigs.push(schnorrkel::Signature::from_bytes(&sig.0).map_err(|_| SigError::Malformed)?);
     }
+    let mut weights = merlin::Transcript::new(b"lemal/v1/sig-batch-weights");
+    weights.append_u64(b"n", items.len() as u64);
+    for (key, kind, msg, sig) in items {
+        weights.append_message(b"key", &key.to_bytes());
+        weights.append_message(b"context", kind.context());
+        weights.append_message(b"msg", msg);
+        weights.append_message(b"sig", &sig.0);
+    }
     let keys: Vec<schnorrkel::PublicKey> = items.iter().map(|(k, ..)| k.0).collect();
     let transcripts = items
         .iter()
         .map(|(_, kind, msg, _)| schnorrkel::signing_context(kind.context()).bytes(msg));
-    schnorrkel::verify_batch_deterministic(transcripts, &sigs, &keys, false)
+    schnorrkel::verify_batch_rng(transcripts, &sigs, &keys, false, TranscriptRng(weights))
         .map_err(|_| SigError::Invalid)
 }
+
+/// A deterministic "RNG" that reads challenge bytes from a transcript of the whole batch; it
+/// keys schnorrkel's weight generator, which then depends on every byte of every item.
+struct TranscriptRng(merlin::Transcript);
+
+impl rand_core::RngCore for TranscriptRng {
+    fn next_u32(&mut self) -> u32 {
+        rand_core::impls::next_u32_via_fill(self)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        rand_core::impls::next_u64_via_fill(self)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.challenge_bytes(b"weights", dest);
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for TranscriptRng {}
 
 /// A 64-byte sr25519 signature (its internal canonicity is checked at verification).
 #[derive(Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -237,6 +277,101 @@ mod tests {
         let mut malformed = sigs.clone();
         malformed[2].0[63] &= 0x7f;
         assert_eq!(verify_batch(&items(&vks, &msgs, &malformed)), Err(SigError::Malformed));
+    }
+
+    /// The weights schnorrkel's `verify_batch_deterministic` uses: a function of keys, `R`
+    /// values and messages only (a copy of its `prepare_batch` with its all-zero "RNG").
+    fn weights_without_s(
+        items: &[(&VerifyingKey, MessageKind, &[u8], &Signature)],
+    ) -> Vec<curve25519_dalek::scalar::Scalar> {
+        use schnorrkel::context::SigningTranscript;
+        struct Zeros;
+        impl rand_core::RngCore for Zeros {
+            fn next_u32(&mut self) -> u32 {
+                0
+            }
+            fn next_u64(&mut self) -> u64 {
+                0
+            }
+            fn fill_bytes(&mut self, dest: &mut [u8]) {
+                dest.fill(0);
+            }
+            fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+                dest.fill(0);
+                Ok(())
+            }
+        }
+        impl rand_core::CryptoRng for Zeros {}
+        let mut t = merlin::Transcript::new(b"V-RNG");
+        for (key, ..) in items {
+            t.append_message(b"", &key.to_bytes());
+        }
+        for (.., sig) in items {
+            t.append_message(b"", &sig.0[..32]);
+        }
+        for (_, kind, msg, _) in items {
+            let mut d = [0u8; 16];
+            schnorrkel::signing_context(kind.context()).bytes(msg).witness_bytes_rng(
+                b"",
+                &mut d,
+                &[&[]],
+                Zeros,
+            );
+            t.append_message(b"", &d);
+        }
+        let mut rng = t.build_rng().finalize(&mut Zeros);
+        items
+            .iter()
+            .map(|_| {
+                let mut r = [0u8; 16];
+                rand_core::RngCore::fill_bytes(&mut rng, &mut r);
+                curve25519_dalek::scalar::Scalar::from(u128::from_le_bytes(r))
+            })
+            .collect()
+    }
+
+    fn shift_s(sig: &Signature, by: curve25519_dalek::scalar::Scalar) -> Signature {
+        let mut s = [0u8; 32];
+        s.copy_from_slice(&sig.0[32..]);
+        s[31] &= 0x7f;
+        let s =
+            curve25519_dalek::scalar::Scalar::from_canonical_bytes(s).expect("canonical s") + by;
+        let mut out = sig.0;
+        out[32..].copy_from_slice(&s.to_bytes());
+        out[63] |= 0x80;
+        Signature(out)
+    }
+
+    #[test]
+    fn batch_rejects_a_pair_that_fails_one_by_one_but_cancels_under_weights_without_s() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let key = SigningKey::random(&mut rng);
+        let vk = key.verifying_key();
+        let kind = MessageKind::SubmitProof;
+        let (m1, m2): (&[u8], &[u8]) = (b"first proof", b"second proof");
+        let good1 = key.sign_with_rng(kind, m1, &mut rng);
+        let good2 = key.sign_with_rng(kind, m2, &mut rng);
+        // Weights that ignore `s` are known before `s` is chosen: shift s1 by z2 and s2 by −z1.
+        let z = weights_without_s(&[(&vk, kind, m1, &good1), (&vk, kind, m2, &good2)]);
+        let bad1 = shift_s(&good1, z[1]);
+        let bad2 = shift_s(&good2, -z[0]);
+        assert_eq!(vk.verify(kind, m1, &bad1), Err(SigError::Invalid));
+        assert_eq!(vk.verify(kind, m2, &bad2), Err(SigError::Invalid));
+        let pair = [(&vk, kind, m1, &bad1), (&vk, kind, m2, &bad2)];
+        // The attack works against weights without `s` (schnorrkel's deterministic batch) ...
+        let sigs: Vec<schnorrkel::Signature> = [bad1, bad2]
+            .iter()
+            .map(|s| schnorrkel::Signature::from_bytes(&s.0).expect("well-formed"))
+            .collect();
+        let transcripts = [m1, m2].map(|m| schnorrkel::signing_context(kind.context()).bytes(m));
+        assert!(
+            schnorrkel::verify_batch_deterministic(transcripts, &sigs, &[vk.0, vk.0], false)
+                .is_ok(),
+            "the forged pair cancels under weights that ignore s"
+        );
+        // ... and not against ours, which hash every byte of every signature.
+        assert_eq!(verify_batch(&pair), Err(SigError::Invalid));
+        assert_eq!(verify_batch(&[(&vk, kind, m1, &good1), (&vk, kind, m2, &good2)]), Ok(()));
     }
 
     #[test]

@@ -20,6 +20,10 @@ use crate::tx::{limits, RegisterQuery};
 pub struct Params {
     /// The sampling threshold clients use when they do not choose one, in ppm.
     pub default_threshold_ppm: u32,
+    /// The lowest sampling threshold a query may ask for, in ppm.
+    pub min_threshold_ppm: u32,
+    /// Most rows of a query's noise list (at most the hard limit of 4096).
+    pub max_noise_rows: u16,
     /// Largest proof deadline a query may ask for, in blocks.
     pub max_proof_deadline: u32,
     /// Largest commit window a query may ask for, in blocks.
@@ -38,6 +42,8 @@ impl Default for Params {
     fn default() -> Self {
         Self {
             default_threshold_ppm: 400_000,
+            min_threshold_ppm: 100_000,
+            max_noise_rows: 1024,
             max_proof_deadline: 10_000,
             max_commit_window: 10_000,
             skip_base: 2,
@@ -53,6 +59,13 @@ impl Params {
     pub fn check(&self) -> Result<(), DecodeError> {
         let bad = |why| Err(DecodeError::Invalid { what: "params", why });
         check_threshold(self.default_threshold_ppm)?;
+        check_threshold(self.min_threshold_ppm)?;
+        if self.default_threshold_ppm < self.min_threshold_ppm {
+            return bad("default_threshold_ppm below min_threshold_ppm");
+        }
+        if !(2..=limits::MAX_NOISE_ROWS).contains(&usize::from(self.max_noise_rows)) {
+            return bad("max_noise_rows must be in 2..=4096");
+        }
         if self.skip_base < 2 {
             return bad("skip_base must be at least 2");
         }
@@ -332,6 +345,12 @@ pub struct QueryRecord {
 }
 
 impl QueryRecord {
+    /// Last height at which an aggregation must still list every allowed input (it may leave
+    /// out a missing one only above it).
+    pub fn dp_deadline_height(&self) -> u64 {
+        self.registered_at + u64::from(self.registration.dp_deadline)
+    }
+
     /// Last height at which proofs are accepted.
     pub fn proof_deadline_height(&self) -> u64 {
         self.registered_at + u64::from(self.registration.proof_deadline)
@@ -518,6 +537,11 @@ pub struct QueryPayload {
     pub proofs_root: [u8; 32],
     /// The final result ciphertexts for the querier, when every key switch arrived.
     pub result: Vec<Ciphertext>,
+    /// The data providers whose range proofs the root aggregation covers, through the
+    /// aggregation tree as accepted on the ledger ([`crate::proofs::covered_dps`]), increasing.
+    pub covered: Vec<EntityId>,
+    /// The query's data providers the result does not cover (missing at the DP deadline).
+    pub uncovered: Vec<EntityId>,
 }
 
 /// One block of the skipchain.
@@ -656,5 +680,9 @@ mod tests {
         assert_eq!(Params::default().check(), Ok(()));
         let bad = Params { skip_base: 1, ..Params::default() };
         assert!(bad.check().is_err());
+        let bad = Params { min_threshold_ppm: 500_000, ..Params::default() };
+        assert!(bad.check().is_err(), "default below the minimum");
+        let bad = Params { max_noise_rows: 5000, ..Params::default() };
+        assert!(bad.check().is_err(), "beyond the hard limit");
     }
 }

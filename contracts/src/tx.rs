@@ -18,11 +18,13 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 
-use crate::elgamal::{Ciphertext, PossessionProof, PublicKey};
+use crate::elgamal::{Ciphertext, PossessionProof, PublicKey, SecretKey};
 use crate::error::DecodeError;
 use crate::group::{from_borsh, to_borsh};
 use crate::ids::{EntityId, ProofKey, ProofKind, QueryId, Role, Verdict};
-use crate::proofs::range::Bounds;
+pub use crate::noise::NoiseParams;
+use crate::proofs::range::{self, Bounds};
+use crate::proofs::{aggregation, keyswitch, shuffle};
 use crate::sampling::{check_threshold, VrfProof};
 use crate::sig::{MessageKind, SigError, Signature, SigningKey, VerifyingKey};
 
@@ -44,8 +46,6 @@ pub mod limits {
     pub const MAX_OUTPUTS: usize = MAX_NOISE_ROWS * MAX_WIDTH;
     /// Most input references of an aggregation.
     pub const MAX_INPUTS: usize = MAX_DPS + MAX_CNS;
-    /// Largest proof body.
-    pub const MAX_PROOF_BYTES: usize = 4 << 20;
     /// Most verdicts in one bitmap commit (one per expected proof).
     pub const MAX_VERDICTS: usize = MAX_DPS + 3 * MAX_CNS;
 }
@@ -102,9 +102,9 @@ pub struct QuerySpec {
     /// Computing nodes in protocol order, distinct. `cns[0]` is the root of the aggregation
     /// tree; the shuffle chain runs from `cns[0]` to the last.
     pub cns: Vec<u32>,
-    /// The public noise list, row-major with `operation.width()` values per row; empty when the
-    /// query adds no noise (and then expects no shuffle proofs).
-    pub noise: Vec<i64>,
+    /// The noise parameters; the public list is derived from them ([`NoiseParams::list`]).
+    /// Scale 0: the query adds no noise (and then expects no shuffle proofs).
+    pub noise: NoiseParams,
 }
 
 impl QuerySpec {
@@ -115,12 +115,18 @@ impl QuerySpec {
 
     /// Rows of the noise list.
     pub fn noise_rows(&self) -> usize {
-        self.noise.len() / self.width()
+        self.noise.rows()
     }
 
     /// Whether the query adds noise (and so expects shuffle proofs).
     pub fn has_noise(&self) -> bool {
-        !self.noise.is_empty()
+        self.noise.is_on()
+    }
+
+    /// The public noise list, derived from the noise parameters: `noise_rows()` rows of
+    /// `width()` values, row-major; empty without noise.
+    pub fn noise_list(&self) -> Vec<i64> {
+        self.noise.list(self.width())
     }
 
     /// Structural checks independent of ledger state.
@@ -155,13 +161,11 @@ impl QuerySpec {
             return bad("computing nodes must be distinct");
         }
         if self.has_noise() {
-            if !self.noise.len().is_multiple_of(self.width()) {
-                return bad("noise list length must be a multiple of the width");
-            }
-            let rows = self.noise_rows();
-            if !(2..=limits::MAX_NOISE_ROWS).contains(&rows) {
+            if !(2..=limits::MAX_NOISE_ROWS).contains(&self.noise_rows()) {
                 return bad("noise list needs 2..=4096 rows");
             }
+        } else if self.noise.rows != 0 {
+            return bad("noise rows without a noise scale");
         }
         Ok(())
     }
@@ -285,37 +289,101 @@ impl QuerySpec {
     pub fn output_len(&self, kind: ProofKind) -> usize {
         match kind {
             ProofKind::Range | ProofKind::Aggregation | ProofKind::KeySwitch => self.width(),
-            ProofKind::Shuffle => self.noise.len(),
+            ProofKind::Shuffle => self.noise_rows() * self.width(),
+        }
+    }
+
+    /// The exact byte length of a proof of `kind` for this query: every proof's size is fixed
+    /// by its statement's shape (bit size and width for a range proof, rows for a shuffle,
+    /// width for a key switch, one version byte for an aggregation).
+    pub fn proof_len(&self, kind: ProofKind) -> usize {
+        match kind {
+            ProofKind::Range => range::proof_len(u32::from(self.range_bits), self.width()),
+            ProofKind::Aggregation => aggregation::PROOF_LEN,
+            ProofKind::Shuffle => shuffle::proof_len(self.noise_rows()),
+            ProofKind::KeySwitch => keyswitch::proof_len(self.width()),
         }
     }
 }
 
-/// Register a query (signed by a computing node of the query).
+/// The largest proof of `kind` any query within [`limits`] can expect: the stateless bound,
+/// checked before the query (and so the exact length, [`QuerySpec::proof_len`]) is known.
+pub const fn max_proof_len(kind: ProofKind) -> usize {
+    match kind {
+        ProofKind::Range => range::proof_len(64, limits::MAX_WIDTH),
+        ProofKind::Aggregation => aggregation::PROOF_LEN,
+        ProofKind::Shuffle => shuffle::proof_len(limits::MAX_NOISE_ROWS),
+        ProofKind::KeySwitch => keyswitch::proof_len(limits::MAX_WIDTH),
+    }
+}
+
+/// Register a query (signed by a computing node of the query, its terms signed by the querier).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct RegisterQuery {
     /// The new query's id; must be unused.
     pub query_id: QueryId,
     /// The querier's ElGamal key `U`.
     pub querier_key: PublicKey,
-    /// Proof of possession of `U`, bound to [`querier_pop_context`].
-    pub querier_pop: PossessionProof,
+    /// The querier's Schnorr signature with `u` (`U = u·B`) over [`RegisterQuery::terms_digest`]:
+    /// a proof of possession of `U` bound to every other field and the chain id.
+    pub querier_sig: PossessionProof,
     /// The query.
     pub spec: QuerySpec,
-    /// Sampling threshold in parts per million.
+    /// Sampling threshold in parts per million (at least the chain's `min_threshold_ppm`).
     pub threshold_ppm: u32,
+    /// Blocks after registration within which data providers submit their range proofs; an
+    /// aggregation may leave out a missing input only after it. Below `proof_deadline`.
+    pub dp_deadline: u32,
     /// Blocks after registration within which proofs are accepted.
     pub proof_deadline: u32,
     /// Blocks after the proof phase ends within which verifying nodes commit their bitmaps.
     pub commit_window: u32,
 }
 
-/// The context the querier's proof of possession is bound to: chain id and query id.
-pub fn querier_pop_context(chain_id: &str, query: &QueryId) -> Vec<u8> {
-    let mut ctx = b"lemal/v1/querier/".to_vec();
-    ctx.extend_from_slice(chain_id.as_bytes());
-    ctx.push(0);
-    ctx.extend_from_slice(&query.0);
-    ctx
+impl RegisterQuery {
+    /// The digest the querier signs: SHA-256 over a versioned label and the borsh encoding of
+    /// the chain id and every field but the signature (query id, querier key, spec with its
+    /// noise parameters, threshold, deadlines).
+    pub fn terms_digest(&self, chain_id: &str) -> [u8; 32] {
+        let terms = (
+            chain_id,
+            &self.query_id,
+            &self.querier_key,
+            &self.spec,
+            self.threshold_ppm,
+            self.dp_deadline,
+            self.proof_deadline,
+            self.commit_window,
+        );
+        let mut h = Sha256::new();
+        h.update(b"lemal/v1/query-terms");
+        h.update(to_borsh(&terms));
+        h.finalize().into()
+    }
+
+    /// The Schnorr context of the querier's signature: a label and the terms digest.
+    pub fn querier_context(&self, chain_id: &str) -> Vec<u8> {
+        let mut ctx = b"lemal/v1/querier-terms/".to_vec();
+        ctx.extend_from_slice(&self.terms_digest(chain_id));
+        ctx
+    }
+
+    /// Sign the terms as the querier: sets `querier_key` to `U` and `querier_sig`.
+    pub fn sign_as_querier<R: RngCore + CryptoRng>(
+        mut self,
+        chain_id: &str,
+        querier: &SecretKey,
+        rng: &mut R,
+    ) -> Self {
+        self.querier_key = querier.public();
+        self.querier_sig = querier.prove_possession(&self.querier_context(chain_id), rng);
+        self
+    }
+
+    /// Check the querier's signature over the terms.
+    pub fn verify_querier(&self, chain_id: &str) -> Result<(), crate::ProofError> {
+        self.querier_sig.verify(&self.querier_context(chain_id), &self.querier_key)
+    }
 }
 
 /// Submit one proof with its statement outputs.
@@ -401,10 +469,16 @@ impl TxBody {
             TxBody::RegisterQuery(r) => {
                 r.spec.check()?;
                 check_threshold(r.threshold_ppm)?;
-                if r.proof_deadline == 0 || r.commit_window == 0 {
+                if r.dp_deadline == 0 || r.proof_deadline == 0 || r.commit_window == 0 {
                     return Err(DecodeError::Invalid {
                         what: "register query",
                         why: "deadlines must be at least one block",
+                    });
+                }
+                if r.dp_deadline >= r.proof_deadline {
+                    return Err(DecodeError::Invalid {
+                        what: "register query",
+                        why: "the data-provider deadline must come before the proof deadline",
                     });
                 }
                 Ok(())
@@ -412,7 +486,7 @@ impl TxBody {
             TxBody::SubmitProof(p) => {
                 check_len("inputs", p.inputs.len(), limits::MAX_INPUTS)?;
                 check_len("outputs", p.outputs.len(), limits::MAX_OUTPUTS)?;
-                check_len("proof", p.proof.len(), limits::MAX_PROOF_BYTES)?;
+                check_len("proof", p.proof.len(), max_proof_len(p.kind))?;
                 if p.outputs.is_empty() {
                     return Err(DecodeError::Invalid { what: "submit proof", why: "no outputs" });
                 }
@@ -597,7 +671,7 @@ mod tests {
             bounds: vec![Bounds { lo: 0, hi: 100_000 }, Bounds { lo: 0, hi: 1000 }],
             dps: vec![0, 1, 2, 3, 4],
             cns: vec![2, 0, 1],
-            noise: vec![3, 0, -1, 0, 0, 0, 2, 0],
+            noise: NoiseParams { scale: 10, rows: 4 },
         }
     }
 
@@ -609,16 +683,19 @@ mod tests {
         let dp = SigningKey::random(&mut rng);
         let vn = SigningKey::random(&mut rng);
         let querier = SecretKey::random(&mut rng);
-        let pop = querier.prove_possession(&querier_pop_context(CHAIN, &query_id), &mut rng);
-        let register = TxBody::RegisterQuery(Box::new(RegisterQuery {
-            query_id,
-            querier_key: querier.public(),
-            querier_pop: pop,
-            spec: spec(),
-            threshold_ppm: 400_000,
-            proof_deadline: 50,
-            commit_window: 20,
-        }));
+        let register = TxBody::RegisterQuery(Box::new(
+            RegisterQuery {
+                query_id,
+                querier_key: querier.public(),
+                querier_sig: PossessionProof::default(),
+                spec: spec(),
+                threshold_ppm: 400_000,
+                dp_deadline: 30,
+                proof_deadline: 50,
+                commit_window: 20,
+            }
+            .sign_as_querier(CHAIN, &querier, &mut rng),
+        ));
         let key = querier.public();
         let outputs = (0..2).map(|i| Ciphertext::encrypt_i64(key.point(), i, &mut rng).0).collect();
         let submit = TxBody::SubmitProof(SubmitProof {
@@ -793,6 +870,87 @@ mod tests {
     }
 
     #[test]
+    fn decode_rejects_a_proof_longer_than_its_kind_allows() {
+        let with = |kind, proof: Vec<u8>| {
+            let mut tx = samples(6)[1].clone();
+            let TxBody::SubmitProof(p) = &mut tx.body else { unreachable!() };
+            p.kind = kind;
+            if kind == ProofKind::Aggregation {
+                p.inputs = vec![p.key(EntityId::cn(0))];
+            }
+            p.proof = proof;
+            Tx::decode(&tx.encode())
+        };
+        let too_long = |r: Result<Tx, DecodeError>| {
+            matches!(r, Err(DecodeError::Length { what: "proof", .. }))
+        };
+        let widest = max_proof_len(ProofKind::Range);
+        assert!(
+            too_long(with(ProofKind::Range, vec![0; widest + 1])),
+            "past the widest range proof"
+        );
+        assert!(with(ProofKind::Range, vec![0; widest]).is_ok(), "the bound itself decodes");
+        assert!(too_long(with(ProofKind::Aggregation, vec![1, 1])), "an aggregation is one byte");
+        assert!(!too_long(with(ProofKind::Aggregation, vec![1])), "one byte fits");
+    }
+
+    #[test]
+    fn spec_fixes_each_kinds_proof_length() {
+        let s = spec();
+        assert_eq!(s.proof_len(ProofKind::Aggregation), 1);
+        assert_eq!(s.proof_len(ProofKind::KeySwitch), 68 + 96 * 2);
+        assert_eq!(s.proof_len(ProofKind::Shuffle), 4 + 32 * (10 * 4 + 3));
+        // Two values of 32 bits: 4 parties, lg(128) = 7 rounds.
+        assert_eq!(s.proof_len(ProofKind::Range), 8 + 224 * 2 + 32 * (9 + 2 * 7));
+        for kind in ProofKind::ALL {
+            assert!(s.proof_len(kind) <= max_proof_len(kind));
+        }
+    }
+
+    #[test]
+    fn the_querier_signature_binds_every_term_of_the_registration() {
+        let tx = &samples(7)[0];
+        let TxBody::RegisterQuery(r) = &tx.body else { unreachable!() };
+        assert_eq!(r.verify_querier(CHAIN), Ok(()));
+        assert!(r.verify_querier("lemal-other").is_err(), "chain id");
+        type Change = Box<dyn Fn(&mut RegisterQuery)>;
+        let tampered: Vec<(&str, Change)> = vec![
+            ("query id", Box::new(|r| r.query_id.0[0] ^= 1)),
+            ("sql", Box::new(|r| r.spec.sql.push(' '))),
+            ("operation", Box::new(|r| r.spec.operation = Operation::Sum)),
+            ("range bits", Box::new(|r| r.spec.range_bits = 64)),
+            ("bounds", Box::new(|r| r.spec.bounds[0].hi += 1)),
+            ("dps", Box::new(|r| r.spec.dps.pop().map(drop).unwrap_or(()))),
+            ("cns", Box::new(|r| r.spec.cns.swap(0, 1))),
+            ("noise scale", Box::new(|r| r.spec.noise.scale = 0)),
+            ("noise rows", Box::new(|r| r.spec.noise.rows += 1)),
+            ("threshold", Box::new(|r| r.threshold_ppm = 1)),
+            ("dp deadline", Box::new(|r| r.dp_deadline += 1)),
+            ("proof deadline", Box::new(|r| r.proof_deadline += 1)),
+            ("commit window", Box::new(|r| r.commit_window += 1)),
+            (
+                "querier key",
+                Box::new(|r| {
+                    r.querier_key = SecretKey::random(&mut ChaCha20Rng::seed_from_u64(1)).public()
+                }),
+            ),
+        ];
+        for (what, change) in tampered {
+            let mut bad = (**r).clone();
+            change(&mut bad);
+            assert!(bad.verify_querier(CHAIN).is_err(), "{what} is not bound");
+        }
+    }
+
+    #[test]
+    fn decode_rejects_a_dp_deadline_not_before_the_proof_deadline() {
+        let mut tx = samples(8)[0].clone();
+        let TxBody::RegisterQuery(r) = &mut tx.body else { unreachable!() };
+        r.dp_deadline = r.proof_deadline;
+        assert!(matches!(Tx::decode(&tx.encode()), Err(DecodeError::Invalid { .. })));
+    }
+
+    #[test]
     fn spec_checks_bounds_against_bits() {
         let mut s = spec();
         assert_eq!(s.check(), Ok(()));
@@ -802,11 +960,14 @@ mod tests {
         s.bounds[0] = Bounds { lo: 5, hi: 4 };
         assert!(s.check().is_err());
         let mut s = spec();
-        s.noise = vec![1, 2];
+        s.noise.rows = 1;
         assert!(s.check().is_err(), "one noise row cannot be shuffled");
         let mut s = spec();
-        s.noise.push(1);
-        assert!(s.check().is_err(), "ragged noise list");
+        s.noise = NoiseParams { scale: 0, rows: 4 };
+        assert!(s.check().is_err(), "rows without a scale");
+        let mut s = spec();
+        s.noise.rows = 4097;
+        assert!(s.check().is_err(), "more rows than the hard limit");
         let mut s = spec();
         s.cns = vec![1, 1];
         assert!(s.check().is_err());

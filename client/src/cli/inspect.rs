@@ -92,6 +92,8 @@ struct QueryView {
     verifiers: Vec<String>,
     reported: Vec<String>,
     absent: Vec<String>,
+    covered: Vec<String>,
+    uncovered: Vec<String>,
     proofs_root: String,
     counts: Counts,
     result: Vec<String>,
@@ -154,6 +156,8 @@ fn block_view(block: &SkipBlock, forward: &[[u8; 32]]) -> BlockView {
                 verifiers: names(&q.bitmap.verifiers),
                 reported: names(&q.reported),
                 absent: names(&q.absent),
+                covered: names(&q.covered),
+                uncovered: names(&q.uncovered),
                 proofs_root: hex::encode(q.proofs_root),
                 counts: Counts::of(&q.bitmap.verdicts),
                 result: q.result.iter().map(|c| hex::encode(c.to_bytes())).collect(),
@@ -196,6 +200,8 @@ fn render_block(v: &BlockView) -> String {
         let _ = writeln!(s, "  proofs root    {}", q.proofs_root);
         let _ = writeln!(s, "  reported       {}", list(&q.reported));
         let _ = writeln!(s, "  absent         {}", list(&q.absent));
+        let _ = writeln!(s, "  covers         {}", list(&q.covered));
+        let _ = writeln!(s, "  not covered    {}", list(&q.uncovered));
         let _ = writeln!(s, "  bitmap         {}", q.counts);
         let _ = writeln!(s, "  result         {} ciphertexts", q.result.len());
     }
@@ -746,6 +752,8 @@ mod tests {
                 absent: vec![EntityId::vn(1)],
                 proofs_root: [4; 32],
                 result: Vec::new(),
+                covered: Vec::new(),
+                uncovered: Vec::new(),
             }),
         };
         let view = block_view(&block, &[[9; 32]]);

@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// Seed of the synthetic data (data provider i uses seed·1000003 + i).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Blocks after registration within which data providers submit; an aggregation may leave
+    /// out a missing data provider only after it. Must be below --proof-deadline.
+    #[arg(long, default_value_t = 150)]
+    pub dp_deadline: u32,
     /// Blocks after registration within which proofs are accepted.
     #[arg(long, default_value_t = 200)]
     pub proof_deadline: u32,
@@ -155,7 +159,7 @@ fn check_keys(keys: &Keyring, roster: &Roster, dps: u32, cns: u32, node: &str) -
 
 /// Bits of the decryption table: every result component must fit, with the noise.
 fn decryption_bits(spec: &QuerySpec) -> u32 {
-    let noise = spec.noise.iter().map(|x| x.unsigned_abs()).max().unwrap_or(0);
+    let noise = spec.noise.max_abs();
     let widest = spec
         .bounds
         .iter()
@@ -655,6 +659,7 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         noise: args.noise,
         noise_rows: args.noise_rows,
         threshold_ppm: args.threshold,
+        dp_deadline: args.dp_deadline,
         proof_deadline: args.proof_deadline,
         commit_window: args.commit_window,
     };
@@ -821,7 +826,11 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
             "proofs_root": hex::encode(payload.proofs_root),
             "reported": payload.reported.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "absent": payload.absent.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "covered": names(&payload.covered),
+            "uncovered": names(&payload.uncovered),
         },
+        "covered_dps": names(&payload.covered),
+        "uncovered_dps": names(&payload.uncovered),
         "bitmap": { "0": counts[0], "1": counts[1], "2": counts[2], "3": counts[3] },
         "wrong_proofs": wrong,
         "cheat_detected": detected.map(|d| d.unwrap_or(false)),
@@ -836,6 +845,11 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         print_summary(&doc);
     }
     Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Entity names, in order.
+fn names(ids: &[EntityId]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
 }
 
 fn print_summary(doc: &Value) {
@@ -853,6 +867,15 @@ fn print_summary(doc: &Value) {
         s(&b["index"]),
         s(&b["hash"]),
         s(&b["height"])
+    );
+    let dps = |v: &Value| match v.as_array() {
+        Some(a) if !a.is_empty() => a.iter().map(s).collect::<Vec<_>>().join(", "),
+        _ => "none".to_owned(),
+    };
+    println!(
+        "covers    {}  (not covered: {})",
+        dps(&doc["covered_dps"]),
+        dps(&doc["uncovered_dps"])
     );
     let m = &doc["bitmap"];
     println!(
@@ -912,9 +935,9 @@ fn print_summary(doc: &Value) {
 mod tests {
     use super::*;
     use lemal_contracts::proofs::range::Bounds;
-    use lemal_contracts::tx::Operation;
+    use lemal_contracts::tx::{NoiseParams, Operation};
 
-    fn spec(noise: Vec<i64>) -> QuerySpec {
+    fn spec(noise: NoiseParams) -> QuerySpec {
         QuerySpec {
             sql: "SELECT avg(x) FROM y".into(),
             operation: Operation::Avg,
@@ -928,7 +951,7 @@ mod tests {
 
     #[test]
     fn aggregations_wait_for_their_children_and_key_switches_for_the_root() {
-        let s = spec(Vec::new());
+        let s = spec(NoiseParams::NONE);
         let q = QueryId([7; 16]);
         let key = |kind, cn| ProofKey { query: q, kind, creator: EntityId::cn(cn), index: 0 };
         let root = s.inputs_of(&key(ProofKind::Aggregation, 0));
@@ -946,7 +969,7 @@ mod tests {
 
     #[test]
     fn shuffles_run_in_order_and_key_switches_wait_for_the_last() {
-        let s = spec(vec![0; 8]);
+        let s = spec(NoiseParams { scale: 1, rows: 4 });
         let q = QueryId([7; 16]);
         let key = |kind, cn| ProofKey { query: q, kind, creator: EntityId::cn(cn), index: 0 };
         assert!(s.inputs_of(&key(ProofKind::Shuffle, 0)).is_empty());
@@ -959,7 +982,7 @@ mod tests {
 
     #[test]
     fn every_proof_depends_only_on_expected_proofs_so_the_schedule_terminates() {
-        for noise in [Vec::new(), vec![1, 0, -1, 0]] {
+        for noise in [NoiseParams::NONE, NoiseParams { scale: 1, rows: 2 }] {
             let s = spec(noise);
             let q = QueryId([1; 16]);
             let expected = s.expected_proofs(q);
@@ -981,10 +1004,11 @@ mod tests {
     #[test]
     fn the_decryption_table_grows_with_the_largest_possible_result() {
         // 12 · 100000 < 2^21, plus one bit of margin.
-        assert_eq!(decryption_bits(&spec(Vec::new())), 22);
-        let mut big = spec(vec![0, 0, 1 << 41, 0]);
+        assert_eq!(decryption_bits(&spec(NoiseParams::NONE)), 22);
+        let mut big = spec(NoiseParams { scale: 1 << 31, rows: 2 });
         big.bounds[0].hi = 1 << 40;
-        // 12 · 2^40 + 2^41 = 14 · 2^40 < 2^44, plus one bit of margin.
+        assert_eq!(big.noise.max_abs(), 1_488_522_236, "2^31 · ln 2, rounded");
+        // 12 · 2^40 + 2^31 · ln 2 < 2^44, plus one bit of margin.
         assert_eq!(decryption_bits(&big), 45);
         big.bounds[0].hi = i64::MAX;
         assert_eq!(decryption_bits(&big), 62);
@@ -1010,6 +1034,8 @@ mod tests {
                 absent: Vec::new(),
                 proofs_root: [0; 32],
                 result: Vec::new(),
+                covered: Vec::new(),
+                uncovered: Vec::new(),
             }),
         }
     }

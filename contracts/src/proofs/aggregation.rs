@@ -40,6 +40,9 @@ use crate::transcript::ProofContext;
 /// The version of the proof format, and its only byte.
 pub const VERSION: u8 = 1;
 
+/// Exact encoded length of a proof: the version byte.
+pub const PROOF_LEN: usize = 1;
+
 /// The largest number of input vectors one aggregation may add.
 pub const MAX_INPUTS: usize = 4096;
 

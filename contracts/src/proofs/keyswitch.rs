@@ -325,7 +325,12 @@ impl Proof {
 }
 
 /// The size of the encoding of a proof for `n` ciphertexts.
-fn encoded_len(n: usize) -> usize {
+/// Exact encoded length of a proof over `n` ciphertexts: `68 + 96·n`.
+pub const fn proof_len(n: usize) -> usize {
+    encoded_len(n)
+}
+
+const fn encoded_len(n: usize) -> usize {
     4 + 32 + 64 * n + 32 + 32 * n
 }
 

@@ -166,7 +166,7 @@ pub fn resolve(
             width: spec.width(),
             inputs: match spec.shuffle_input(key.query, key.creator.index) {
                 Some(prev) => outputs_of(ledger, &prev)?,
-                None => shuffle::encrypt_public_list(&spec.noise),
+                None => shuffle::encrypt_public_list(&spec.noise_list()),
             },
             outputs: record.outputs.clone(),
         }),
@@ -183,6 +183,30 @@ pub fn resolve(
             outputs: record.outputs.clone(),
         }),
     })
+}
+
+/// The data providers the query's result covers, increasing: those whose range proofs the root
+/// aggregation reaches through the inputs of the aggregations accepted on the ledger. Empty
+/// while the root aggregation is missing. Every node (and every auditor) computes the same set
+/// from the same ledger.
+pub fn covered_dps(query: &RegisterQuery, ledger: &impl Ledger) -> Vec<EntityId> {
+    let (root, _) = query.spec.keyswitch_inputs(query.query_id);
+    let mut covered = Vec::new();
+    let mut pending = vec![root];
+    // The tree has one aggregation per computing node, so this visits each at most once.
+    while let Some(key) = pending.pop() {
+        let Some(record) = ledger.proof(&key) else { continue };
+        for input in record.inputs {
+            match input.kind {
+                ProofKind::Range => covered.push(input.creator),
+                ProofKind::Aggregation => pending.push(input),
+                ProofKind::Shuffle | ProofKind::KeySwitch => {}
+            }
+        }
+    }
+    covered.sort_unstable();
+    covered.dedup();
+    covered
 }
 
 /// The querier's result ciphertexts once every key switch is on the ledger:

@@ -81,6 +81,15 @@ const fn bulletproof_len(rounds: usize) -> usize {
     32 * (9 + 2 * rounds)
 }
 
+/// Exact encoded length of a proof for `values` values of `bits` bits: the value count, 224
+/// bytes per value (commitment, Σ commitments and responses), the Bulletproof's length prefix
+/// and its `lg(bits · parties)` rounds.
+pub const fn proof_len(bits: u32, values: usize) -> usize {
+    let parties = (2 * values).next_power_of_two();
+    let rounds = (bits as usize * parties).trailing_zeros() as usize;
+    4 + 224 * values + 4 + bulletproof_len(rounds)
+}
+
 /// The generators shared by every range proof, built once per process.
 struct Generators {
     /// `B` and `H`: the value and blinding generators of every commitment.
@@ -1263,6 +1272,7 @@ mod tests {
         let (st, proof) = fixture();
         let bytes = proof.to_bytes();
         assert_eq!(bytes.len(), 4 + 224 * 3 + 4 + bulletproof_len(st.rounds()));
+        assert_eq!(bytes.len(), proof_len(st.bits, st.bounds.len()));
         assert_eq!(Proof::from_bytes(&bytes).as_ref(), Ok(proof));
     }
 

@@ -285,6 +285,11 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
         as_u64(&bitmap["1"], "bitmap 1")? + as_u64(&bitmap["2"], "bitmap 2")? == expected_entries
     );
     ensure!(honest["verified"] == Value::Bool(true), "{}", honest["verification"]);
+    // The result covers every data provider, and the skipblock says so.
+    let every_dp: Vec<String> = (0..12).map(|d| format!("dp-{d}")).collect();
+    ensure!(honest["covered_dps"] == serde_json::json!(every_dp), "{}", honest["covered_dps"]);
+    ensure!(honest["uncovered_dps"] == serde_json::json!([]), "{}", honest["uncovered_dps"]);
+    ensure!(honest["skipblock"]["covered"] == honest["covered_dps"]);
 
     // The skipblock, read from another node than the one that received the transactions.
     let id: QueryId = honest["query_id"].as_str().context("query id")?.parse()?;
@@ -309,8 +314,20 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     };
     super::trust_roots::second_chain_is_refused(net, &other, first_port + 1000)?;
 
-    // A cheating data provider with every verifying node checking every proof.
-    let cheat = net.run(&["--query", QUERY, "--cheat", "dp-1", "--threshold", "1000000"])?;
+    // A cheating data provider with every verifying node checking every proof, and noise: the
+    // chain derives the noise list from the signed scale and rows.
+    let cheat = net.run(&[
+        "--query",
+        QUERY,
+        "--cheat",
+        "dp-1",
+        "--threshold",
+        "1000000",
+        "--noise",
+        "3",
+        "--noise-rows",
+        "8",
+    ])?;
     eprintln!("e2e: cheating run: {cheat:#}");
     ensure!(cheat["cheat_detected"] == Value::Bool(true), "{cheat}");
     let bitmap = &cheat["bitmap"];

@@ -244,6 +244,7 @@ pub fn plan(net: &mut Net, sql: &str, noise: u32, threshold_ppm: u32) -> QueryPl
         noise,
         noise_rows: 4,
         threshold_ppm,
+        dp_deadline: 4,
         proof_deadline: 12,
         commit_window: 4,
     };
@@ -294,6 +295,12 @@ pub fn run_query(net: &mut Net, plan: &QueryPlan, script: Script) -> Vec<i64> {
         txs.push(encode(tx));
     }
     assert_all_ok(&net.block(txs));
+    if script.silent_dp.is_some() {
+        // An aggregation may leave out the silent data provider only after the DP deadline.
+        for _ in 0..plan.registration.dp_deadline {
+            net.block(Vec::new());
+        }
+    }
     for &c in spec.cns.iter().rev() {
         let cn = EntityId::cn(c);
         let tx = net

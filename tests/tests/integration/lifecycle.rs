@@ -54,7 +54,7 @@ fn noise_from_the_shuffle_chain_lands_on_the_sum_only() {
     net.until(10, |n| n.block_of(&q).is_some());
     let block = net.block_of(&q).unwrap();
     let result = decrypt(&plan, &block);
-    let noise: Vec<i64> = plan.registration.spec.noise.chunks(2).map(|r| r[0]).collect();
+    let noise: Vec<i64> = plan.registration.spec.noise_list().chunks(2).map(|r| r[0]).collect();
     assert!(
         noise.contains(&(result[0] - totals[0])),
         "noise {} not from the public list",

@@ -11,6 +11,7 @@
 // Tests may unwrap, and measure nothing with the clock.
 #![allow(clippy::unwrap_used)]
 
+mod cheaters;
 mod end_to_end;
 mod fuzz;
 mod harness;

@@ -5,7 +5,7 @@ use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Verdict};
 use lemal_contracts::sampling;
 use lemal_contracts::sig::SigningKey;
 use lemal_contracts::state::QueryStatus;
-use lemal_contracts::tx::{CommitBitmap, SubmitProof, Tx, TxBody};
+use lemal_contracts::tx::{CommitBitmap, NoiseParams, SubmitProof, Tx, TxBody};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -40,6 +40,8 @@ fn submit_body(tx: &[u8]) -> SubmitProof {
 fn registered(net: &mut Net, rng: &mut ChaCha20Rng, deadline: u32) -> QueryPlan {
     let mut plan = plan(net, "SELECT sum(x) FROM y", 0, 400_000);
     plan.registration.proof_deadline = deadline;
+    plan.registration.dp_deadline = deadline - 1;
+    plan.resign(CHAIN, rng);
     let reg = net.session(&plan).register(rng).unwrap();
     assert_all_ok(&net.block(vec![reg.encode()]));
     plan
@@ -108,7 +110,7 @@ fn registrations_that_break_the_rules_are_rejected() {
     rejected(resign(&net, signer, TxBody::RegisterQuery(Box::new(r)), &mut rng), 13, &mut net);
 
     let mut r = plan.registration.clone();
-    r.query_id = QueryId([0xee; 16]); // the proof of possession was bound to the planned id
+    r.query_id = QueryId([0xee; 16]); // the querier signed the planned id
     rejected(resign(&net, signer, TxBody::RegisterQuery(Box::new(r)), &mut rng), 14, &mut net);
 
     let mut r = plan.registration.clone();
@@ -118,6 +120,23 @@ fn registrations_that_break_the_rules_are_rejected() {
     let mut r = plan.registration.clone();
     r.threshold_ppm = 0;
     rejected(resign(&net, signer, TxBody::RegisterQuery(Box::new(r)), &mut rng), 1, &mut net);
+
+    // Terms the querier did sign, but the chain's genesis bounds refuse.
+    let amended = |net: &Net, rng: &mut ChaCha20Rng, change: &dyn Fn(&mut QueryPlan)| {
+        let mut p = plan.clone();
+        change(&mut p);
+        p.resign(CHAIN, rng);
+        resign(net, signer, TxBody::RegisterQuery(Box::new(p.registration)), rng)
+    };
+    let low = amended(&net, &mut rng, &|p| p.registration.threshold_ppm = 99_999);
+    rejected(low, 17, &mut net);
+    let rows = amended(&net, &mut rng, &|p| {
+        p.registration.spec.noise = NoiseParams { scale: 10, rows: 1025 };
+    });
+    rejected(rows, 15, &mut net);
+    let late =
+        amended(&net, &mut rng, &|p| p.registration.dp_deadline = p.registration.proof_deadline);
+    rejected(late, 1, &mut net);
 }
 
 #[test]
@@ -168,7 +187,12 @@ fn proof_submissions_that_break_the_rules_are_rejected() {
         &mut net,
     );
     // A key switch before the root aggregation exists.
-    let ks = SubmitProof { kind: ProofKind::KeySwitch, inputs: vec![], ..agg(vec![]) };
+    let ks = SubmitProof {
+        kind: ProofKind::KeySwitch,
+        inputs: vec![],
+        proof: vec![0; spec.proof_len(ProofKind::KeySwitch)],
+        ..agg(vec![])
+    };
     rejected(resign(&net, EntityId::cn(root), TxBody::SubmitProof(ks), &mut rng), 24, &mut net);
     // A bitmap while proofs are still being collected.
     let (_, vrf) = sampling::evaluate(
@@ -194,6 +218,34 @@ fn proof_submissions_that_break_the_rules_are_rejected() {
 }
 
 #[test]
+fn proofs_not_of_their_kinds_exact_length_are_refused() {
+    let mut net = Net::new(4, 3, 5);
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let plan = registered(&mut net, &mut rng, 30);
+    let values = dataset(0).local_values(&plan.query, &plan.bounds).unwrap();
+    let dp0 = net.session(&plan).range(EntityId::dp(0), &values, false, &mut rng).unwrap().encode();
+    let sized = |net: &Net, extra: isize, rng: &mut ChaCha20Rng| {
+        let mut p = submit_body(&dp0);
+        let len = p.proof.len().checked_add_signed(extra).unwrap();
+        p.proof.resize(len, 0);
+        resign(net, EntityId::dp(0), TxBody::SubmitProof(p), rng)
+    };
+    // Padding that the proof parser would never read, and a truncated proof: both are refused
+    // against the query's statement shape before anything is stored.
+    rejected(sized(&net, 1, &mut rng), 26, &mut net);
+    rejected(sized(&net, 64, &mut rng), 26, &mut net);
+    rejected(sized(&net, -1, &mut rng), 26, &mut net);
+    // Beyond the largest proof of its kind, it is refused statelessly, before any state is read.
+    let mut p = submit_body(&dp0);
+    p.kind = ProofKind::Aggregation;
+    p.inputs = plan.registration.spec.aggregation_inputs(plan.registration.query_id, 0);
+    p.proof = vec![1; 1 << 20];
+    rejected(resign(&net, EntityId::cn(0), TxBody::SubmitProof(p), &mut rng), 1, &mut net);
+    // The exact length is accepted.
+    assert_all_ok(&net.block(vec![dp0]));
+}
+
+#[test]
 fn a_proof_after_the_deadline_is_refused() {
     let mut net = Net::new(4, 3, 5);
     let mut rng = ChaCha20Rng::seed_from_u64(4);
@@ -216,6 +268,7 @@ fn forged_bitmaps_are_rejected() {
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let mut plan = plan(&mut net, "SELECT sum(x) FROM y", 0, 500_000);
     plan.registration.commit_window = 50; // the window stays open through every attempt
+    plan.resign(CHAIN, &mut rng);
     let q = plan.registration.query_id;
     run_query(&mut net, &plan, Script::default());
     net.until(3, |n| matches!(n.progress(&q).status, QueryStatus::Committing { .. }));

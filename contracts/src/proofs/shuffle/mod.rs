@@ -245,7 +245,12 @@ pub struct Proof {
 }
 
 /// Encoded size of a proof for `k` rows: a u32 row count, then 7k + 3 points and 3k scalars.
-fn encoded_len(k: usize) -> usize {
+/// Exact encoded length of a proof over `k` rows.
+pub const fn proof_len(k: usize) -> usize {
+    encoded_len(k)
+}
+
+const fn encoded_len(k: usize) -> usize {
     4 + 32 * (10 * k + 3)
 }
 
