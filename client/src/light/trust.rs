@@ -49,7 +49,7 @@ impl GenesisInfo {
     /// Parse a CometBFT genesis document (JSON). `source` names where it came from, for errors.
     ///
     /// Refused: not JSON, no chain id, a validator whose address is not its key's, and the
-    /// validator sets [`validator_set`] refuses.
+    /// validator sets the light client refuses (none, a zero or excessive power, an address twice).
     pub fn from_json(json: &[u8], source: &str) -> Result<Self, LightError> {
         let fail = |e: String| LightError::Trust(format!("{source}: {e}"));
         let doc: serde_json::Value = serde_json::from_slice(json)

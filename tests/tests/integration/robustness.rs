@@ -177,6 +177,8 @@ fn committing(net: &mut Net) -> lemal_client::pipeline::QueryPlan {
     }
     let mut plan = plan(net, "SELECT sum(x) FROM y", 0, 1_000_000);
     plan.registration.commit_window = 50;
+    // The querier signs the terms it asks for.
+    plan.resign(CHAIN, &mut ChaCha20Rng::seed_from_u64(11));
     let q = plan.registration.query_id;
     run_query(net, &plan, Script::default());
     net.until(3, |n| matches!(n.progress(&q).status, QueryStatus::Committing { .. }));
