@@ -40,7 +40,7 @@ pub(crate) fn rpc(node: usize) -> String {
 
 /// The binaries' folder: `LEMAL_BIN_DIR`, else the profile folder this test was built in
 /// (`target/debug` under `cargo test`, the test itself being in its `deps/`).
-fn bin_dir() -> Result<PathBuf> {
+pub(crate) fn bin_dir() -> Result<PathBuf> {
     let dir = match std::env::var_os("LEMAL_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => std::env::current_exe()?
@@ -160,8 +160,14 @@ fn as_u64(v: &Value, what: &str) -> Result<u64> {
 
 /// Every node reports the same app hash in its header at one common height.
 fn app_hashes_agree() -> Result<u64> {
-    let nodes: Vec<Node> =
-        (0..VALIDATORS).map(|i| Node::connect(&rpc(i))).collect::<Result<_, _>>()?;
+    let rpcs: Vec<String> = (0..VALIDATORS).map(rpc).collect();
+    app_hashes_agree_on(&rpcs)
+}
+
+/// Every node of `rpcs` reports the same app hash in its header at the lowest of their heights;
+/// that height.
+pub(crate) fn app_hashes_agree_on(rpcs: &[String]) -> Result<u64> {
+    let nodes: Vec<Node> = rpcs.iter().map(|r| Node::connect(r)).collect::<Result<_, _>>()?;
     let height = nodes
         .iter()
         .map(|n| n.status().map(|s| s.height))
@@ -185,7 +191,7 @@ fn app_hashes_agree() -> Result<u64> {
 }
 
 /// The end of every log of the localnet, to tell why a step failed.
-fn show_logs(net: &Localnet) {
+pub(crate) fn show_logs(net: &Localnet) {
     let Ok(layout) = Layout::new(net.home.path()) else { return };
     for file in localnet::log_files(&layout, None).unwrap_or_default() {
         if let Ok((text, _)) = localnet::tail(&file, 25) {
