@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test lint fmt doc unit e2e release demo down bench
+.PHONY: test lint fmt doc unit e2e faults soak release demo down bench
 
 ## Run the whole suite: formatting, lints, docs and every test.
 test: lint doc unit
@@ -27,6 +27,18 @@ unit:
 e2e:
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --locked -p lemal-tests --test integration end_to_end
+
+## The fault tests alone (crashes, two of four validators down, a damaged store) on their own
+## 4-validator localnet (127.0.0.1, ports 52656+ or LEMAL_FAULTS_BASE_PORT); part of `make test`.
+faults:
+	$(CARGO) build --workspace --all-targets --locked
+	$(CARGO) test --locked -p lemal-tests --test integration faults -- --nocapture
+
+## The long fault variant: 24 SIGKILLs across the block cycle, then the same stall and damaged
+## store (about 2 minutes; not part of `make test`).
+soak:
+	$(CARGO) build --workspace --all-targets --locked
+	$(CARGO) test --locked -p lemal-tests --test integration faults::many_crashes -- --ignored --nocapture
 
 release:
 	$(CARGO) build --release --bins --locked
