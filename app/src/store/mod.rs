@@ -292,7 +292,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Creates the database file at `path`, or reopens it at its last committed height.
     ///
-    /// Reopening checks the file before anything is served from it (see [`integrity`]): redb
+    /// Reopening checks the file before anything is served from it (`store/integrity.rs`): redb
     /// verifies the checksum of every page of the committed trees, the schema marker must be
     /// this store's, and the whole tree at the committed height must hash, node by node and
     /// value by value, to the committed app hash, with exactly the tree's live keys in the
