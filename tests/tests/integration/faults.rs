@@ -230,7 +230,7 @@ fn scenario(
     let cometbft = cometbft.to_string_lossy().into_owned();
     let lemal_vn = net.bin.join("lemal-vn").to_string_lossy().into_owned();
     let base_port = base_port().to_string();
-    net.ok(&[
+    let up = [
         "localnet",
         "up",
         "--base-port",
@@ -241,7 +241,18 @@ fn scenario(
         &cometbft,
         "--lemal-vn",
         &lemal_vn,
-    ])?;
+    ];
+    // The test's ports lie in the kernel's ephemeral range, where an outgoing connection (of
+    // another localnet on this machine) may hold one for a moment: a few tries, then give up.
+    for attempt in 1.. {
+        let out = net.lemal(&up)?;
+        if out.status.success() {
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(attempt < 5 && stderr.contains("is in use"), "localnet up failed: {stderr}");
+        thread::sleep(Duration::from_secs(2));
+    }
 
     crashes_while_queries_run(net, crashes)?;
     eprintln!("faults: crashes done after {:?}", begin.elapsed());
