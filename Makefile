@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test lint fmt doc unit e2e fuzz release demo down bench
+.PHONY: test lint fmt doc unit e2e faults soak fuzz release demo down bench
 
 ## Run the whole suite: formatting, lints, docs and every test.
 test: lint doc unit
@@ -27,6 +27,18 @@ unit:
 e2e:
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --locked -p lemal-tests --test integration end_to_end
+
+## The fault tests alone (crashes, two of four validators down, a damaged store) on their own
+## 4-validator localnet (127.0.0.1, ports 52656+ or LEMAL_FAULTS_BASE_PORT); part of `make test`.
+faults:
+	$(CARGO) build --workspace --all-targets --locked
+	$(CARGO) test --locked -p lemal-tests --test integration faults -- --nocapture
+
+## The long fault variant: 24 SIGKILLs across the block cycle, then the same stall and damaged
+## store (about 2 minutes; not part of `make test`).
+soak:
+	$(CARGO) build --workspace --all-targets --locked
+	$(CARGO) test --locked -p lemal-tests --test integration faults::many_crashes -- --ignored --nocapture
 
 ## Long fuzzing (not in `make test`, which runs 96 cases per target): 200 000 cases per target
 ## of arbitrary bytes, mutated transactions and query paths (dependencies optimised, as in make test).

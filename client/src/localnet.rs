@@ -20,7 +20,8 @@
 //! running. Processes are started detached, each in its own process group, and [`down`] stops
 //! exactly the processes whose pid records still name them (same pid and same start time);
 //! [`stop`] does so for one node. [`start`] brings stopped nodes of the generated network back
-//! from their state.
+//! from their state; [`reset`] drops a stopped node's application state, which its CometBFT
+//! then replays.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -507,6 +508,31 @@ pub fn stop(layout: &Layout, i: usize, grace: Duration) -> Result<Vec<String>, L
     let names = node_processes(i);
     let records = processes(layout)?.into_iter().filter(|p| names.contains(&p.name)).collect();
     stop_records(layout, records, grace)
+}
+
+/// Reset node `i`'s application state for replay: remove its `lemal-vn` store, which leaves
+/// the application at height 0 with CometBFT's block store and state untouched. At the next
+/// [`start`], CometBFT's handshake sees the application behind, sends it InitChain and replays
+/// every block from the first to the application, which ends at the app hash of the rest of the
+/// network. The recovery from a damaged store. Refuses while a process of the node runs.
+/// Returns the removed file, or `None` when there was none.
+pub fn reset(layout: &Layout, i: usize) -> Result<Option<PathBuf>, LocalnetError> {
+    selected(&Manifest::load(layout)?, Some(i))?;
+    let names = node_processes(i);
+    if let Some(p) =
+        processes(layout)?.into_iter().find(|p| names.contains(&p.name) && p.is_running())
+    {
+        return Err(LocalnetError::Config(format!(
+            "{} (pid {}) is running: stop node {i} first (`lemal localnet stop {i}`)",
+            p.name, p.pid
+        )));
+    }
+    let store = layout.app_dir(i).join("state.redb");
+    match fs::remove_file(&store) {
+        Ok(()) => Ok(Some(store)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(format!("removing {}", store.display()))(e)),
+    }
 }
 
 fn stop_records(

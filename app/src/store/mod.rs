@@ -69,13 +69,14 @@
 //! Every version stays readable: stale-node records are kept so that old versions can be pruned
 //! later, but nothing is pruned yet.
 
+mod integrity;
 mod overlay;
 mod tables;
 
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use jmt::storage::{Node, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, RootHash};
@@ -117,6 +118,20 @@ pub enum StoreError {
     /// A record is malformed or inconsistent with the others.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The file failed the integrity check of [`Store::open`]: it was truncated, changed or
+    /// damaged since this store last wrote it. Nothing is served from it; the node's state can
+    /// be rebuilt by deleting the file and letting CometBFT replay the chain to the app.
+    #[error(
+        "store at {} is damaged: {reason}; it serves nothing: delete it to rebuild the state \
+         by replaying the chain",
+        path.display()
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What the check found.
+        reason: String,
+    },
     /// The file was written by another program or another version of this store.
     #[error("incompatible store schema {found:?}")]
     IncompatibleSchema {
@@ -167,6 +182,7 @@ impl StoreError {
             StoreError::Database(_)
             | StoreError::Tree(_)
             | StoreError::Corrupt(_)
+            | StoreError::Damaged { .. }
             | StoreError::IncompatibleSchema { .. } => true,
             StoreError::HeightNotNext { .. }
             | StoreError::StalePrepared { .. }
@@ -276,10 +292,39 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Creates the database file at `path`, or reopens it at its last committed height.
     ///
-    /// Reopening checks the schema marker and that the tree root stored for the committed
-    /// height hashes to the committed app hash. The file is locked while the store is open.
+    /// Reopening checks the file before anything is served from it (`store/integrity.rs`): redb
+    /// verifies the checksum of every page of the committed trees, the schema marker must be
+    /// this store's, and the whole tree at the committed height must hash, node by node and
+    /// value by value, to the committed app hash, with exactly the tree's live keys in the
+    /// latest-value table. A file that fails is refused with [`StoreError::Damaged`], never
+    /// repaired by rolling back. The file is locked while the store is open.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path)?;
+        let damaged = |reason: String| StoreError::Damaged { path: path.to_owned(), reason };
+        // redb promises errors rather than panics on a damaged file once it checks integrity
+        // on open; a panic would still be a damaged file, so it is reported as one.
+        let opened = std::panic::catch_unwind(|| Store::open_checked(path))
+            .map_err(|panic| damaged(format!("reading it panicked: {}", panic_message(&panic))))?;
+        opened.map_err(|err| match err {
+            StoreError::Corrupt(reason) | StoreError::Tree(reason) => damaged(reason),
+            StoreError::Database(redb::Error::Corrupted(reason)) => {
+                damaged(format!("redb integrity check: {reason}"))
+            }
+            // What redb finds in a file that is not (or no longer) a database it wrote.
+            StoreError::Database(redb::Error::Io(err))
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                damaged(format!("redb: {err}"))
+            }
+            other => other,
+        })
+    }
+
+    /// [`Store::open`] without the damage report.
+    fn open_checked(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::builder().set_check_integrity_on_open(true).create(path)?;
         let txn = begin_durable_write(&db)?;
         let committed = {
             let mut meta = txn.open_table(tables::META)?;
@@ -308,16 +353,7 @@ impl Store {
             }
         };
         txn.commit()?;
-
-        if committed.height > 0 {
-            let root = TreeView::open(&db)?.root_hash(committed.height)?;
-            if root != Some(committed.app_hash) {
-                return Err(StoreError::Corrupt(format!(
-                    "the tree root at committed height {} does not match the committed app hash",
-                    committed.height
-                )));
-            }
-        }
+        integrity::check_committed_state(&TreeView::open(&db)?, committed)?;
         Ok(Store { db, committed })
     }
 
@@ -552,7 +588,20 @@ fn update_tree(
 fn begin_durable_write(db: &Database) -> Result<WriteTransaction, StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
+    // Two fsyncs per commit: a crash then never leaves a half-written newest commit, so the
+    // integrity check on open can refuse every newest commit that fails its checksums (damage
+    // from outside) instead of silently falling back to the commit before it.
+    txn.set_two_phase_commit(true);
     Ok(txn)
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(message), _) => (*message).to_owned(),
+        (_, Some(message)) => message.clone(),
+        _ => "a panic without a message".to_owned(),
+    }
 }
 
 /// The proof that `key` is absent from the empty tree: a non-existence proof with no neighbour,

@@ -6,7 +6,7 @@
 
 use jmt::storage::{HasPreimage, LeafNode, Node, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, RootHash, Sha256Jmt, Version};
-use redb::{Database, ReadOnlyTable, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
 use super::{Committed, Entries, StoreError};
 
@@ -128,7 +128,7 @@ impl TreeView {
     }
 
     /// The node stored under (`version`, `path`), if any.
-    fn node(&self, version: u64, path: &[u8]) -> Result<Option<Node>, StoreError> {
+    pub(super) fn node(&self, version: u64, path: &[u8]) -> Result<Option<Node>, StoreError> {
         let Some(bytes) = self.nodes.get((version, path))? else {
             return Ok(None);
         };
@@ -143,13 +143,17 @@ impl TreeView {
     }
 
     /// The raw key hashing to `key_hash`, if such a key was ever written.
-    fn key_of(&self, key_hash: KeyHash) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) fn key_of(&self, key_hash: KeyHash) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.preimages.get(key_hash.0)?.map(|key| key.value().to_vec()))
     }
 
     /// The value of the key hashing to `key_hash` at `version`: the newest one written at or
     /// before it, `None` if there is none or the newest change was a deletion.
-    fn value_at(&self, version: u64, key_hash: KeyHash) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) fn value_at(
+        &self,
+        version: u64,
+        key_hash: KeyHash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(key) = self.key_of(key_hash)? else {
             return Ok(None);
         };
@@ -163,6 +167,11 @@ impl TreeView {
             None => Ok(None),
             Some(entry) => decode_versioned(entry?.1.value()),
         }
+    }
+
+    /// How many keys the latest-value table holds.
+    pub(super) fn live_keys(&self) -> Result<u64, StoreError> {
+        Ok(self.latest.len()?)
     }
 
     /// The root hash of `version`, if that version was committed.

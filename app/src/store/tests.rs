@@ -14,13 +14,13 @@ use tempfile::TempDir;
 use super::*;
 
 /// A store in a fresh temporary directory; the directory lives as long as the returned guard.
-fn new_store() -> (TempDir, Store) {
+pub(super) fn new_store() -> (TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&db_path(&dir)).unwrap();
     (dir, store)
 }
 
-fn db_path(dir: &TempDir) -> PathBuf {
+pub(super) fn db_path(dir: &TempDir) -> PathBuf {
     dir.path().join("state.redb")
 }
 
@@ -37,7 +37,7 @@ fn write_set(changes: &[(&[u8], Option<&[u8]>)]) -> WriteSet {
 }
 
 /// Prepares and commits the next block with `changes`.
-fn commit_block(store: &mut Store, changes: &[(&[u8], Option<&[u8]>)]) -> Committed {
+pub(super) fn commit_block(store: &mut Store, changes: &[(&[u8], Option<&[u8]>)]) -> Committed {
     let height = store.committed().height + 1;
     let prepared = store.prepare(height, write_set(changes)).unwrap();
     let expected = Committed { height, app_hash: prepared.app_hash() };
@@ -338,7 +338,7 @@ fn open_reports_a_committed_record_that_does_not_match_the_tree() {
         }
         txn.commit().unwrap();
     }
-    assert!(matches!(Store::open(&db_path(&dir)), Err(StoreError::Corrupt(_))));
+    assert!(matches!(Store::open(&db_path(&dir)), Err(StoreError::Damaged { .. })));
 }
 
 #[test]

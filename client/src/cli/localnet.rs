@@ -1,4 +1,4 @@
-//! `lemal localnet up | down | start | stop | status | logs`: a local network of verifying nodes on 127.0.0.1,
+//! `lemal localnet up | down | start | stop | reset | status | logs`: a local network of verifying nodes on 127.0.0.1,
 //! managed by [`crate::localnet`].
 
 use std::io::Write;
@@ -61,6 +61,14 @@ pub enum Action {
     /// Stop node I (its CometBFT and its lemal-vn) while the rest keeps running; its state stays
     /// for `start I`.
     Stop {
+        /// The node (0, 1, ...).
+        #[arg(value_name = "I")]
+        index: usize,
+    },
+    /// Reset stopped node I's application state for replay: delete its `lemal-vn` store, so
+    /// that at the next `start I` CometBFT replays the whole chain to it (the recovery from a
+    /// damaged store).
+    Reset {
         /// The node (0, 1, ...).
         #[arg(value_name = "I")]
         index: usize,
@@ -155,6 +163,21 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
         Action::Stop { index } => {
             let stopped = localnet::stop(&layout, index, Duration::from_secs(10))?;
             print_names(global, "stopped", &stopped, &format!("node {index} was not running"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Reset { index } => {
+            let removed = localnet::reset(&layout, index)?;
+            if global.json {
+                println!("{}", serde_json::json!({ "node": index, "removed": removed }));
+            } else {
+                match removed {
+                    Some(path) => println!(
+                        "removed {}: `lemal localnet start {index}` replays the chain to it",
+                        path.display()
+                    ),
+                    None => println!("node {index} has no application state to remove"),
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Action::Status => {
@@ -320,5 +343,15 @@ mod tests {
             panic!("not start")
         };
         assert_eq!((only, timeout), (Some(2), 5));
+    }
+
+    #[test]
+    fn reset_takes_the_index_of_the_node_to_rebuild() {
+        let cli = Cli::try_parse_from(["lemal", "localnet", "reset", "1"]).expect("parses");
+        let Command::Localnet { action: Action::Reset { index } } = cli.command else {
+            panic!("not reset")
+        };
+        assert_eq!(index, 1);
+        assert!(Cli::try_parse_from(["lemal", "localnet", "reset"]).is_err(), "reset needs I");
     }
 }

@@ -43,8 +43,8 @@ pub const MAX_STEPS: usize = 256;
 pub trait HeaderSource {
     /// The signed header of block `height`, unverified.
     fn signed_header(&self, height: u64) -> Result<SignedHeader, LightError>;
-    /// The validator set of block `height`, unverified (but well formed: see
-    /// [`validator_set`]).
+    /// The validator set of block `height`, unverified but well formed (members, no zero or
+    /// excessive power, no address twice).
     fn validators(&self, height: u64) -> Result<ValidatorSet, LightError>;
 }
 

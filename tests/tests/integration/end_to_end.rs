@@ -35,13 +35,22 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Tests that start localnets run one at a time: on two cores, two localnets at once slow each
+/// other's blocks enough to blur what the tests time.
+static LOCALNETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Hold this while a localnet of a test runs.
+pub(crate) fn one_localnet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    LOCALNETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub(crate) fn rpc(node: usize) -> String {
     format!("http://127.0.0.1:{}", base_port() as usize + 1 + 100 * node)
 }
 
 /// The binaries' folder: `LEMAL_BIN_DIR`, else the profile folder this test was built in
 /// (`target/debug` under `cargo test`, the test itself being in its `deps/`).
-fn bin_dir() -> Result<PathBuf> {
+pub(crate) fn bin_dir() -> Result<PathBuf> {
     let dir = match std::env::var_os("LEMAL_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => std::env::current_exe()?
@@ -161,8 +170,14 @@ fn as_u64(v: &Value, what: &str) -> Result<u64> {
 
 /// Every node reports the same app hash in its header at one common height.
 fn app_hashes_agree() -> Result<u64> {
-    let nodes: Vec<Node> =
-        (0..VALIDATORS).map(|i| Node::connect(&rpc(i))).collect::<Result<_, _>>()?;
+    let rpcs: Vec<String> = (0..VALIDATORS).map(rpc).collect();
+    app_hashes_agree_on(&rpcs)
+}
+
+/// Every node of `rpcs` reports the same app hash in its header at the lowest of their heights;
+/// that height.
+pub(crate) fn app_hashes_agree_on(rpcs: &[String]) -> Result<u64> {
+    let nodes: Vec<Node> = rpcs.iter().map(|r| Node::connect(r)).collect::<Result<_, _>>()?;
     let height = nodes
         .iter()
         .map(|n| n.status().map(|s| s.height))
@@ -218,7 +233,7 @@ fn keys_and_the_abci_socket_are_private(net: &Localnet) -> Result<()> {
 }
 
 /// The end of every log of the localnet, to tell why a step failed.
-fn show_logs(net: &Localnet) {
+pub(crate) fn show_logs(net: &Localnet) {
     let Ok(layout) = Layout::new(net.home.path()) else { return };
     for file in localnet::log_files(&layout, None).unwrap_or_default() {
         if let Ok((text, _)) = localnet::tail(&file, 25) {
@@ -230,6 +245,7 @@ fn show_logs(net: &Localnet) {
 #[test]
 fn a_fresh_localnet_runs_the_reports_query_catches_a_cheater_and_outlives_a_stopped_node(
 ) -> Result<()> {
+    let _one_at_a_time = one_localnet_at_a_time();
     let bin = bin_dir()?;
     let cometbft = cometbft()?;
     let net = Localnet { home: tempfile::Builder::new().prefix("lemal-e2e-").tempdir()?, bin };

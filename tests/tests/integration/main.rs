@@ -6,13 +6,16 @@
 //!   (PrepareProposal/ProcessProposal, FinalizeBlock, Commit), with each worker's broadcasts fed
 //!   back as transactions of later blocks;
 //! - `end_to_end`: the `lemal` and `lemal-vn` binaries against a real CometBFT localnet, with
-//!   the trust-root checks of `trust_roots` through the lying RPC proxy of `lying_proxy`.
+//!   the trust-root checks of `trust_roots` through the lying RPC proxy of `lying_proxy`;
+//! - `faults`: crashes (SIGKILL), two of four validators down, and a damaged store, against a
+//!   real CometBFT localnet of its own.
 
 // Tests may unwrap, and measure nothing with the clock.
 #![allow(clippy::unwrap_used)]
 
 mod cheaters;
 mod end_to_end;
+mod faults;
 mod fuzz;
 mod harness;
 mod hostile;
