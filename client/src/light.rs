@@ -188,22 +188,7 @@ pub fn check_header(
     trusted: &TrustedValidators,
     height: u64,
 ) -> Result<SignedPower, LightError> {
-    let fail = |reason: String| LightError::Header { height, reason };
-    let header = &signed.header;
-    if header.height.value() != height || signed.commit.height.value() != height {
-        return Err(fail(format!(
-            "served for height {} (commit {}), expected {height}",
-            header.height, signed.commit.height
-        )));
-    }
-    if let Some(chain) = trusted.chain_id() {
-        if header.chain_id.as_str() != chain {
-            return Err(fail(format!(
-                "chain id {:?}, expected {chain:?}",
-                header.chain_id.as_str()
-            )));
-        }
-    }
+    check_position(signed, height, trusted.chain_id())?;
     let untrusted = UntrustedBlockState {
         signed_header: signed,
         validators: trusted.set(),
@@ -212,15 +197,54 @@ pub fn check_header(
     match ProdVerifier::default().verify_validator_sets(&untrusted) {
         LightVerdict::Success => {}
         LightVerdict::NotEnoughTrust(tally) => {
-            return Err(fail(format!("not enough voting power signed: {tally}")))
+            return Err(LightError::Header {
+                height,
+                reason: format!("not enough voting power signed: {tally}"),
+            })
         }
-        LightVerdict::Invalid(detail) => return Err(fail(detail.to_string())),
+        LightVerdict::Invalid(detail) => {
+            return Err(LightError::Header { height, reason: detail.to_string() })
+        }
     }
-    // One tally checks every signature (a threshold of 1/1 is never reached early, and an
-    // invalid signature is an error); the power that signed must then exceed 2/3.
+    full_tally(signed, trusted.set(), height)
+}
+
+/// The header and its commit are at `height` and, when `chain` is known, for that chain.
+fn check_position(
+    signed: &SignedHeader,
+    height: u64,
+    chain: Option<&str>,
+) -> Result<(), LightError> {
+    let fail = |reason: String| LightError::Header { height, reason };
+    let header = &signed.header;
+    if header.height.value() != height || signed.commit.height.value() != height {
+        return Err(fail(format!(
+            "served for height {} (commit {}), expected {height}",
+            header.height, signed.commit.height
+        )));
+    }
+    if let Some(chain) = chain {
+        if header.chain_id.as_str() != chain {
+            return Err(fail(format!(
+                "chain id {:?}, expected {chain:?}",
+                header.chain_id.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every signature of the commit checked against `set` (a threshold of 1/1 is never reached
+/// early, and an invalid signature is an error); the power that signed must exceed 2/3.
+fn full_tally(
+    signed: &SignedHeader,
+    set: &tendermint::validator::Set,
+    height: u64,
+) -> Result<SignedPower, LightError> {
+    let fail = |reason: String| LightError::Header { height, reason };
     let all = TrustThresholdFraction::new(1, 1).map_err(|e| fail(e.to_string()))?;
     let tally = ProdVotingPowerCalculator::default()
-        .voting_power_in(signed, trusted.set(), all)
+        .voting_power_in(signed, set, all)
         .map_err(|e| fail(e.to_string()))?;
     if !TrustThresholdFraction::TWO_THIRDS.is_enough_power(tally.tallied, tally.total) {
         return Err(fail(format!(

@@ -22,18 +22,15 @@
 use std::time::Duration;
 
 use tendermint::block::signed_header::SignedHeader;
-use tendermint::trust_threshold::{TrustThreshold, TrustThresholdFraction};
+use tendermint::trust_threshold::TrustThresholdFraction;
 use tendermint::validator::Set as ValidatorSet;
 use tendermint::Time;
-use tendermint_light_client_verifier::operations::{
-    ProdVotingPowerCalculator, VotingPowerCalculator,
-};
 use tendermint_light_client_verifier::options::Options;
 use tendermint_light_client_verifier::types::{TrustedBlockState, UntrustedBlockState};
 use tendermint_light_client_verifier::{ProdVerifier, Verdict, Verifier};
 
 use super::trust::{hash_bytes, validator_set};
-use super::{LightError, SignedPower};
+use super::{check_position, full_tally, LightError, SignedPower};
 use crate::rpc::Node;
 
 /// Most headers one walk fetches and verifies.
@@ -188,20 +185,8 @@ fn step(
     now: Time,
 ) -> Result<Step, LightError> {
     let fail = |reason: String| LightError::Header { height, reason };
+    check_position(signed, height, Some(&trusted.chain_id))?;
     let header = &signed.header;
-    if header.height.value() != height || signed.commit.height.value() != height {
-        return Err(fail(format!(
-            "served for height {} (commit {}), expected {height}",
-            header.height, signed.commit.height
-        )));
-    }
-    if header.chain_id.as_str() != trusted.chain_id {
-        return Err(fail(format!(
-            "chain id {:?}, expected {:?}",
-            header.chain_id.as_str(),
-            trusted.chain_id
-        )));
-    }
     let untrusted =
         UntrustedBlockState { signed_header: signed, validators, next_validators: None };
     let verifier = ProdVerifier::default();
@@ -242,19 +227,7 @@ fn step(
             Verdict::Invalid(detail) => return Err(fail(detail.to_string())),
         }
     }
-    // Every signature of the commit is checked (a threshold of 1/1 is never reached early),
-    // and the power that signed must exceed 2/3 of the header's set.
-    let all = TrustThresholdFraction::new(1, 1).map_err(|e| fail(e.to_string()))?;
-    let tally = ProdVotingPowerCalculator::default()
-        .voting_power_in(signed, validators, all)
-        .map_err(|e| fail(e.to_string()))?;
-    if !TrustThresholdFraction::TWO_THIRDS.is_enough_power(tally.tallied, tally.total) {
-        return Err(fail(format!(
-            "not enough voting power signed: {} of {}, more than 2/3 needed",
-            tally.tallied, tally.total
-        )));
-    }
-    Ok(Step::Verified(SignedPower { signed: tally.tallied, total: tally.total }))
+    Ok(Step::Verified(full_tally(signed, validators, height)?))
 }
 
 #[cfg(test)]
