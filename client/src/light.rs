@@ -86,7 +86,7 @@ pub use follow::{follow, FollowOptions, Followed, HeaderSource, TrustedState, MA
 use trust::hash_bytes;
 pub use trust::{
     check_known_genesis, check_pinned_header, check_pinned_set, GenesisInfo, KnownChain,
-    KnownChains, KnownRoot, RootReport, TrustKind, TrustRoot, TrustedValidators, KNOWN_CHAINS_ENV,
+    KnownChains, KnownRoot, RootReport, TrustKind, TrustRoot, TrustedValidators,
 };
 
 /// Why light verification could not be carried out, or failed at a step everything after it
@@ -801,8 +801,9 @@ pub struct LightClient<'a> {
     proven: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
-/// The local clock, for the trusting period of validator-set changes.
-fn now() -> tendermint::Time {
+/// The local clock, for the trusting period of validator-set changes (and the dates of known
+/// chains).
+pub(crate) fn now() -> tendermint::Time {
     let since =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since.as_secs())

@@ -267,7 +267,7 @@ fn record(global: &Global, path: &Path, offer: Offer, replace: bool) -> Result<E
         fingerprint: offer.fingerprint.clone(),
         height: offer.height,
         source: offer.source.clone(),
-        added: now_rfc3339(),
+        added: crate::light::now().to_rfc3339(),
     };
     let changed = known.add(&offer.chain_id, entry, replace)?;
     if changed {
@@ -328,16 +328,4 @@ fn list(global: &Global, path: &Path) -> Result<ExitCode> {
         s
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    i64::try_from(secs)
-        .ok()
-        .and_then(|s| tendermint::Time::from_unix_timestamp(s, 0).ok())
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
 }

@@ -592,9 +592,6 @@ pub struct KnownChains {
     chains: BTreeMap<String, KnownChain>,
 }
 
-/// Environment variable that points at the known-chains file.
-pub const KNOWN_CHAINS_ENV: &str = "LEMAL_KNOWN_CHAINS";
-
 impl KnownChains {
     /// The default file: `$XDG_CONFIG_HOME/lemal/known-chains.toml`, else
     /// `$HOME/.config/lemal/known-chains.toml`.

@@ -121,6 +121,25 @@ impl Localnet {
         Ok(out)
     }
 
+    /// The arguments of `lemal localnet up` for this localnet: its `lemal-vn`, `cometbft`, base
+    /// port and chain id, then `extra`.
+    pub(crate) fn up_args(
+        &self,
+        cometbft: &Path,
+        base_port: u16,
+        chain_id: &str,
+        extra: &[&str],
+    ) -> Vec<String> {
+        let mut args: Vec<String> = ["localnet", "up", "--base-port"].map(String::from).into();
+        args.push(base_port.to_string());
+        args.extend(["--chain-id".into(), chain_id.into(), "--cometbft".into()]);
+        args.push(cometbft.to_string_lossy().into_owned());
+        args.push("--lemal-vn".into());
+        args.push(self.bin.join("lemal-vn").to_string_lossy().into_owned());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+
     /// `lemal ARGS...` that must succeed; its stdout.
     pub(crate) fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.lemal(args)?;
@@ -174,9 +193,8 @@ fn app_hashes_agree() -> Result<u64> {
     app_hashes_agree_on(&rpcs)
 }
 
-/// Every node of `rpcs` reports the same app hash in its header at the lowest of their heights;
-/// that height.
-pub(crate) fn app_hashes_agree_on(rpcs: &[String]) -> Result<u64> {
+/// Clients of the nodes at `rpcs`, and the lowest of their heights.
+pub(crate) fn common_height(rpcs: &[String]) -> Result<(Vec<Node>, u64)> {
     let nodes: Vec<Node> = rpcs.iter().map(|r| Node::connect(r)).collect::<Result<_, _>>()?;
     let height = nodes
         .iter()
@@ -185,6 +203,13 @@ pub(crate) fn app_hashes_agree_on(rpcs: &[String]) -> Result<u64> {
         .into_iter()
         .min()
         .context("no node")?;
+    Ok((nodes, height))
+}
+
+/// Every node of `rpcs` reports the same app hash in its header at the lowest of their heights;
+/// that height.
+pub(crate) fn app_hashes_agree_on(rpcs: &[String]) -> Result<u64> {
+    let (nodes, height) = common_height(rpcs)?;
     let mut hashes = Vec::new();
     for n in &nodes {
         let (client, rt) = n.raw();
@@ -258,22 +283,9 @@ fn a_fresh_localnet_runs_the_reports_query_catches_a_cheater_and_outlives_a_stop
 }
 
 fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
-    let cometbft = cometbft.to_string_lossy().into_owned();
-    let lemal_vn = net.bin.join("lemal-vn").to_string_lossy().into_owned();
     let first_port = base_port();
-    let base_port = first_port.to_string();
-    let up = [
-        "localnet",
-        "up",
-        "--base-port",
-        &base_port,
-        "--chain-id",
-        "lemal-e2e",
-        "--cometbft",
-        &cometbft,
-        "--lemal-vn",
-        &lemal_vn,
-    ];
+    let up_args = net.up_args(cometbft, first_port, "lemal-e2e", &[]);
+    let up: Vec<&str> = up_args.iter().map(String::as_str).collect();
     net.ok(&up)?;
     keys_and_the_abci_socket_are_private(net)?;
 

@@ -35,7 +35,9 @@ use lemal_client::rpc::Node;
 use lemal_contracts::ids::QueryId;
 use serde_json::{json, Value};
 
-use super::end_to_end::{app_hashes_agree_on, bin_dir, cometbft, show_logs, Localnet, QUERY};
+use super::end_to_end::{
+    app_hashes_agree_on, bin_dir, cometbft, common_height, show_logs, Localnet, QUERY,
+};
 
 const VALIDATORS: usize = 4;
 const CHAIN_ID: &str = "lemal-faults";
@@ -116,14 +118,7 @@ fn run_query(net: &Localnet) -> Result<Value> {
 /// Every node holds the same transactions at every height up to the lowest of their heights
 /// (CometBFT's `block` at each height on every node); the number of transactions compared.
 fn transactions_agree() -> Result<(u64, usize)> {
-    let nodes: Vec<Node> = all_rpcs().iter().map(|r| Node::connect(r)).collect::<Result<_, _>>()?;
-    let top = nodes
-        .iter()
-        .map(|n| n.status().map(|s| s.height))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .min()
-        .context("no node")?;
+    let (nodes, top) = common_height(&all_rpcs())?;
     let mut total = 0;
     for h in 1..=top {
         let height = tendermint::block::Height::try_from(h)?;
@@ -223,21 +218,8 @@ fn scenario(
     crashes: &[(usize, u64)],
     begin: Instant,
 ) -> Result<()> {
-    let cometbft = cometbft.to_string_lossy().into_owned();
-    let lemal_vn = net.bin.join("lemal-vn").to_string_lossy().into_owned();
-    let base_port = base_port().to_string();
-    let up = [
-        "localnet",
-        "up",
-        "--base-port",
-        &base_port,
-        "--chain-id",
-        CHAIN_ID,
-        "--cometbft",
-        &cometbft,
-        "--lemal-vn",
-        &lemal_vn,
-    ];
+    let up_args = net.up_args(cometbft, base_port(), CHAIN_ID, &[]);
+    let up: Vec<&str> = up_args.iter().map(String::as_str).collect();
     // The test's ports lie in the kernel's ephemeral range, where an outgoing connection (of
     // another localnet on this machine) may hold one for a moment: a few tries, then give up.
     for attempt in 1.. {

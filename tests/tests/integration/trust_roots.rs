@@ -146,27 +146,14 @@ pub(crate) fn second_chain_is_refused(
     other: &Localnet,
     other_base_port: u16,
 ) -> Result<()> {
-    let cometbft = super::end_to_end::cometbft()?.to_string_lossy().into_owned();
-    let lemal_vn = other.bin.join("lemal-vn").to_string_lossy().into_owned();
-    let port = other_base_port.to_string();
-    other.ok(&[
-        "localnet",
-        "up",
-        "--validators",
-        "1",
-        "--dps",
-        "2",
-        "--cns",
-        "1",
-        "--base-port",
-        &port,
-        "--chain-id",
-        "lemal-e2e",
-        "--cometbft",
+    let cometbft = super::end_to_end::cometbft()?;
+    let up = other.up_args(
         &cometbft,
-        "--lemal-vn",
-        &lemal_vn,
-    ])?;
+        other_base_port,
+        "lemal-e2e",
+        &["--validators", "1", "--dps", "2", "--cns", "1"],
+    );
+    other.ok(&up.iter().map(String::as_str).collect::<Vec<_>>())?;
     let other_rpc = format!("http://127.0.0.1:{}", other_base_port + 1);
     let run: Value = serde_json::from_str(&other.ok(&[
         "--node", &other_rpc, "--json", "run", "--query", QUERY, "--dps", "2", "--cns", "1",
