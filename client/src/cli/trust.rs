@@ -210,10 +210,16 @@ fn add(global: &Global, path: &Path, yes: bool, replace: bool) -> Result<ExitCod
     if let Some(path_of_genesis) = &global.genesis {
         // A genesis the user holds: recorded as it is.
         let root = TrustRoot::genesis_file(path_of_genesis)?;
-        let node = super::connect(global)?;
-        let trusted = root.resolve(&node, 1)?;
+        let trusted = root.held().context("a genesis file is held whole")?;
         let source = format!("genesis file {}", path_of_genesis.display());
         return record(global, path, offer(&trusted, KnownRoot::Genesis, None, source), replace);
+    }
+    if global.trusted_validators.is_some() {
+        bail!(
+            "a validator-set hash names no height or genesis to follow later sets from, so it \
+             is not recorded as a known chain: record a genesis (--genesis FILE, or the node's \
+             with --yes) or a header (--trusted-header HEIGHT:HASH)"
+        );
     }
     let node = super::connect(global)?;
     if let Some(pin) = &global.trusted_header {

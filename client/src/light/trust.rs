@@ -347,6 +347,17 @@ impl TrustRoot {
         RootReport { kind, fingerprint: hex::encode(fingerprint), source }
     }
 
+    /// What a root the caller holds whole (a genesis document) trusts, with no node to ask;
+    /// `None` for the roots that must be checked against a node.
+    pub fn held(&self) -> Option<TrustedValidators> {
+        match self {
+            TrustRoot::Genesis { genesis, .. } => {
+                Some(TrustedValidators::genesis(genesis, self.report()))
+            }
+            _ => None,
+        }
+    }
+
     /// What this root trusts, checked against what the node serves: for a genesis or a pinned
     /// header, a state to follow validator-set changes from ([`super::follow`]); for a pinned
     /// validator-set hash, the set that must sign the header at `height` itself.
