@@ -24,22 +24,22 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 
 use lemal_contracts::state::Timestamp;
 use lemal_contracts::tx::Tx;
-use sha2::{Digest, Sha256};
 use tendermint_abci::Application;
 use tendermint_proto::google::protobuf::Timestamp as ProtoTime;
 use tendermint_proto::v0_38::abci::{
     response_process_proposal::ProposalStatus, CheckTxType, Event as AbciEvent, EventAttribute,
-    ExecTxResult, RequestCheckTx, RequestFinalizeBlock, RequestInfo, RequestInitChain,
+    ExecTxResult, RequestCheckTx, ValidatorUpdate as AbciValidatorUpdate, RequestFinalizeBlock, RequestInfo, RequestInitChain,
     RequestPrepareProposal, RequestProcessProposal, RequestQuery, ResponseCheckTx, ResponseCommit,
     ResponseFinalizeBlock, ResponseInfo, ResponseInitChain, ResponsePrepareProposal,
     ResponseProcessProposal, ResponseQuery,
 };
 use tendermint_proto::v0_38::crypto::public_key::Sum;
+use tendermint_proto::v0_38::crypto::PublicKey as ProtoPublicKey;
 use tracing::{debug, error, info, warn};
 
 use crate::codes::TxError;
 use crate::ledger::{KvRead, KvWrite};
-use crate::machine::{BlockCtx, Event, Machine};
+use crate::machine::{BlockCtx, Event, GenesisValidator, Machine};
 use crate::query;
 use crate::recheck::CheckCache;
 use crate::store::{Overlay, Prepared, Store, WriteSet};
@@ -272,19 +272,19 @@ impl Application for LemalApp {
     }
 
     fn init_chain(&self, request: RequestInitChain) -> ResponseInitChain {
-        let validators: Vec<[u8; 20]> = request
-            .validators
-            .iter()
-            .filter_map(|v| match v.pub_key.as_ref()?.sum.as_ref()? {
-                Sum::Ed25519(key) => {
-                    let digest = Sha256::digest(key);
-                    let mut addr = [0u8; 20];
-                    addr.copy_from_slice(&digest[..20]);
-                    Some(addr)
-                }
-                Sum::Secp256k1(_) => None,
-            })
-            .collect();
+        let mut validators = Vec::with_capacity(request.validators.len());
+        for v in &request.validators {
+            let key = match v.pub_key.as_ref().and_then(|k| k.sum.as_ref()) {
+                Some(Sum::Ed25519(key)) => <[u8; 32]>::try_from(key.as_slice()).ok(),
+                _ => None,
+            };
+            let (Some(pub_key), Ok(power)) = (key, u64::try_from(v.power)) else {
+                error!("genesis validator without a 32-byte ed25519 key or with negative power");
+                eprintln!("lemal-vn: every genesis validator needs an ed25519 key and a power");
+                std::process::exit(2);
+            };
+            validators.push(GenesisValidator { pub_key, power });
+        }
         let ctx =
             BlockCtx { height: height_of(request.initial_height), time: time_of(request.time) };
         let store = self.shared.store.read().unwrap_or_else(PoisonError::into_inner);
@@ -398,19 +398,38 @@ impl Application for LemalApp {
                 }
             });
         }
-        let events = machine.end_block(&mut overlay, &ctx);
+        let end = machine.end_block(&mut overlay, &ctx);
+        // A roster change applies from the next block on: every node reloads the machine's
+        // roster at the same point, and a restarted node loads it from the same state.
+        if overlay.writes().change(lemal_contracts::keys::ROSTER).is_some() {
+            let reloaded = Machine::load(&overlay).expect("the roster was just written");
+            info!(height = ctx.height, "roster changed");
+            consensus.machine = Some(Arc::new(reloaded));
+        }
+        let writes = overlay.into_write_set();
         let prepared = store
-            .prepare(ctx.height, overlay.into_write_set())
+            .prepare(ctx.height, writes)
             .unwrap_or_else(|e| panic!("store cannot prepare block {}: {e}", ctx.height));
         let app_hash = prepared.app_hash();
         drop(store);
         consensus.pending = Some(prepared);
         consensus.last_time = ctx.time;
         info!(height = ctx.height, txs = request.txs.len(), app_hash = %hex::encode(app_hash), "finalized");
+        let validator_updates: Vec<AbciValidatorUpdate> = end
+            .validator_updates
+            .iter()
+            .map(|u| AbciValidatorUpdate {
+                pub_key: Some(ProtoPublicKey { sum: Some(Sum::Ed25519(u.pub_key.to_vec())) }),
+                power: i64::try_from(u.power).expect("powers are at most MAX_VN_POWER"),
+            })
+            .collect();
+        for u in &end.validator_updates {
+            info!(height = ctx.height, key = %hex::encode(u.pub_key), power = u.power, "validator update");
+        }
         ResponseFinalizeBlock {
-            events: abci_events(events),
+            events: abci_events(end.events),
             tx_results,
-            validator_updates: Vec::new(),
+            validator_updates,
             consensus_param_updates: None,
             app_hash: app_hash.to_vec().into(),
         }

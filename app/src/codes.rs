@@ -68,6 +68,14 @@ pub enum TxError {
         /// The chain's minimum.
         min: u32,
     },
+    /// 18: an entity is faulty or removed, and may take no part in new work.
+    #[error("{entity} is {standing} and may take no part in new work")]
+    NotInGoodStanding {
+        /// The entity.
+        entity: String,
+        /// `faulty` or `removed`.
+        standing: &'static str,
+    },
     /// 20: the query's proof phase is over.
     #[error("query {0} no longer accepts proofs")]
     ProofPhaseOver(String),
@@ -120,6 +128,70 @@ pub enum TxError {
         /// The ledger's digest.
         expected: String,
     },
+    /// 35: the verifying node is not among the query's verifiers (it was faulty, removed or
+    /// added after the query's proof phase ended).
+    #[error("{0} is not among this query's verifiers")]
+    NotAVerifier(String),
+    /// 50: the challenged proof is not on the ledger.
+    #[error("proof {0} is not on the ledger")]
+    UnknownProof(String),
+    /// 51: the challenged proof's query has no skipblock yet.
+    #[error("query {0} is not finalized yet; challenge its proofs once its block is appended")]
+    QueryNotFinal(String),
+    /// 52: the proof was settled by an earlier challenge.
+    #[error("proof {key} was settled at skipblock {block}")]
+    AlreadySettled {
+        /// The proof key.
+        key: String,
+        /// The verdict's skipblock.
+        block: u64,
+    },
+    /// 53: the signer filed its quota of unfounded challenges.
+    #[error("{signer} filed {count} unfounded challenges, the chain's maximum")]
+    ChallengeQuota {
+        /// The challenger.
+        signer: String,
+        /// Its unfounded challenges.
+        count: u32,
+    },
+    /// 54: this block spent its challenge budget; the challenge fits a later block.
+    #[error("this block spent {spent} of its challenge budget {budget}; retry in a later block")]
+    ChallengeBudget {
+        /// Cost spent so far in the block.
+        spent: u64,
+        /// The chain's budget per block.
+        budget: u64,
+    },
+    /// 60: the roster change cannot apply to the current roster.
+    #[error("roster change: {0}")]
+    BadRosterChange(String),
+    /// 61: no such roster proposal.
+    #[error("unknown roster proposal {0}")]
+    UnknownProposal(u64),
+    /// 62: the proposal is applied, failed or expired.
+    #[error("roster proposal {id} is {state}")]
+    ProposalClosed {
+        /// The proposal's id.
+        id: u64,
+        /// `applied`, `failed` or `expired`.
+        state: &'static str,
+    },
+    /// 63: this verifying node already approved the proposal.
+    #[error("{signer} already approved roster proposal {id}")]
+    AlreadyApproved {
+        /// The approving node.
+        signer: String,
+        /// The proposal's id.
+        id: u64,
+    },
+    /// 64: the proposer's previous proposal is still open.
+    #[error("{signer}'s roster proposal {id} is still open")]
+    ProposalPending {
+        /// The proposer.
+        signer: String,
+        /// Its open proposal.
+        id: u64,
+    },
     /// 40: the node has not received its genesis yet (CheckTx before InitChain); retry later.
     #[error("the node has not initialised its chain yet")]
     NotReady,
@@ -142,6 +214,7 @@ impl TxError {
             TxError::LimitExceeded(_) => 15,
             TxError::TooManyOpenQueries { .. } => 16,
             TxError::ThresholdTooLow { .. } => 17,
+            TxError::NotInGoodStanding { .. } => 18,
             TxError::ProofPhaseOver(_) => 20,
             TxError::UnexpectedProof(_) => 21,
             TxError::DuplicateProof(_) => 22,
@@ -155,7 +228,18 @@ impl TxError {
             TxError::BadVrf(_) => 32,
             TxError::BadVerdicts(_) => 33,
             TxError::WrongProofSet { .. } => 34,
+            TxError::NotAVerifier(_) => 35,
             TxError::NotReady => 40,
+            TxError::UnknownProof(_) => 50,
+            TxError::QueryNotFinal(_) => 51,
+            TxError::AlreadySettled { .. } => 52,
+            TxError::ChallengeQuota { .. } => 53,
+            TxError::ChallengeBudget { .. } => 54,
+            TxError::BadRosterChange(_) => 60,
+            TxError::UnknownProposal(_) => 61,
+            TxError::ProposalClosed { .. } => 62,
+            TxError::AlreadyApproved { .. } => 63,
+            TxError::ProposalPending { .. } => 64,
         }
     }
 
@@ -178,6 +262,7 @@ pub const TABLE: &[(u32, &str, &str)] = &[
     (15, "limit-exceeded", "query parameter beyond the chain's limits"),
     (16, "too-many-open-queries", "registrar already has max_open_queries_per_cn open queries"),
     (17, "threshold-too-low", "sampling threshold below the chain's min_threshold_ppm"),
+    (18, "not-in-good-standing", "an entity of the transaction or query is faulty or removed"),
     (20, "proof-phase-over", "proof arrived after the query's proof phase"),
     (21, "unexpected-proof", "proof not in the query's expected set"),
     (22, "duplicate-proof", "proof key already used"),
@@ -195,7 +280,18 @@ pub const TABLE: &[(u32, &str, &str)] = &[
     (32, "bad-vrf", "VRF proof does not verify"),
     (33, "bad-verdicts", "verdicts contradict the selection or the received set"),
     (34, "wrong-proof-set", "bitmap judged a different proof set"),
+    (35, "not-a-verifier", "verifying node not among the query's verifiers"),
     (40, "not-ready", "the node has not initialised its chain yet; retry later"),
+    (50, "unknown-proof", "challenged proof not on the ledger"),
+    (51, "query-not-final", "challenged proof's query has no skipblock yet"),
+    (52, "already-settled", "proof already settled by an earlier challenge"),
+    (53, "challenge-quota", "signer filed max_unfounded_challenges unfounded challenges"),
+    (54, "challenge-budget", "block spent its challenge budget; retry in a later block"),
+    (60, "bad-roster-change", "roster change cannot apply to the current roster"),
+    (61, "unknown-proposal", "no such roster proposal"),
+    (62, "proposal-closed", "roster proposal applied, failed or expired"),
+    (63, "already-approved", "verifying node already approved the proposal"),
+    (64, "proposal-pending", "proposer's previous proposal is still open"),
 ];
 
 #[cfg(test)]
@@ -218,6 +314,7 @@ mod tests {
             TxError::LimitExceeded(s()),
             TxError::TooManyOpenQueries { registrar: s(), open: 1 },
             TxError::ThresholdTooLow { got: 1, min: 2 },
+            TxError::NotInGoodStanding { entity: s(), standing: "faulty" },
             TxError::ProofPhaseOver(s()),
             TxError::UnexpectedProof(s()),
             TxError::DuplicateProof(s()),
@@ -231,7 +328,18 @@ mod tests {
             TxError::BadVrf(s()),
             TxError::BadVerdicts(s()),
             TxError::WrongProofSet { got: s(), expected: s() },
+            TxError::NotAVerifier(s()),
             TxError::NotReady,
+            TxError::UnknownProof(s()),
+            TxError::QueryNotFinal(s()),
+            TxError::AlreadySettled { key: s(), block: 1 },
+            TxError::ChallengeQuota { signer: s(), count: 1 },
+            TxError::ChallengeBudget { spent: 1, budget: 1 },
+            TxError::BadRosterChange(s()),
+            TxError::UnknownProposal(1),
+            TxError::ProposalClosed { id: 1, state: "applied" },
+            TxError::AlreadyApproved { signer: s(), id: 1 },
+            TxError::ProposalPending { signer: s(), id: 1 },
         ]
     }
 

@@ -11,7 +11,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use lemal_contracts::group::{from_borsh, to_borsh};
 use lemal_contracts::ids::{EntityId, ProofKey, QueryId};
 use lemal_contracts::state::{
-    BitmapCommitRecord, Params, ProofRecord, QueryProgress, QueryRecord, Roster, SkipBlock,
+    BitmapCommitRecord, Params, ProofRecord, ProposalRecord, QueryProgress, QueryRecord, Roster,
+    SkipBlock, StandingRecord, ValidatorRecord, VerdictRecord,
 };
 
 use crate::keys;
@@ -176,6 +177,60 @@ pub mod get {
     pub fn block_by_query(s: &impl KvRead, q: &QueryId) -> Option<u64> {
         read(s, &keys::block_by_query(q))
     }
+    /// An entity's standing record (`None`: in good standing).
+    pub fn standing(s: &impl KvRead, e: EntityId) -> Option<StandingRecord> {
+        read(s, &keys::standing(e))
+    }
+    /// The verdict of a challenged proof.
+    pub fn verdict(s: &impl KvRead, k: &ProofKey) -> Option<VerdictRecord> {
+        read(s, &keys::verdict(k))
+    }
+    /// How many unfounded challenges an entity filed.
+    pub fn unfounded(s: &impl KvRead, e: EntityId) -> u32 {
+        read(s, &keys::unfounded(e)).unwrap_or(0)
+    }
+    /// A verifying node's validator record.
+    pub fn validator(s: &impl KvRead, vn: u32) -> Option<ValidatorRecord> {
+        read(s, &keys::validator(vn))
+    }
+    /// Every validator record, by verifying node index.
+    pub fn validators(s: &impl KvRead) -> Vec<(u32, ValidatorRecord)> {
+        s.scan_prefix(&keys::validators())
+            .into_iter()
+            .map(|(k, v)| {
+                let mut index = [0u8; 4];
+                index.copy_from_slice(&k[1..5]);
+                let record = from_borsh(&v).unwrap_or_else(|e| {
+                    panic!("validator record under {} does not decode: {e}", hex::encode(&k))
+                });
+                (u32::from_be_bytes(index), record)
+            })
+            .collect()
+    }
+    /// The validator power changes of the block being executed: (verifying node index, power
+    /// at the start of the block, new power).
+    pub fn validator_updates(s: &impl KvRead) -> Vec<(u32, u64, u64)> {
+        read(s, keys::VALIDATOR_UPDATES).unwrap_or_default()
+    }
+    /// The verification cost spent on challenges at `height`.
+    pub fn challenge_spend(s: &impl KvRead, height: u64) -> u64 {
+        match read::<(u64, u64)>(s, keys::CHALLENGE_SPEND) {
+            Some((h, cost)) if h == height => cost,
+            _ => 0,
+        }
+    }
+    /// A roster proposal.
+    pub fn proposal(s: &impl KvRead, id: u64) -> Option<ProposalRecord> {
+        read(s, &keys::proposal(id))
+    }
+    /// The next proposal id.
+    pub fn next_proposal(s: &impl KvRead) -> u64 {
+        read(s, keys::NEXT_PROPOSAL).unwrap_or(0)
+    }
+    /// A verifying node's latest proposal.
+    pub fn proposed_by(s: &impl KvRead, vn: EntityId) -> Option<u64> {
+        read(s, &keys::proposed_by(vn))
+    }
 }
 
 /// Typed setters.
@@ -193,6 +248,10 @@ pub mod set {
     /// The roster.
     pub fn roster(s: &mut impl KvWrite, v: &Roster) {
         write(s, keys::ROSTER.to_vec(), v)
+    }
+    /// The roster as genesis set it.
+    pub fn genesis_roster(s: &mut impl KvWrite, v: &Roster) {
+        write(s, keys::GENESIS_ROSTER.to_vec(), v)
     }
     /// A query's registration.
     pub fn query(s: &mut impl KvWrite, q: &QueryId, v: &QueryRecord) {
@@ -248,5 +307,44 @@ pub mod set {
     /// A skipblock's forward links.
     pub fn forward(s: &mut impl KvWrite, index: u64, links: &Vec<[u8; 32]>) {
         write(s, keys::forward(index), links)
+    }
+    /// An entity's standing record.
+    pub fn standing(s: &mut impl KvWrite, v: &StandingRecord) {
+        write(s, keys::standing(v.entity), v)
+    }
+    /// The verdict of a challenged proof.
+    pub fn verdict(s: &mut impl KvWrite, v: &VerdictRecord) {
+        write(s, keys::verdict(&v.verdict.proof), v)
+    }
+    /// How many unfounded challenges an entity filed.
+    pub fn unfounded(s: &mut impl KvWrite, e: EntityId, count: u32) {
+        write(s, keys::unfounded(e), &count)
+    }
+    /// A verifying node's validator record.
+    pub fn validator(s: &mut impl KvWrite, vn: u32, v: &ValidatorRecord) {
+        write(s, keys::validator(vn), v)
+    }
+    /// The validator power changes of the block being executed (the key is removed when empty).
+    pub fn validator_updates(s: &mut impl KvWrite, updates: &Vec<(u32, u64, u64)>) {
+        match updates.is_empty() {
+            true => s.delete(keys::VALIDATOR_UPDATES.to_vec()),
+            false => write(s, keys::VALIDATOR_UPDATES.to_vec(), updates),
+        }
+    }
+    /// The verification cost spent on challenges at `height`.
+    pub fn challenge_spend(s: &mut impl KvWrite, height: u64, cost: u64) {
+        write(s, keys::CHALLENGE_SPEND.to_vec(), &(height, cost))
+    }
+    /// A roster proposal.
+    pub fn proposal(s: &mut impl KvWrite, v: &ProposalRecord) {
+        write(s, keys::proposal(v.id), v)
+    }
+    /// The next proposal id.
+    pub fn next_proposal(s: &mut impl KvWrite, id: u64) {
+        write(s, keys::NEXT_PROPOSAL.to_vec(), &id)
+    }
+    /// A verifying node's latest proposal.
+    pub fn proposed_by(s: &mut impl KvWrite, vn: EntityId, id: u64) {
+        write(s, keys::proposed_by(vn), &id)
     }
 }

@@ -11,15 +11,21 @@
 //! runs before its first write, and the caller executes each transaction in an overlay that it
 //! drops on error, so a rejected transaction leaves no trace.
 
-use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Verdict};
+use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Role, Verdict};
 use lemal_contracts::sampling;
 use lemal_contracts::sig::VerifyingKey;
 use lemal_contracts::state::{
-    back_link_target, proofs_root, skip_height, Bitmap, BitmapCommitRecord, BlockPayload,
-    GenesisRecord, GenesisState, JudgedSet, Params, ProofRecord, QueryPayload, QueryProgress,
-    QueryRecord, QueryStatus, Roster, SkipBlock, Timestamp,
+    back_link_target, proofs_root, skip_height, validator_address, Bitmap, BitmapCommitRecord,
+    BlockPayload, ChallengeVerdict, CnEntry, DpEntry, GenesisRecord, GenesisState, JudgedSet,
+    Params, ProofRecord, ProposalRecord, ProposalStatus, QueryPayload, QueryProgress, QueryRecord,
+    QueryStatus, Roster, RosterChangeRecord, SkipBlock, Standing, StandingCause, StandingRecord,
+    Timestamp, ValidatorRecord, VerdictRecord, VnEntry,
 };
-use lemal_contracts::tx::{CommitBitmap, Envelope, RegisterQuery, SubmitProof, Tx, TxBody};
+use lemal_contracts::tx::{
+    ApproveRosterChange, Challenge, CommitBitmap, Envelope, ProposeRosterChange, RegisterQuery,
+    RosterChange, SubmitProof, Tx, TxBody,
+};
+use sha2::{Digest, Sha256};
 
 use crate::codes::TxError;
 use crate::ledger::{get, set, KvRead, KvWrite};
@@ -48,6 +54,34 @@ impl Event {
     }
 }
 
+/// A CometBFT genesis validator: its ed25519 consensus key and voting power.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenesisValidator {
+    /// The ed25519 public key.
+    pub pub_key: [u8; 32],
+    /// Voting power.
+    pub power: u64,
+}
+
+/// A change of a validator's voting power for CometBFT (power 0 removes it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidatorUpdate {
+    /// The ed25519 public key.
+    pub pub_key: [u8; 32],
+    /// The new power.
+    pub power: u64,
+}
+
+/// What the end of a block produced: its events and the validator set changes CometBFT applies
+/// (each returned in exactly one block).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockEnd {
+    /// End-of-block events.
+    pub events: Vec<Event>,
+    /// Validator power changes.
+    pub validator_updates: Vec<ValidatorUpdate>,
+}
+
 /// Why genesis was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum GenesisError {
@@ -74,13 +108,14 @@ pub struct Machine {
 impl Machine {
     /// Run genesis: validate `app_state`, write parameters, roster and skipblock 0.
     ///
-    /// `validators` are the addresses of CometBFT's genesis validators; when non-empty they must
-    /// be exactly the roster's verifying nodes.
+    /// `validators` are CometBFT's genesis validators; when non-empty their addresses must be
+    /// exactly the roster's verifying nodes, and each node's consensus key and power are
+    /// recorded (they are what later validator updates name).
     pub fn genesis(
         state: &mut impl KvWrite,
         chain_id: &str,
         app_state: &[u8],
-        validators: &[[u8; 20]],
+        validators: &[GenesisValidator],
         ctx: &BlockCtx,
     ) -> Result<Machine, GenesisError> {
         let genesis: GenesisState = serde_json::from_slice(app_state)?;
@@ -93,7 +128,8 @@ impl Machine {
         }
         if !validators.is_empty() {
             let mut want: Vec<[u8; 20]> = roster.vns.iter().map(|v| v.validator_address).collect();
-            let mut got = validators.to_vec();
+            let mut got: Vec<[u8; 20]> =
+                validators.iter().map(|v| validator_address(&v.pub_key)).collect();
             want.sort_unstable();
             got.sort_unstable();
             if want != got {
@@ -104,9 +140,36 @@ impl Machine {
                 )));
             }
         }
+        if let Some(v) = validators.iter().find(|v| v.power == 0) {
+            return Err(GenesisError::Validators(format!(
+                "validator {} has no voting power",
+                hex::encode(validator_address(&v.pub_key))
+            )));
+        }
+        if !validators.is_empty() && validators.len() < params.min_validators as usize {
+            return Err(GenesisError::Validators(format!(
+                "{} validators, fewer than min_validators {}",
+                validators.len(),
+                params.min_validators
+            )));
+        }
+        for v in validators {
+            let address = validator_address(&v.pub_key);
+            let index = roster
+                .vns
+                .iter()
+                .position(|e| e.validator_address == address)
+                .expect("addresses were matched above");
+            set::validator(
+                state,
+                index as u32,
+                &ValidatorRecord { pub_key: v.pub_key, power: v.power },
+            );
+        }
         set::chain_id(state, chain_id);
         set::params(state, &params);
         set::roster(state, &roster);
+        set::genesis_roster(state, &roster);
         let block0 = SkipBlock {
             index: 0,
             height: params.skip_max_height,
@@ -229,6 +292,15 @@ impl Machine {
             TxBody::CommitBitmap(c) => {
                 self.check_commit(state, tx.signer, c)?;
             }
+            TxBody::Challenge(c) => {
+                self.check_challenge(state, ctx, tx.signer, c)?;
+            }
+            TxBody::ProposeRosterChange(p) => {
+                self.check_propose(state, ctx, tx.signer, p)?;
+            }
+            TxBody::ApproveRosterChange(a) => {
+                self.check_approve(state, ctx, tx.signer, a)?;
+            }
         }
         Ok(())
     }
@@ -309,7 +381,8 @@ impl Machine {
                 );
                 progress.commits += 1;
                 set::progress(state, &c.query_id, &progress);
-                if progress.commits as usize == self.roster.vns.len() {
+                let verifiers = progress.judged.as_ref().map_or(0, |j| j.verifiers.len());
+                if progress.commits as usize == verifiers {
                     // Every verifying node committed: finalize with this block.
                     if let (QueryStatus::Committing { since }, Some(record)) =
                         (progress.status, get::query(state, &c.query_id))
@@ -324,7 +397,478 @@ impl Machine {
                     vec![("query", c.query_id.to_string()), ("verifier", signer.to_string())],
                 )])
             }
+            TxBody::Challenge(c) => self.execute_challenge(state, ctx, signer, c),
+            TxBody::ProposeRosterChange(p) => {
+                self.check_propose(state, ctx, signer, &p)?;
+                let id = get::next_proposal(state);
+                set::next_proposal(state, id + 1);
+                set::proposed_by(state, signer, id);
+                let expires = ctx.height + u64::from(self.params.proposal_ttl);
+                let record = ProposalRecord {
+                    id,
+                    change: p.change,
+                    proposer: signer,
+                    approvals: vec![signer],
+                    height: ctx.height,
+                    status: ProposalStatus::Open { expires },
+                };
+                let mut events = vec![Event::new(
+                    "lemal.roster_proposal",
+                    vec![
+                        ("id", id.to_string()),
+                        ("proposer", signer.to_string()),
+                        ("change", record.change.to_string()),
+                    ],
+                )];
+                events.extend(self.count_approvals(state, ctx, record));
+                Ok(events)
+            }
+            TxBody::ApproveRosterChange(a) => {
+                let mut record = self.check_approve(state, ctx, signer, &a)?;
+                record.approvals.push(signer);
+                let mut events = vec![Event::new(
+                    "lemal.roster_approval",
+                    vec![("id", a.proposal.to_string()), ("approver", signer.to_string())],
+                )];
+                events.extend(self.count_approvals(state, ctx, record));
+                Ok(events)
+            }
         }
+    }
+
+    /// Refuse an entity that is faulty or removed.
+    fn check_standing(&self, state: &impl KvRead, entity: EntityId) -> Result<(), TxError> {
+        match get::standing(state, entity) {
+            None => Ok(()),
+            Some(r) => Err(TxError::NotInGoodStanding {
+                entity: entity.to_string(),
+                standing: r.standing.as_str(),
+            }),
+        }
+    }
+
+    /// The voting power of verifying node `vn` (0 without a validator record, or once it left
+    /// the validator set).
+    fn power(state: &impl KvRead, vn: u32) -> u64 {
+        get::validator(state, vn).map_or(0, |v| v.power)
+    }
+
+    /// A verifying node in good standing with voting power: who may propose and approve.
+    fn check_voter(&self, state: &impl KvRead, signer: EntityId) -> Result<u64, TxError> {
+        self.check_standing(state, signer)?;
+        match Self::power(state, signer.index) {
+            0 => Err(TxError::BadRosterChange(format!("{signer} holds no voting power"))),
+            power => Ok(power),
+        }
+    }
+
+    /// The verifying nodes whose bitmaps a query closing now expects: those in good standing
+    /// (and, where validators are recorded, with voting power), in roster order.
+    fn current_verifiers(&self, state: &impl KvRead) -> Vec<EntityId> {
+        let recorded = !get::validators(state).is_empty();
+        self.roster
+            .vn_ids()
+            .into_iter()
+            .filter(|&vn| get::standing(state, vn).is_none())
+            .filter(|vn| !recorded || Self::power(state, vn.index) > 0)
+            .collect()
+    }
+
+    fn check_challenge(
+        &self,
+        state: &impl KvRead,
+        ctx: &BlockCtx,
+        signer: EntityId,
+        c: &Challenge,
+    ) -> Result<(ProofRecord, QueryRecord, u64, u64), TxError> {
+        self.check_standing(state, signer)?;
+        let key = c.proof;
+        let q = key.query;
+        let query = get::query(state, &q).ok_or_else(|| TxError::UnknownQuery(q.to_string()))?;
+        let record = get::proof(state, &key).ok_or_else(|| TxError::UnknownProof(key.to_string()))?;
+        let Some(QueryStatus::Finalized { block }) = get::progress(state, &q).map(|p| p.status)
+        else {
+            return Err(TxError::QueryNotFinal(q.to_string()));
+        };
+        if let Some(v) = get::verdict(state, &key) {
+            return Err(TxError::AlreadySettled { key: key.to_string(), block: v.block });
+        }
+        let count = get::unfounded(state, signer);
+        if count >= self.params.max_unfounded_challenges {
+            return Err(TxError::ChallengeQuota { signer: signer.to_string(), count });
+        }
+        let cost = lemal_contracts::proofs::verify_cost(&query.registration.spec, key.kind);
+        let spent = get::challenge_spend(state, ctx.height);
+        if spent > 0 && spent.saturating_add(cost) > self.params.challenge_budget {
+            return Err(TxError::ChallengeBudget { spent, budget: self.params.challenge_budget });
+        }
+        Ok((record, query, block, cost))
+    }
+
+    /// Settle a challenge: re-verify the proof against its statement built from the ledger,
+    /// record the verdict in state and as a skipblock linked to the query's block, and put
+    /// whoever it finds at fault out of good standing (a verifying node also leaves the
+    /// validator set, while the set keeps `min_validators`).
+    fn execute_challenge(
+        &self,
+        state: &mut impl KvWrite,
+        ctx: &BlockCtx,
+        signer: EntityId,
+        c: Challenge,
+    ) -> Result<Vec<Event>, TxError> {
+        let (record, query, query_block, cost) = self.check_challenge(state, ctx, signer, &c)?;
+        let key = c.proof;
+        set::challenge_spend(state, ctx.height, get::challenge_spend(state, ctx.height) + cost);
+        let outcome = {
+            let ledger = |k: &ProofKey| get::proof(state, k);
+            lemal_contracts::proofs::resolve(
+                &self.chain_id,
+                &self.roster,
+                &query.registration,
+                &record,
+                &ledger,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|st| st.verify(&record.proof).map_err(|e| e.to_string()))
+        };
+        let block = get::block(state, query_block)
+            .unwrap_or_else(|| panic!("finalized query {} has no block {query_block}", key.query));
+        let BlockPayload::Query(payload) = &block.payload else {
+            panic!("block {query_block} of query {} is not a query block", key.query)
+        };
+        let valid = outcome.is_ok();
+        let lie = if valid { Verdict::Wrong } else { Verdict::Correct };
+        let vns_at_fault = payload
+            .bitmap
+            .verifiers
+            .iter()
+            .filter(|&&vn| payload.bitmap.get(&key, vn) == Some(lie))
+            .copied()
+            .collect();
+        let mut reason = outcome.err().unwrap_or_default();
+        reason.truncate(200);
+        let verdict = ChallengeVerdict {
+            proof: key,
+            challenger: signer,
+            valid,
+            reason,
+            creator_at_fault: (!valid).then_some(key.creator),
+            vns_at_fault,
+            query_block,
+            query_block_hash: block.hash(),
+            height: ctx.height,
+        };
+        if !verdict.founded() {
+            set::unfounded(state, signer, get::unfounded(state, signer) + 1);
+        }
+        let index = self.append(state, ctx, BlockPayload::Verdict(verdict.clone()));
+        let at_fault: Vec<EntityId> = verdict.at_fault().collect();
+        let mut events = vec![Event::new(
+            "lemal.challenge",
+            vec![
+                ("proof", key.to_string()),
+                ("challenger", signer.to_string()),
+                ("valid", valid.to_string()),
+                ("at_fault", at_fault.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
+                ("block", index.to_string()),
+            ],
+        )];
+        set::verdict(state, &VerdictRecord { verdict, block: index });
+        let cause = StandingCause::Verdict { proof: key, block: index };
+        for entity in at_fault {
+            events.extend(self.put_out(state, ctx, entity, Standing::Faulty, cause));
+        }
+        Ok(events)
+    }
+
+    /// Put an entity out of good standing (keeping an earlier record); a verifying node leaves
+    /// the validator set unless that would leave fewer than `min_validators`.
+    fn put_out(
+        &self,
+        state: &mut impl KvWrite,
+        ctx: &BlockCtx,
+        entity: EntityId,
+        standing: Standing,
+        cause: StandingCause,
+    ) -> Vec<Event> {
+        if get::standing(state, entity).is_none() {
+            set::standing(state, &StandingRecord { entity, standing, cause, height: ctx.height });
+        }
+        let mut events = vec![Event::new(
+            "lemal.standing",
+            vec![("entity", entity.to_string()), ("standing", standing.as_str().to_owned())],
+        )];
+        if entity.role == Role::Vn && Self::power(state, entity.index) > 0 {
+            let validators = get::validators(state).iter().filter(|(_, v)| v.power > 0).count();
+            if validators > self.params.min_validators as usize {
+                self.set_power(state, entity.index, 0);
+                events.push(Event::new("lemal.validator", vec![
+                    ("vn", entity.to_string()),
+                    ("power", "0".to_owned()),
+                ]));
+            } else {
+                events.push(Event::new("lemal.validator_kept", vec![
+                    ("vn", entity.to_string()),
+                    ("why", format!("the validator set keeps min_validators {}", self.params.min_validators)),
+                ]));
+            }
+        }
+        events
+    }
+
+    /// Set a verifying node's voting power and queue the validator update for this block. An
+    /// update that returns a node to its power at the start of the block is dropped, so that
+    /// CometBFT is never asked to remove a validator it never had.
+    fn set_power(&self, state: &mut impl KvWrite, vn: u32, power: u64) {
+        let mut record = get::validator(state, vn)
+            .unwrap_or_else(|| panic!("vn-{vn} has no validator record"));
+        let before = record.power;
+        record.power = power;
+        set::validator(state, vn, &record);
+        let mut updates = get::validator_updates(state);
+        match updates.iter().position(|u| u.0 == vn) {
+            Some(i) if updates[i].1 == power => {
+                updates.remove(i);
+            }
+            Some(i) => updates[i].2 = power,
+            None => updates.push((vn, before, power)),
+        }
+        set::validator_updates(state, &updates);
+    }
+
+    fn check_propose(
+        &self,
+        state: &impl KvRead,
+        ctx: &BlockCtx,
+        signer: EntityId,
+        p: &ProposeRosterChange,
+    ) -> Result<(), TxError> {
+        self.check_voter(state, signer)?;
+        if let Some(id) = get::proposed_by(state, signer) {
+            if let Some(ProposalRecord { status: ProposalStatus::Open { expires }, .. }) =
+                get::proposal(state, id)
+            {
+                if ctx.height <= expires {
+                    return Err(TxError::ProposalPending { signer: signer.to_string(), id });
+                }
+            }
+        }
+        self.check_change(state, &p.change)
+    }
+
+    fn check_approve(
+        &self,
+        state: &impl KvRead,
+        ctx: &BlockCtx,
+        signer: EntityId,
+        a: &ApproveRosterChange,
+    ) -> Result<ProposalRecord, TxError> {
+        self.check_voter(state, signer)?;
+        let id = a.proposal;
+        let record = get::proposal(state, id).ok_or(TxError::UnknownProposal(id))?;
+        match record.status {
+            ProposalStatus::Open { expires } if ctx.height <= expires => {}
+            ProposalStatus::Open { .. } => {
+                return Err(TxError::ProposalClosed { id, state: "expired" })
+            }
+            ProposalStatus::Applied { .. } => {
+                return Err(TxError::ProposalClosed { id, state: "applied" })
+            }
+            ProposalStatus::Failed { .. } => {
+                return Err(TxError::ProposalClosed { id, state: "failed" })
+            }
+        }
+        if record.approvals.contains(&signer) {
+            return Err(TxError::AlreadyApproved { signer: signer.to_string(), id });
+        }
+        Ok(record)
+    }
+
+    /// Whether `change` applies to the current roster.
+    fn check_change(&self, state: &impl KvRead, change: &RosterChange) -> Result<(), TxError> {
+        let bad = |why: String| Err(TxError::BadRosterChange(why));
+        let roster = get::roster(state).expect("genesis wrote the roster");
+        let key_used = |key: &VerifyingKey| {
+            let k = key.to_bytes();
+            roster.vns.iter().map(|e| &e.key)
+                .chain(roster.cns.iter().map(|e| &e.key))
+                .chain(roster.dps.iter().map(|e| &e.key))
+                .any(|e| e.to_bytes() == k)
+        };
+        let limit = |len: usize, max: usize, role: &str| {
+            if len >= max {
+                bad(format!("the roster holds its maximum of {max} {role}"))
+            } else {
+                Ok(())
+            }
+        };
+        match change {
+            RosterChange::AddDp { key } => {
+                limit(roster.dps.len(), lemal_contracts::tx::limits::MAX_DPS * 16, "data providers")?;
+                if key_used(key) {
+                    return bad("the key is already in the roster".into());
+                }
+            }
+            RosterChange::AddCn { key, share, share_pop } => {
+                limit(roster.cns.len(), lemal_contracts::tx::limits::MAX_CNS * 16, "computing nodes")?;
+                if key_used(key) {
+                    return bad("the key is already in the roster".into());
+                }
+                let id = EntityId::cn(roster.cns.len() as u32);
+                if share_pop.verify(&lemal_contracts::state::cn_pop_context(id), share).is_err() {
+                    return bad(format!(
+                        "the share's proof of possession does not verify for {id}, the index it would take"
+                    ));
+                }
+            }
+            RosterChange::AddVn { key, validator_key, .. } => {
+                limit(roster.vns.len(), lemal_contracts::tx::limits::MAX_CNS * 16, "verifying nodes")?;
+                if key_used(key) {
+                    return bad("the key is already in the roster".into());
+                }
+                let address = validator_address(validator_key);
+                if roster.vns.iter().any(|v| v.validator_address == address) {
+                    return bad("the consensus key is already a validator's".into());
+                }
+            }
+            RosterChange::Remove { entity } => {
+                if roster.signing_key(*entity).is_none() {
+                    return bad(format!("{entity} is not in the roster"));
+                }
+                if let Some(StandingRecord { standing: Standing::Removed, .. }) =
+                    get::standing(state, *entity)
+                {
+                    return bad(format!("{entity} is already removed"));
+                }
+                if entity.role == Role::Vn && Self::power(state, entity.index) > 0 {
+                    let validators =
+                        get::validators(state).iter().filter(|(_, v)| v.power > 0).count();
+                    if validators <= self.params.min_validators as usize {
+                        return bad(format!(
+                            "removing {entity} would leave {} validators, below min_validators {}",
+                            validators - 1,
+                            self.params.min_validators
+                        ));
+                    }
+                }
+            }
+            RosterChange::SetPower { vn, .. } => {
+                let entity = EntityId::vn(*vn);
+                if roster.signing_key(entity).is_none() {
+                    return bad(format!("{entity} is not in the roster"));
+                }
+                if get::standing(state, entity).is_some() || Self::power(state, *vn) == 0 {
+                    return bad(format!("{entity} is not a validator in good standing"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Count a proposal's approvals by current voting power; once they exceed 2/3 of the total,
+    /// apply the change (or record why it no longer applies). Writes the proposal either way.
+    fn count_approvals(
+        &self,
+        state: &mut impl KvWrite,
+        ctx: &BlockCtx,
+        mut record: ProposalRecord,
+    ) -> Vec<Event> {
+        let total: u64 = get::validators(state).iter().map(|(_, v)| v.power).sum();
+        let approved: u64 = record.approvals.iter().map(|vn| Self::power(state, vn.index)).sum();
+        let mut events = Vec::new();
+        if u128::from(approved) * 3 > u128::from(total) * 2 {
+            match self.check_change(state, &record.change) {
+                Ok(()) => {
+                    let entity = self.apply_change(state, ctx, &record);
+                    let roster = get::roster(state).expect("genesis wrote the roster");
+                    let block = self.append(
+                        state,
+                        ctx,
+                        BlockPayload::RosterChange(RosterChangeRecord {
+                            proposal: record.id,
+                            change: record.change.clone(),
+                            entity,
+                            approvals: record.approvals.clone(),
+                            approved_power: approved,
+                            total_power: total,
+                            roster_hash: Sha256::digest(lemal_contracts::group::to_borsh(&roster))
+                                .into(),
+                        }),
+                    );
+                    record.status = ProposalStatus::Applied { height: ctx.height, block };
+                    events.push(Event::new(
+                        "lemal.roster_change",
+                        vec![
+                            ("id", record.id.to_string()),
+                            ("entity", entity.to_string()),
+                            ("block", block.to_string()),
+                        ],
+                    ));
+                }
+                Err(e) => {
+                    record.status =
+                        ProposalStatus::Failed { height: ctx.height, reason: e.to_string() };
+                    events.push(Event::new(
+                        "lemal.roster_change_failed",
+                        vec![("id", record.id.to_string()), ("reason", e.to_string())],
+                    ));
+                }
+            }
+        }
+        set::proposal(state, &record);
+        events
+    }
+
+    /// Apply a checked roster change; returns the entity it added or changed.
+    fn apply_change(
+        &self,
+        state: &mut impl KvWrite,
+        ctx: &BlockCtx,
+        record: &ProposalRecord,
+    ) -> EntityId {
+        let mut roster = get::roster(state).expect("genesis wrote the roster");
+        let entity = match &record.change {
+            RosterChange::AddDp { key } => {
+                roster.dps.push(DpEntry { key: *key });
+                EntityId::dp(roster.dps.len() as u32 - 1)
+            }
+            RosterChange::AddCn { key, share, share_pop } => {
+                roster.cns.push(CnEntry { key: *key, share: *share, share_pop: *share_pop });
+                EntityId::cn(roster.cns.len() as u32 - 1)
+            }
+            RosterChange::AddVn { key, validator_key, power } => {
+                roster.vns.push(VnEntry {
+                    validator_address: validator_address(validator_key),
+                    key: *key,
+                });
+                let vn = roster.vns.len() as u32 - 1;
+                set::validator(state, vn, &ValidatorRecord { pub_key: *validator_key, power: 0 });
+                self.set_power(state, vn, *power);
+                EntityId::vn(vn)
+            }
+            RosterChange::Remove { entity } => {
+                let cause = StandingCause::Proposal { id: record.id };
+                set::standing(
+                    state,
+                    &StandingRecord {
+                        entity: *entity,
+                        standing: Standing::Removed,
+                        cause,
+                        height: ctx.height,
+                    },
+                );
+                if entity.role == Role::Vn && Self::power(state, entity.index) > 0 {
+                    self.set_power(state, entity.index, 0);
+                }
+                *entity
+            }
+            RosterChange::SetPower { vn, power } => {
+                self.set_power(state, *vn, *power);
+                EntityId::vn(*vn)
+            }
+        };
+        set::roster(state, &roster);
+        entity
     }
 
     /// The registrar's open queries, refused when they reach the chain's maximum.
@@ -357,6 +901,13 @@ impl Machine {
         }
         if let Some(&c) = spec.cns.iter().find(|&&c| c as usize >= self.roster.cns.len()) {
             return Err(TxError::UnknownEntity(EntityId::cn(c).to_string()));
+        }
+        // Who was found at fault or removed takes no part in new queries.
+        for &c in &spec.cns {
+            self.check_standing(state, EntityId::cn(c))?;
+        }
+        for &d in &spec.dps {
+            self.check_standing(state, EntityId::dp(d))?;
         }
         if r.proof_deadline > self.params.max_proof_deadline {
             return Err(TxError::LimitExceeded(format!(
@@ -482,6 +1033,9 @@ impl Machine {
         else {
             return Err(TxError::NotCommitting(q.to_string()));
         };
+        if !judged.verifiers.contains(&signer) {
+            return Err(TxError::NotAVerifier(signer.to_string()));
+        }
         if get::commit(state, &q, signer).is_some() {
             return Err(TxError::DuplicateBitmap(signer.to_string()));
         }
@@ -536,7 +1090,25 @@ impl Machine {
     /// proof phase closes; the entry moves to the current height when its last expected proof
     /// or last bitmap commit arrives. Every such height is at least the current one, so no
     /// agenda is left behind, and a block in which no phase ends writes nothing.
-    pub fn end_block(&self, state: &mut impl KvWrite, ctx: &BlockCtx) -> Vec<Event> {
+    ///
+    /// Then it drains the validator power changes the block's transactions made, for CometBFT.
+    pub fn end_block(&self, state: &mut impl KvWrite, ctx: &BlockCtx) -> BlockEnd {
+        let events = self.close_phases(state, ctx);
+        let updates = get::validator_updates(state);
+        set::validator_updates(state, &Vec::new());
+        let validator_updates = updates
+            .into_iter()
+            .map(|(vn, _, power)| ValidatorUpdate {
+                pub_key: get::validator(state, vn)
+                    .unwrap_or_else(|| panic!("vn-{vn} has a power change but no validator record"))
+                    .pub_key,
+                power,
+            })
+            .collect();
+        BlockEnd { events, validator_updates }
+    }
+
+    fn close_phases(&self, state: &mut impl KvWrite, ctx: &BlockCtx) -> Vec<Event> {
         let mut events = Vec::new();
         for q in get::due(state, ctx.height) {
             set::done(state, ctx.height, &q);
@@ -553,7 +1125,8 @@ impl Machine {
                     if !(complete || ctx.height >= deadline) {
                         set::due(state, deadline, &q); // not reachable: kept for liveness
                     } else {
-                        progress.judged = Some(judge(state, &q, &expected));
+                        progress.judged =
+                            Some(judge(state, &q, &expected, self.current_verifiers(state)));
                         progress.status = QueryStatus::Committing { since: ctx.height };
                         set::progress(state, &q, &progress);
                         let window = ctx.height + u64::from(record.registration.commit_window);
@@ -569,7 +1142,8 @@ impl Machine {
                     }
                 }
                 QueryStatus::Committing { since } => {
-                    let all = progress.commits as usize == self.roster.vns.len();
+                    let verifiers = progress.judged.as_ref().map_or(0, |j| j.verifiers.len());
+                    let all = progress.commits as usize == verifiers;
                     let window = since + u64::from(record.registration.commit_window);
                     if !(all || ctx.height >= window) {
                         set::due(state, window, &q); // not reachable: kept for liveness
@@ -606,7 +1180,8 @@ impl Machine {
         let reg = &record.registration;
         let q = reg.query_id;
         let expected = reg.spec.expected_proofs(q);
-        let verifiers = self.roster.vn_ids();
+        let judged = progress.judged.as_ref().expect("a committing query has a judged set");
+        let verifiers = judged.verifiers.clone();
         let commits = get::commits(state, &q);
         let mut verdicts = Vec::with_capacity(expected.len() * verifiers.len());
         for row in 0..expected.len() {
@@ -620,7 +1195,6 @@ impl Machine {
         }
         let reported: Vec<EntityId> = commits.iter().map(|c| c.vn).collect();
         let absent = verifiers.iter().filter(|v| !reported.contains(v)).copied().collect();
-        let judged = progress.judged.as_ref().expect("a committing query has a judged set");
         let ledger = |k: &ProofKey| get::proof(state, k);
         let covered = lemal_contracts::proofs::covered_dps(reg, &ledger);
         let payload = QueryPayload {
@@ -677,12 +1251,17 @@ impl Machine {
 }
 
 /// Fix the judged proof set: which expected proofs arrived and the Merkle root of their hashes.
-fn judge(state: &impl KvRead, q: &QueryId, expected: &[ProofKey]) -> JudgedSet {
+fn judge(
+    state: &impl KvRead,
+    q: &QueryId,
+    expected: &[ProofKey],
+    verifiers: Vec<EntityId>,
+) -> JudgedSet {
     let proofs = get::proofs(state, q);
     let received =
         expected.iter().map(|k| proofs.binary_search_by(|p| p.key.cmp(k)).is_ok()).collect();
     let hashes: Vec<[u8; 32]> = proofs.iter().map(ProofRecord::hash).collect();
-    JudgedSet { received, proofs_root: proofs_root(&hashes) }
+    JudgedSet { received, proofs_root: proofs_root(&hashes), verifiers }
 }
 
 #[cfg(test)]
@@ -868,11 +1447,15 @@ mod tests {
         assert_eq!(get::open_queries(&state).len(), 100);
         state.gets.set(0);
         state.scans.set(0);
-        assert!(machine.end_block(&mut state, &ctx(3)).is_empty());
-        assert_eq!((state.gets.get(), state.scans.get()), (0, 1), "one scan of the agenda");
+        assert!(machine.end_block(&mut state, &ctx(3)).events.is_empty());
+        assert_eq!(
+            (state.gets.get(), state.scans.get()),
+            (1, 1),
+            "one scan of the agenda, one read of the block's validator updates"
+        );
 
         // At the deadline, every one of them is looked at and closes its proof phase.
-        let events = machine.end_block(&mut state, &ctx(102));
+        let events = machine.end_block(&mut state, &ctx(102)).events;
         assert_eq!(events.len(), 100);
         assert!(get::due(&state, 102).is_empty(), "the agenda of a past height is emptied");
         assert_eq!(get::due(&state, 112).len(), 100, "each is due again at its window's end");

@@ -41,6 +41,10 @@ struct Args {
     /// Threads that verify proofs.
     #[arg(long, env = "LEMAL_VN_WORKERS", default_value_t = 1)]
     workers: usize,
+    /// Test only: commit bitmaps that invert every verdict (a lying verifying node), to
+    /// exercise challenges and exclusion. Never for a real node.
+    #[arg(long, hide = true)]
+    test_only_invert_verdicts: bool,
 }
 
 fn main() -> Result<()> {
@@ -75,7 +79,12 @@ fn main() -> Result<()> {
     let (tx, rx) = mpsc::channel();
     app.on_commit(tx);
     let broadcast = RpcBroadcast::new(&args.rpc).map_err(anyhow::Error::msg)?;
-    let worker = Worker::new(key_file.entity, key, app.store(), broadcast, args.workers).spawn(rx);
+    let mut worker = Worker::new(key_file.entity, key, app.store(), broadcast, args.workers);
+    if args.test_only_invert_verdicts {
+        tracing::warn!("test only: this node inverts its verdicts and will be found at fault");
+        worker = worker.inverting_verdicts();
+    }
+    let worker = worker.spawn(rx);
     // A dead worker would stop this node's bitmaps without a sound: make it loud and fatal.
     std::thread::Builder::new()
         .name("worker-watch".into())

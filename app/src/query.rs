@@ -14,8 +14,18 @@
 //! | `/query/{id}/bitmaps[/from/{n}]` | `Page<BitmapCommitRecord>` so far | no (list) |
 //! | `/proofs/{id}[/from/{n}]` | `Page<ProofRecord>` of the query | no (list; the skipblock's proofs root authenticates them) |
 //! | `/proof/{id}/{kind}/{creator}/{index}` | `ProofRecord` | yes |
-//! | `/roster` | `Roster` | yes |
+//! | `/roster` | `Roster` (every entity ever admitted; see `/standing`) | yes |
+//! | `/roster/genesis` | `Roster` as genesis set it | yes |
 //! | `/params` | `Params` | yes |
+//! | `/standing/{entity}` | `StandingRecord` (not found: in good standing) | yes |
+//! | `/standings[/from/{n}]` | `Page<StandingRecord>` | no (list) |
+//! | `/verdict/{id}/{kind}/{creator}/{index}` | `VerdictRecord` of the proof's challenge | yes |
+//! | `/verdicts/{id}[/from/{n}]` | `Page<VerdictRecord>` of the query's proofs | no (list; each verdict is a skipblock) |
+//! | `/unfounded/{entity}` | unfounded challenges it filed (`u32`) | yes |
+//! | `/validator/{n}` | `ValidatorRecord` of `vn-n` | yes |
+//! | `/validators[/from/{n}]` | `Page<ValidatorRecord>` in verifying-node order | no (list) |
+//! | `/proposal/{n}` | `ProposalRecord` | yes |
+//! | `/proposals[/from/{n}]` | `Page<ProposalRecord>` | no (list) |
 //!
 //! A list path answers one [`Page`](lemal_contracts::page::Page) — from entry `n` (0 when
 //! `/from/{n}` is left out), at most [`PAGE_ENTRIES`] entries and [`PAGE_BYTES`] of values past
@@ -61,6 +71,7 @@ enum Target {
 fn parse_path(path: &str) -> Result<Target, String> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let query_id = |s: &str| s.parse::<QueryId>().map_err(|e| format!("{e}"));
+    let entity = |s: &str| s.parse::<EntityId>().map_err(|e| format!("{e}"));
     let from =
         |n: &str| n.parse::<u32>().map(|n| n as usize).map_err(|_| format!("bad page start {n:?}"));
     Ok(match parts.as_slice() {
@@ -92,6 +103,29 @@ fn parse_path(path: &str) -> Result<Target, String> {
             index: index.parse().map_err(|_| format!("bad index {index:?}"))?,
         })),
         ["roster"] => Target::Key(keys::ROSTER.to_vec()),
+        ["roster", "genesis"] => Target::Key(keys::GENESIS_ROSTER.to_vec()),
+        ["standing", e] => Target::Key(keys::standing(entity(e)?)),
+        ["standings"] => Target::List(keys::standings(), 0),
+        ["standings", "from", n] => Target::List(keys::standings(), from(n)?),
+        ["verdict", id, kind, creator, index] => Target::Key(keys::verdict(&ProofKey {
+            query: query_id(id)?,
+            kind: kind.parse::<ProofKind>().map_err(|e| e.to_string())?,
+            creator: entity(creator)?,
+            index: index.parse().map_err(|_| format!("bad index {index:?}"))?,
+        })),
+        ["verdicts", id] => Target::List(keys::verdicts_of(&query_id(id)?), 0),
+        ["verdicts", id, "from", n] => Target::List(keys::verdicts_of(&query_id(id)?), from(n)?),
+        ["unfounded", e] => Target::Key(keys::unfounded(entity(e)?)),
+        ["validator", n] => {
+            Target::Key(keys::validator(n.parse().map_err(|_| format!("bad index {n:?}"))?))
+        }
+        ["validators"] => Target::List(keys::validators(), 0),
+        ["validators", "from", n] => Target::List(keys::validators(), from(n)?),
+        ["proposal", n] => {
+            Target::Key(keys::proposal(n.parse().map_err(|_| format!("bad proposal {n:?}"))?))
+        }
+        ["proposals"] => Target::List(keys::proposals(), 0),
+        ["proposals", "from", n] => Target::List(keys::proposals(), from(n)?),
         ["params"] => Target::Key(keys::PARAMS.to_vec()),
         _ => return Err(format!("unknown query path {path:?}")),
     })

@@ -123,8 +123,11 @@ pub struct Worker<B: Broadcast> {
     broadcast: B,
     threads: usize,
     queries: BTreeMap<QueryId, QueryWork>,
-    /// The chain's genesis configuration, read once.
+    /// The chain's configuration, read again after a roster change.
     machine: Option<Machine>,
+    /// Test only: report every verified proof as the opposite of what it is (a lying verifying
+    /// node, for the tests of challenges and exclusion).
+    invert_verdicts: bool,
 }
 
 impl<B: Broadcast> Worker<B> {
@@ -144,7 +147,15 @@ impl<B: Broadcast> Worker<B> {
             threads: threads.max(1),
             queries: BTreeMap::new(),
             machine: None,
+            invert_verdicts: false,
         }
+    }
+
+    /// Test only: make this worker lie, turning every 1 it finds into 0 and every 0 into 1.
+    /// `lemal-vn --test-only-invert-verdicts` sets it, to exercise challenges and exclusion.
+    pub fn inverting_verdicts(mut self) -> Self {
+        self.invert_verdicts = true;
+        self
     }
 
     /// Run until the commit channel closes.
@@ -172,7 +183,13 @@ impl<B: Broadcast> Worker<B> {
         let Some((chain_id, work, ready)) = self.gather() else { return Vec::new() };
         // Verification runs without holding the store, so Commit is never blocked by it.
         let results = verify_all(&work, self.threads);
-        for ((q, key, _), verdict) in work.iter().zip(results) {
+        for ((q, key, _), mut verdict) in work.iter().zip(results) {
+            if self.invert_verdicts {
+                verdict = match verdict {
+                    Verdict::Correct => Verdict::Wrong,
+                    _ => Verdict::Correct,
+                };
+            }
             info!(vn = %self.me, key = %key, verdict = verdict.value(), "verified");
             if let Some(entry) = self.queries.get_mut(q) {
                 entry.verdicts.insert(*key, verdict);
@@ -231,7 +248,12 @@ impl<B: Broadcast> Worker<B> {
         {
             let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
             let view = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
-            if self.machine.is_none() {
+            let roster_changed = self.machine.as_ref().is_some_and(|m| {
+                get::roster(&view).is_some_and(|r| r.vns.len() != m.roster().vns.len()
+                    || r.cns.len() != m.roster().cns.len()
+                    || r.dps.len() != m.roster().dps.len())
+            });
+            if self.machine.is_none() || roster_changed {
                 self.machine = Machine::load(&view);
             }
             let machine = self.machine.as_ref()?;
@@ -272,6 +294,10 @@ impl<B: Broadcast> Worker<B> {
                 if let (QueryStatus::Committing { .. }, Some(judged)) =
                     (progress.status, progress.judged)
                 {
+                    // A node out of good standing when the proof phase ended is not asked.
+                    if !judged.verifiers.contains(&self.me) {
+                        continue;
+                    }
                     if get::commit(&view, q, self.me).is_none() {
                         ready.push((record, judged));
                     } else {

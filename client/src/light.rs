@@ -65,7 +65,8 @@ use lemal_contracts::proofs;
 use lemal_contracts::sampling;
 use lemal_contracts::state::{
     back_link_target, forward_link_target, proofs_root, skip_height, BitmapCommitRecord,
-    BlockPayload, GenesisRecord, Params, ProofRecord, QueryPayload, QueryRecord, Roster, SkipBlock,
+    BlockPayload, ChallengeVerdict, GenesisRecord, Params, ProofRecord, QueryPayload, QueryRecord,
+    Roster, RosterChangeRecord, SkipBlock, VerdictRecord,
 };
 use lemal_contracts::tx::RegisterQuery;
 use serde::Serialize;
@@ -368,6 +369,24 @@ impl From<&SkipBlock> for BlockSummary {
     }
 }
 
+/// A roster change block is self-consistent: it passed with more than 2/3 of the voting power.
+pub fn check_roster_change(r: &RosterChangeRecord) -> Check {
+    const NAME: &str = "roster change";
+    if u128::from(r.approved_power) * 3 <= u128::from(r.total_power) * 2 {
+        return Check::fail(
+            NAME,
+            format!("approved by {} of {} voting power, not more than 2/3", r.approved_power, r.total_power),
+        );
+    }
+    Check::pass(
+        NAME,
+        format!(
+            "proposal {}: {} ({}), approved by {} of {} voting power",
+            r.proposal, r.change, r.entity, r.approved_power, r.total_power
+        ),
+    )
+}
+
 /// The outcome of verifying one skipblock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
@@ -379,6 +398,56 @@ pub struct VerifyReport {
     pub checks: Vec<Check>,
     /// Whether every check passed.
     pub verified: bool,
+    /// For a query block: the chain's verdicts on its challenged proofs, each proven by its own
+    /// skipblock.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<VerdictSummary>,
+}
+
+/// A challenge verdict in a report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerdictSummary {
+    /// The challenged proof.
+    pub proof: String,
+    /// Whether it verifies.
+    pub valid: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Who was found at fault.
+    pub at_fault: Vec<String>,
+    /// Who challenged.
+    pub challenger: String,
+    /// The verdict's skipblock.
+    pub block: u64,
+}
+
+impl VerdictSummary {
+    /// The summary of a stored verdict.
+    pub fn of(r: &VerdictRecord) -> Self {
+        VerdictSummary {
+            proof: r.verdict.proof.to_string(),
+            valid: r.verdict.valid,
+            reason: r.verdict.reason.clone(),
+            at_fault: r.verdict.at_fault().map(|e| e.to_string()).collect(),
+            challenger: r.verdict.challenger.to_string(),
+            block: r.block,
+        }
+    }
+}
+
+impl std::fmt::Display for VerdictSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {} (skipblock {}); at fault: {}; challenged by {}",
+            self.proof,
+            if self.valid { "right" } else { "wrong" },
+            self.block,
+            if self.at_fault.is_empty() { "nobody".to_owned() } else { self.at_fault.join(", ") },
+            self.challenger
+        )
+    }
 }
 
 /// One hop of a forward walk.
@@ -641,8 +710,11 @@ pub fn check_bitmap(
     if bitmap.proofs != registration.spec.expected_proofs(q) {
         return Check::fail(NAME, "its rows are not the query's expected proofs");
     }
-    if bitmap.verifiers != roster.vn_ids() {
-        return Check::fail(NAME, "its columns are not the roster's verifying nodes");
+    // The columns are the verifying nodes in good standing when the proof phase ended: roster
+    // members, in roster order.
+    let in_roster = bitmap.verifiers.iter().all(|v| roster.vn_ids().contains(v));
+    if !in_roster || bitmap.verifiers.windows(2).any(|w| w[0] >= w[1]) {
+        return Check::fail(NAME, "its columns are not verifying nodes of the roster, in order");
     }
     let cols = bitmap.verifiers.len();
     if bitmap.proofs.len().checked_mul(cols) != Some(bitmap.verdicts.len()) {
@@ -927,6 +999,101 @@ impl<'a> LightClient<'a> {
             .ok_or_else(|| LightError::NotFound("the roster".into()))
     }
 
+    /// The proven roster as genesis set it (block 0 records its hash).
+    pub fn genesis_roster(&self) -> Result<Roster, LightError> {
+        self.get("/roster/genesis", state_key::GENESIS_ROSTER)?
+            .ok_or_else(|| LightError::NotFound("the genesis roster".into()))
+    }
+
+    /// A proven accepted proof.
+    pub fn proof_record(&self, key: &ProofKey) -> Result<Option<ProofRecord>, LightError> {
+        let path = format!("/proof/{}/{}/{}/{}", key.query, key.kind, key.creator, key.index);
+        self.get(&path, &state_key::proof(key))
+    }
+
+    /// The verdicts of a query's challenged proofs, each proven by its own skipblock: the list
+    /// comes unproven from the node, and every entry must equal the verdict block it names
+    /// (a node can leave verdicts out of the list, not forge one).
+    pub fn verdicts(&self, id: &QueryId) -> Result<Vec<VerdictRecord>, LightError> {
+        let records: Vec<VerdictRecord> = self.node.list(&format!("/verdicts/{id}"))?;
+        for r in &records {
+            let block = self.block(BlockRef::Index(r.block))?;
+            match &block.payload {
+                BlockPayload::Verdict(v) if *v == r.verdict && v.proof.query == *id => {}
+                _ => {
+                    return Err(LightError::Mismatch(format!(
+                        "the verdict on {} does not match skipblock {}",
+                        r.verdict.proof, r.block
+                    )))
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Re-check a challenge verdict: its query block is proven and has the recorded hash, the
+    /// challenged proof verifies (or not) here as the verdict says, and the verifying nodes at
+    /// fault are exactly those whose bitmap entry says the opposite.
+    pub fn check_verdict(&self, v: &ChallengeVerdict, roster: &Roster) -> Result<Check, LightError> {
+        const NAME: &str = "verdict";
+        let key = v.proof;
+        let block = self.block(BlockRef::Index(v.query_block))?;
+        if block.hash() != v.query_block_hash {
+            return Ok(Check::fail(NAME, format!("query block {} has another hash", v.query_block)));
+        }
+        let BlockPayload::Query(payload) = &block.payload else {
+            return Ok(Check::fail(NAME, format!("block {} is not a query block", v.query_block)));
+        };
+        if payload.query_id != key.query {
+            return Ok(Check::fail(NAME, format!("block {} records another query", v.query_block)));
+        }
+        let Some(record) = self.proof_record(&key)? else {
+            return Ok(Check::fail(NAME, format!("{key} is not on the ledger")));
+        };
+        let registration = self.query_record(&key.query)?.registration;
+        let ledger = |k: &ProofKey| self.proof_record(k).ok().flatten();
+        let outcome = proofs::resolve(&self.header.chain_id, roster, &registration, &record, &ledger)
+            .map_err(|e| e.to_string())
+            .and_then(|st| st.verify(&record.proof).map_err(|e| e.to_string()));
+        if outcome.is_ok() != v.valid {
+            return Ok(Check::fail(
+                NAME,
+                format!(
+                    "the chain says {key} is {}, it verifies here as {}",
+                    if v.valid { "right" } else { "wrong" },
+                    if outcome.is_ok() { "right" } else { "wrong" }
+                ),
+            ));
+        }
+        if v.creator_at_fault != (!v.valid).then_some(key.creator) {
+            return Ok(Check::fail(NAME, "the creator at fault does not follow the proof's validity"));
+        }
+        let lie = if v.valid { Verdict::Wrong } else { Verdict::Correct };
+        let liars: Vec<EntityId> = payload
+            .bitmap
+            .verifiers
+            .iter()
+            .filter(|&&vn| payload.bitmap.get(&key, vn) == Some(lie))
+            .copied()
+            .collect();
+        if liars != v.vns_at_fault {
+            return Ok(Check::fail(
+                NAME,
+                format!("verifying nodes at fault {:?}, the bitmap shows {liars:?}", v.vns_at_fault),
+            ));
+        }
+        let at_fault: Vec<String> = v.at_fault().map(|e| e.to_string()).collect();
+        Ok(Check::pass(
+            NAME,
+            format!(
+                "{key} is {} (re-verified here); at fault: {}; query block {} matches",
+                if v.valid { "right" } else { "wrong" },
+                if at_fault.is_empty() { "nobody".to_owned() } else { at_fault.join(", ") },
+                v.query_block
+            ),
+        ))
+    }
+
     /// A query's proven registration.
     pub fn query_record(&self, id: &QueryId) -> Result<QueryRecord, LightError> {
         self.get(&format!("/query/{id}"), &state_key::query(id))?
@@ -1004,9 +1171,10 @@ impl<'a> LightClient<'a> {
         ];
         checks.extend(check_links(self, &block, &params)?);
         let mut records = Vec::new();
+        let mut verdicts = Vec::new();
         match &block.payload {
             BlockPayload::Genesis(g) => {
-                checks.push(check_genesis_record(g, &h.chain_id, &roster, &params));
+                checks.push(check_genesis_record(g, &h.chain_id, &self.genesis_roster()?, &params));
             }
             BlockPayload::Query(payload) => {
                 let record = self.query_record(&payload.query_id)?;
@@ -1014,6 +1182,14 @@ impl<'a> LightClient<'a> {
                 checks.push(check_proofs_root(payload, &records));
                 checks.push(check_coverage(payload, &record.registration, &records));
                 checks.push(check_bitmap(payload, &record.registration, &roster, &records));
+                verdicts =
+                    self.verdicts(&payload.query_id)?.iter().map(VerdictSummary::of).collect();
+            }
+            BlockPayload::Verdict(v) => {
+                checks.push(self.check_verdict(v, &roster)?);
+            }
+            BlockPayload::RosterChange(r) => {
+                checks.push(check_roster_change(r));
             }
         }
         let report = VerifyReport {
@@ -1021,6 +1197,7 @@ impl<'a> LightClient<'a> {
             header: self.header.clone(),
             verified: checks.iter().all(|c| c.passed),
             checks,
+            verdicts,
         };
         Ok((report, block, records))
     }
@@ -1075,8 +1252,12 @@ pub fn verify_ancestry_with(
         let BlockPayload::Genesis(record) = &start.payload else {
             return Err(LightError::Mismatch("block 0 is not a genesis block".into()));
         };
-        let check =
-            check_genesis_record(record, &client.header().chain_id, &client.roster()?, &params);
+        let check = check_genesis_record(
+            record,
+            &client.header().chain_id,
+            &client.genesis_roster()?,
+            &params,
+        );
         if !check.passed {
             return Err(LightError::Mismatch(format!("block 0: {}", check.detail)));
         }

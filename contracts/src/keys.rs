@@ -11,6 +11,7 @@
 //! | `0x01` | — | chain id (`String`) |
 //! | `0x02` | — | [`Params`](crate::state::Params) |
 //! | `0x03` | — | [`Roster`](crate::state::Roster) |
+//! | `0x04` | — | the genesis [`Roster`](crate::state::Roster), never changed (block 0 records its hash) |
 //! | `0x10` | query id (16) | [`QueryRecord`](crate::state::QueryRecord) |
 //! | `0x11` | query id (16) | [`QueryProgress`](crate::state::QueryProgress) |
 //! | `0x12` | query id (16) | `[1]` — the query is open (not finalized) |
@@ -23,6 +24,15 @@
 //! | `0x42` | index (8) | forward links (`Vec<[u8; 32]>`, filled level by level) |
 //! | `0x43` | block hash (32) | index (`u64`) |
 //! | `0x44` | query id (16) | index (`u64`) |
+//! | `0x50` | entity (5) | [`StandingRecord`](crate::state::StandingRecord) — absent: in good standing |
+//! | `0x51` | query id (16), kind (1), creator (5), index (4) | [`VerdictRecord`](crate::state::VerdictRecord) of the proof's challenge |
+//! | `0x52` | entity (5) | unfounded challenges it filed (`u32`) |
+//! | `0x53` | verifying node index (4) | [`ValidatorRecord`](crate::state::ValidatorRecord) |
+//! | `0x54` | — | validator power changes of the block being executed (`Vec<(u32, u64, u64)>`: node, power before, power after) |
+//! | `0x55` | — | verification cost spent on challenges: (`u64` height, `u64` cost) |
+//! | `0x56` | proposal id (8) | [`ProposalRecord`](crate::state::ProposalRecord) |
+//! | `0x57` | — | the next proposal id (`u64`) |
+//! | `0x58` | verifying node (5) | id of its latest proposal (`u64`) |
 
 use crate::ids::{EntityId, ProofKey, QueryId};
 
@@ -32,8 +42,16 @@ pub const CHAIN_ID: &[u8] = &[0x01];
 pub const PARAMS: &[u8] = &[0x02];
 /// The roster.
 pub const ROSTER: &[u8] = &[0x03];
+/// The roster as genesis set it.
+pub const GENESIS_ROSTER: &[u8] = &[0x04];
 /// Skipchain head index.
 pub const SKIP_HEAD: &[u8] = &[0x40];
+/// Validator power changes of the block being executed (drained at its end).
+pub const VALIDATOR_UPDATES: &[u8] = &[0x54];
+/// Verification cost spent on challenges in the latest block that settled one.
+pub const CHALLENGE_SPEND: &[u8] = &[0x55];
+/// The next roster proposal id.
+pub const NEXT_PROPOSAL: &[u8] = &[0x57];
 
 /// Prefix of query registrations.
 pub const QUERY: u8 = 0x10;
@@ -57,6 +75,18 @@ pub const FORWARD: u8 = 0x42;
 pub const BLOCK_BY_HASH: u8 = 0x43;
 /// Prefix of the query-id index.
 pub const BLOCK_BY_QUERY: u8 = 0x44;
+/// Prefix of standing records.
+pub const STANDING: u8 = 0x50;
+/// Prefix of challenge verdicts.
+pub const VERDICT: u8 = 0x51;
+/// Prefix of unfounded-challenge counts.
+pub const UNFOUNDED: u8 = 0x52;
+/// Prefix of validator records.
+pub const VALIDATOR: u8 = 0x53;
+/// Prefix of roster proposals.
+pub const PROPOSAL: u8 = 0x56;
+/// Prefix of each verifying node's latest proposal.
+pub const PROPOSED_BY: u8 = 0x58;
 
 fn with(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -142,6 +172,56 @@ pub fn block_by_query(q: &QueryId) -> Vec<u8> {
     with(BLOCK_BY_QUERY, &[&q.0])
 }
 
+/// An entity's standing record.
+pub fn standing(e: EntityId) -> Vec<u8> {
+    with(STANDING, &[&e.to_bytes()])
+}
+
+/// Prefix of every standing record.
+pub fn standings() -> Vec<u8> {
+    vec![STANDING]
+}
+
+/// The verdict of a challenged proof.
+pub fn verdict(k: &ProofKey) -> Vec<u8> {
+    with(VERDICT, &[&k.query.0, &[k.kind as u8], &k.creator.to_bytes(), &k.index.to_be_bytes()])
+}
+
+/// Prefix of every verdict about a query's proofs.
+pub fn verdicts_of(q: &QueryId) -> Vec<u8> {
+    with(VERDICT, &[&q.0])
+}
+
+/// How many unfounded challenges an entity filed.
+pub fn unfounded(e: EntityId) -> Vec<u8> {
+    with(UNFOUNDED, &[&e.to_bytes()])
+}
+
+/// A verifying node's validator record.
+pub fn validator(vn: u32) -> Vec<u8> {
+    with(VALIDATOR, &[&vn.to_be_bytes()])
+}
+
+/// Prefix of every validator record.
+pub fn validators() -> Vec<u8> {
+    vec![VALIDATOR]
+}
+
+/// A roster proposal.
+pub fn proposal(id: u64) -> Vec<u8> {
+    with(PROPOSAL, &[&id.to_be_bytes()])
+}
+
+/// Prefix of every roster proposal.
+pub fn proposals() -> Vec<u8> {
+    vec![PROPOSAL]
+}
+
+/// A verifying node's latest proposal.
+pub fn proposed_by(vn: EntityId) -> Vec<u8> {
+    with(PROPOSED_BY, &[&vn.to_bytes()])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +264,16 @@ mod tests {
             [&[0x13, 0, 0, 0, 0, 0, 0, 1, 2][..], &[6; 16]].concat()
         );
         assert!(due(7, &QueryId([9; 16])).starts_with(&due_at(7)));
+        assert_eq!(standing(EntityId::vn(2)), [0x50, 2, 0, 0, 0, 2]);
+        assert_eq!(validator(3), [0x53, 0, 0, 0, 3]);
+        assert_eq!(proposal(1), [0x56, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let k = ProofKey {
+            query: QueryId([6; 16]),
+            kind: crate::ids::ProofKind::Range,
+            creator: EntityId::dp(1),
+            index: 0,
+        };
+        assert_eq!(verdict(&k)[1..], proof(&k)[1..], "a verdict is keyed like its proof");
+        assert!(verdict(&k).starts_with(&verdicts_of(&k.query)));
     }
 }

@@ -20,6 +20,12 @@ pub enum MessageKind {
     SubmitProof,
     /// A `CommitBitmap` transaction.
     CommitBitmap,
+    /// A `Challenge` transaction.
+    Challenge,
+    /// A `ProposeRosterChange` transaction.
+    ProposeRosterChange,
+    /// An `ApproveRosterChange` transaction.
+    ApproveRosterChange,
 }
 
 impl MessageKind {
@@ -29,6 +35,9 @@ impl MessageKind {
             MessageKind::RegisterQuery => b"lemal/v1/tx/register-query",
             MessageKind::SubmitProof => b"lemal/v1/tx/submit-proof",
             MessageKind::CommitBitmap => b"lemal/v1/tx/commit-bitmap",
+            MessageKind::Challenge => b"lemal/v1/tx/challenge",
+            MessageKind::ProposeRosterChange => b"lemal/v1/tx/propose-roster-change",
+            MessageKind::ApproveRosterChange => b"lemal/v1/tx/approve-roster-change",
         }
     }
 }

@@ -36,6 +36,17 @@ pub struct Params {
     pub max_tx_bytes: u32,
     /// Most queries one computing node may have registered and still open at once.
     pub max_open_queries_per_cn: u32,
+    /// The validator set never shrinks below this many verifying nodes: a verifying node found
+    /// at fault beyond it is marked faulty but keeps its power.
+    pub min_validators: u32,
+    /// Unfounded challenges (of a right proof that no verifying node contradicted) a roster
+    /// member may file; past them its challenges are refused.
+    pub max_unfounded_challenges: u32,
+    /// Verification cost ([`crate::proofs::verify_cost`]) a block may spend settling
+    /// challenges; the first challenge of a block is settled whatever its cost.
+    pub challenge_budget: u64,
+    /// Blocks a roster proposal stays open for approvals.
+    pub proposal_ttl: u32,
 }
 
 impl Default for Params {
@@ -50,6 +61,10 @@ impl Default for Params {
             skip_max_height: 16,
             max_tx_bytes: 8 << 20,
             max_open_queries_per_cn: 16,
+            min_validators: 1,
+            max_unfounded_challenges: 3,
+            challenge_budget: 200_000,
+            proposal_ttl: 1000,
         }
     }
 }
@@ -80,6 +95,12 @@ impl Params {
         }
         if self.max_open_queries_per_cn == 0 {
             return bad("max_open_queries_per_cn must allow at least one query");
+        }
+        if self.min_validators == 0 {
+            return bad("min_validators must be at least 1");
+        }
+        if self.proposal_ttl == 0 {
+            return bad("proposal_ttl must allow at least one block");
         }
         Ok(())
     }
@@ -378,6 +399,9 @@ pub struct JudgedSet {
     pub received: Vec<bool>,
     /// [`proofs_root`] of the received proofs' hashes, in key order.
     pub proofs_root: [u8; 32],
+    /// The verifying nodes whose bitmaps the query expects, in roster order: those in good
+    /// standing when the proof phase ended.
+    pub verifiers: Vec<EntityId>,
 }
 
 /// A proof accepted on the ledger.
@@ -518,6 +542,190 @@ pub enum BlockPayload {
     Genesis(GenesisRecord),
     /// A finalized query.
     Query(QueryPayload),
+    /// The settlement of a challenge, linked to its query's block.
+    Verdict(ChallengeVerdict),
+    /// A roster change that took effect.
+    RosterChange(RosterChangeRecord),
+}
+
+/// What the chain decided about a challenged proof; recorded in state and as a skipblock.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ChallengeVerdict {
+    /// The challenged proof.
+    pub proof: ProofKey,
+    /// Who challenged it.
+    pub challenger: EntityId,
+    /// Whether the proof verifies against its statement built from the ledger.
+    pub valid: bool,
+    /// Why it does not verify (empty when it does).
+    pub reason: String,
+    /// The proof's creator, when the proof is wrong.
+    pub creator_at_fault: Option<EntityId>,
+    /// The verifying nodes that checked the proof and said the opposite of the truth (1 for a
+    /// wrong proof, 0 for a right one), in roster order.
+    pub vns_at_fault: Vec<EntityId>,
+    /// Skipchain index of the query's block.
+    pub query_block: u64,
+    /// Hash of the query's block.
+    pub query_block_hash: [u8; 32],
+    /// CometBFT height at which it was settled.
+    pub height: u64,
+}
+
+impl ChallengeVerdict {
+    /// Whether the challenge found something: a wrong proof or a verifying node that lied.
+    pub fn founded(&self) -> bool {
+        !self.valid || !self.vns_at_fault.is_empty()
+    }
+
+    /// Everyone the verdict finds at fault: the creator (if the proof is wrong), then the
+    /// verifying nodes.
+    pub fn at_fault(&self) -> impl Iterator<Item = EntityId> + '_ {
+        self.creator_at_fault.iter().chain(&self.vns_at_fault).copied()
+    }
+}
+
+/// A challenge verdict as stored under its proof key, with the index of its skipblock.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct VerdictRecord {
+    /// The verdict.
+    pub verdict: ChallengeVerdict,
+    /// Skipchain index of the verdict's own block.
+    pub block: u64,
+}
+
+/// Whether an entity may take part in new work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum Standing {
+    /// Found at fault by a challenge verdict.
+    Faulty,
+    /// Removed by a roster change.
+    Removed,
+}
+
+impl Standing {
+    /// The text form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Faulty => "faulty",
+            Standing::Removed => "removed",
+        }
+    }
+}
+
+/// What put an entity out of good standing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum StandingCause {
+    /// A challenge verdict, by the challenged proof and the verdict's skipblock.
+    Verdict {
+        /// The challenged proof.
+        proof: ProofKey,
+        /// The verdict's skipblock.
+        block: u64,
+    },
+    /// A roster proposal.
+    Proposal {
+        /// The proposal's id.
+        id: u64,
+    },
+}
+
+/// An entity out of good standing (an entity without a record is in good standing).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct StandingRecord {
+    /// The entity.
+    pub entity: EntityId,
+    /// Its standing.
+    pub standing: Standing,
+    /// Why.
+    pub cause: StandingCause,
+    /// CometBFT height of the change.
+    pub height: u64,
+}
+
+/// A verifying node's CometBFT validator: its consensus key and current voting power (0 once
+/// it left the validator set).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ValidatorRecord {
+    /// The ed25519 consensus key.
+    pub pub_key: [u8; 32],
+    /// Current voting power.
+    pub power: u64,
+}
+
+impl ValidatorRecord {
+    /// The CometBFT validator address: the first 20 bytes of SHA-256 of the key.
+    pub fn address(&self) -> [u8; 20] {
+        validator_address(&self.pub_key)
+    }
+}
+
+/// The CometBFT address of an ed25519 consensus key.
+pub fn validator_address(pub_key: &[u8; 32]) -> [u8; 20] {
+    let digest = Sha256::digest(pub_key);
+    let mut addr = [0u8; 20];
+    addr.copy_from_slice(&digest[..20]);
+    addr
+}
+
+/// Where a roster proposal stands.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum ProposalStatus {
+    /// Collecting approvals until `expires` (inclusive).
+    Open {
+        /// Last CometBFT height at which it can be approved.
+        expires: u64,
+    },
+    /// Approved by more than 2/3 of the voting power and applied.
+    Applied {
+        /// CometBFT height.
+        height: u64,
+        /// Skipchain index of its block.
+        block: u64,
+    },
+    /// Approved, but no longer applicable when approved (the roster changed meanwhile).
+    Failed {
+        /// CometBFT height.
+        height: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A roster proposal and its approvals.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ProposalRecord {
+    /// Its id, from 0.
+    pub id: u64,
+    /// The change.
+    pub change: crate::tx::RosterChange,
+    /// The verifying node that proposed it.
+    pub proposer: EntityId,
+    /// The verifying nodes that approved it (the proposer first), in order of approval.
+    pub approvals: Vec<EntityId>,
+    /// CometBFT height of the proposal.
+    pub height: u64,
+    /// Its status.
+    pub status: ProposalStatus,
+}
+
+/// What a roster change's skipblock records.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct RosterChangeRecord {
+    /// The proposal's id.
+    pub proposal: u64,
+    /// The change.
+    pub change: crate::tx::RosterChange,
+    /// The entity it added or changed.
+    pub entity: EntityId,
+    /// Who approved it.
+    pub approvals: Vec<EntityId>,
+    /// Their power, and the total power, when it passed.
+    pub approved_power: u64,
+    /// The total voting power when it passed.
+    pub total_power: u64,
+    /// SHA-256 of the borsh roster after it.
+    pub roster_hash: [u8; 32],
 }
 
 /// What a query's skipblock records.
@@ -575,7 +783,9 @@ impl SkipBlock {
     pub fn query_id(&self) -> Option<QueryId> {
         match &self.payload {
             BlockPayload::Query(q) => Some(q.query_id),
-            BlockPayload::Genesis(_) => None,
+            BlockPayload::Genesis(_) | BlockPayload::Verdict(_) | BlockPayload::RosterChange(_) => {
+                None
+            }
         }
     }
 }

@@ -48,6 +48,8 @@ pub mod limits {
     pub const MAX_INPUTS: usize = MAX_DPS + MAX_CNS;
     /// Most verdicts in one bitmap commit (one per expected proof).
     pub const MAX_VERDICTS: usize = MAX_DPS + 3 * MAX_CNS;
+    /// Largest voting power of one verifying node (far below CometBFT's total of 2^63 / 8).
+    pub const MAX_VN_POWER: u64 = 1_000_000_000;
 }
 
 /// The aggregate a query computes; it fixes what each data provider encrypts.
@@ -424,7 +426,90 @@ pub struct CommitBitmap {
     pub verdicts: Vec<Verdict>,
 }
 
+/// Ask the chain to settle one proof of a finalized query: every node re-verifies it in
+/// FinalizeBlock, and the verdict names the proof's creator if it is wrong and every verifying
+/// node whose bitmap contradicts the truth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Challenge {
+    /// The challenged proof (its query is `proof.query`).
+    pub proof: ProofKey,
+}
+
+/// A change of the roster, decided by the verifying nodes ([`ProposeRosterChange`],
+/// [`ApproveRosterChange`]). Entities keep their index for life: a removed entity stays in the
+/// roster, marked removed, and an added one takes the next index of its role.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum RosterChange {
+    /// Add a data provider.
+    AddDp {
+        /// Its sr25519 key.
+        key: VerifyingKey,
+    },
+    /// Add a computing node.
+    AddCn {
+        /// Its sr25519 key.
+        key: VerifyingKey,
+        /// Its ElGamal key share.
+        share: PublicKey,
+        /// Proof of possession of the share, bound to the index the node will take
+        /// ([`crate::state::cn_pop_context`]).
+        share_pop: PossessionProof,
+    },
+    /// Add a verifying node, which becomes a CometBFT validator.
+    AddVn {
+        /// Its sr25519 key (bitmaps and VRF).
+        key: VerifyingKey,
+        /// Its CometBFT ed25519 consensus key.
+        validator_key: [u8; 32],
+        /// Its voting power, `1..=MAX_VN_POWER`.
+        power: u64,
+    },
+    /// Remove an entity: it may take no part in new queries, and a verifying node leaves the
+    /// validator set.
+    Remove {
+        /// The entity.
+        entity: EntityId,
+    },
+    /// Change a verifying node's voting power.
+    SetPower {
+        /// The verifying node's index.
+        vn: u32,
+        /// Its new power, `1..=MAX_VN_POWER`.
+        power: u64,
+    },
+}
+
+impl std::fmt::Display for RosterChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RosterChange::AddDp { key } => write!(f, "add a data provider with key {key:?}"),
+            RosterChange::AddCn { key, .. } => write!(f, "add a computing node with key {key:?}"),
+            RosterChange::AddVn { key, power, .. } => {
+                write!(f, "add a verifying node with key {key:?} and power {power}")
+            }
+            RosterChange::Remove { entity } => write!(f, "remove {entity}"),
+            RosterChange::SetPower { vn, power } => write!(f, "set the power of vn-{vn} to {power}"),
+        }
+    }
+}
+
+/// Propose a roster change (signed by a verifying node, which approves it by proposing).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ProposeRosterChange {
+    /// The change.
+    pub change: RosterChange,
+}
+
+/// Approve an open roster proposal (signed by a verifying node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ApproveRosterChange {
+    /// The proposal's id.
+    pub proposal: u64,
+}
+
 /// The body of a transaction.
+///
+/// The variant order is the wire tag ([`Envelope::parse`] reads it): new kinds are appended.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum TxBody {
     /// Register a query.
@@ -433,6 +518,12 @@ pub enum TxBody {
     SubmitProof(SubmitProof),
     /// Commit a verifying node's bitmap.
     CommitBitmap(CommitBitmap),
+    /// Challenge one proof of a finalized query.
+    Challenge(Challenge),
+    /// Propose a roster change.
+    ProposeRosterChange(ProposeRosterChange),
+    /// Approve a roster change.
+    ApproveRosterChange(ApproveRosterChange),
 }
 
 impl TxBody {
@@ -442,25 +533,32 @@ impl TxBody {
             TxBody::RegisterQuery(_) => MessageKind::RegisterQuery,
             TxBody::SubmitProof(_) => MessageKind::SubmitProof,
             TxBody::CommitBitmap(_) => MessageKind::CommitBitmap,
+            TxBody::Challenge(_) => MessageKind::Challenge,
+            TxBody::ProposeRosterChange(_) => MessageKind::ProposeRosterChange,
+            TxBody::ApproveRosterChange(_) => MessageKind::ApproveRosterChange,
         }
     }
 
-    /// The role allowed to sign this body.
-    pub fn signer_role(&self) -> Role {
+    /// The role allowed to sign this body; `None` when any member of the roster may.
+    pub fn signer_role(&self) -> Option<Role> {
         match self {
-            TxBody::RegisterQuery(_) => Role::Cn,
-            TxBody::SubmitProof(p) if p.kind == ProofKind::Range => Role::Dp,
-            TxBody::SubmitProof(_) => Role::Cn,
-            TxBody::CommitBitmap(_) => Role::Vn,
+            TxBody::RegisterQuery(_) => Some(Role::Cn),
+            TxBody::SubmitProof(p) if p.kind == ProofKind::Range => Some(Role::Dp),
+            TxBody::SubmitProof(_) => Some(Role::Cn),
+            TxBody::CommitBitmap(_) => Some(Role::Vn),
+            TxBody::Challenge(_) => None,
+            TxBody::ProposeRosterChange(_) | TxBody::ApproveRosterChange(_) => Some(Role::Vn),
         }
     }
 
-    /// The query the body is about.
-    pub fn query_id(&self) -> QueryId {
+    /// The query the body is about, for the bodies that belong to a query.
+    pub fn query_id(&self) -> Option<QueryId> {
         match self {
-            TxBody::RegisterQuery(b) => b.query_id,
-            TxBody::SubmitProof(b) => b.query_id,
-            TxBody::CommitBitmap(b) => b.query_id,
+            TxBody::RegisterQuery(b) => Some(b.query_id),
+            TxBody::SubmitProof(b) => Some(b.query_id),
+            TxBody::CommitBitmap(b) => Some(b.query_id),
+            TxBody::Challenge(c) => Some(c.proof.query),
+            TxBody::ProposeRosterChange(_) | TxBody::ApproveRosterChange(_) => None,
         }
     }
 
@@ -508,6 +606,18 @@ impl TxBody {
                 check_len("verdicts", c.verdicts.len(), limits::MAX_VERDICTS)?;
                 Ok(())
             }
+            TxBody::Challenge(_) | TxBody::ApproveRosterChange(_) => Ok(()),
+            TxBody::ProposeRosterChange(p) => match p.change {
+                RosterChange::AddVn { power, .. } | RosterChange::SetPower { power, .. }
+                    if !(1..=limits::MAX_VN_POWER).contains(&power) =>
+                {
+                    Err(DecodeError::Invalid {
+                        what: "roster change",
+                        why: "a verifying node's power must be in 1..=1000000000",
+                    })
+                }
+                _ => Ok(()),
+            },
         }
     }
 }
@@ -584,6 +694,9 @@ impl<'a> Envelope<'a> {
             0 => MessageKind::RegisterQuery,
             1 => MessageKind::SubmitProof,
             2 => MessageKind::CommitBitmap,
+            3 => MessageKind::Challenge,
+            4 => MessageKind::ProposeRosterChange,
+            5 => MessageKind::ApproveRosterChange,
             _ => return Err(DecodeError::Malformed(format!("unknown transaction body tag {tag}"))),
         };
         let body_end = bytes.len().checked_sub(64).filter(|&end| end > 9 + len);
@@ -626,7 +739,7 @@ impl Tx {
         let tx: Tx = from_borsh(bytes)?;
         check_len("chain id", tx.chain_id.len(), limits::MAX_CHAIN_ID)?;
         tx.body.check()?;
-        if tx.signer.role != tx.body.signer_role() {
+        if tx.body.signer_role().is_some_and(|role| tx.signer.role != role) {
             return Err(DecodeError::Invalid {
                 what: "signer",
                 why: "role not allowed to sign this kind of transaction",

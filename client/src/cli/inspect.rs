@@ -75,6 +75,63 @@ struct BlockView {
     genesis: Option<GenesisView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     query: Option<QueryView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verdict: Option<VerdictView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roster_change: Option<RosterChangeView>,
+}
+
+/// A challenge verdict as `lemal block` and `lemal verdicts` show it.
+#[derive(Debug, Serialize)]
+pub(crate) struct VerdictView {
+    pub(crate) proof: String,
+    pub(crate) challenger: String,
+    pub(crate) valid: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) reason: String,
+    pub(crate) at_fault: Vec<String>,
+    pub(crate) query_block: u64,
+    pub(crate) query_block_hash: String,
+    pub(crate) height: u64,
+}
+
+impl VerdictView {
+    pub(crate) fn of(v: &lemal_contracts::state::ChallengeVerdict) -> Self {
+        VerdictView {
+            proof: v.proof.to_string(),
+            challenger: v.challenger.to_string(),
+            valid: v.valid,
+            reason: v.reason.clone(),
+            at_fault: v.at_fault().map(|e| e.to_string()).collect(),
+            query_block: v.query_block,
+            query_block_hash: hex::encode(v.query_block_hash),
+            height: v.height,
+        }
+    }
+
+    /// One line: what the chain decided.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "{} is {}{}; at fault: {}; challenged by {} (query block {})",
+            self.proof,
+            if self.valid { "right" } else { "wrong" },
+            if self.reason.is_empty() { String::new() } else { format!(" ({})", self.reason) },
+            list(&self.at_fault),
+            self.challenger,
+            self.query_block
+        )
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RosterChangeView {
+    proposal: u64,
+    change: String,
+    entity: String,
+    approvals: Vec<String>,
+    approved_power: u64,
+    total_power: u64,
+    roster_hash: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,7 +195,24 @@ fn names(ids: &[EntityId]) -> Vec<String> {
 }
 
 fn block_view(block: &SkipBlock, forward: &[[u8; 32]]) -> BlockView {
+    let (mut verdict, mut roster_change) = (None, None);
     let (genesis, query) = match &block.payload {
+        BlockPayload::Verdict(v) => {
+            verdict = Some(VerdictView::of(v));
+            (None, None)
+        }
+        BlockPayload::RosterChange(r) => {
+            roster_change = Some(RosterChangeView {
+                proposal: r.proposal,
+                change: r.change.to_string(),
+                entity: r.entity.to_string(),
+                approvals: names(&r.approvals),
+                approved_power: r.approved_power,
+                total_power: r.total_power,
+                roster_hash: hex::encode(r.roster_hash),
+            });
+            (None, None)
+        }
         BlockPayload::Genesis(g) => (
             Some(GenesisView {
                 chain_id: g.chain_id.clone(),
@@ -174,6 +248,8 @@ fn block_view(block: &SkipBlock, forward: &[[u8; 32]]) -> BlockView {
         time: format!("{}.{:09}", block.time.seconds, block.time.nanos),
         genesis,
         query,
+        verdict,
+        roster_change,
     }
 }
 
@@ -204,6 +280,21 @@ fn render_block(v: &BlockView) -> String {
         let _ = writeln!(s, "  not covered    {}", list(&q.uncovered));
         let _ = writeln!(s, "  bitmap         {}", q.counts);
         let _ = writeln!(s, "  result         {} ciphertexts", q.result.len());
+    }
+    if let Some(v) = &v.verdict {
+        let _ = writeln!(s, "  verdict        {}", v.line());
+        let _ = writeln!(s, "  query block    {} {}", v.query_block, v.query_block_hash);
+    }
+    if let Some(r) = &v.roster_change {
+        let _ = writeln!(s, "  roster change  proposal {}: {} ({})", r.proposal, r.change, r.entity);
+        let _ = writeln!(
+            s,
+            "  approved by    {} ({} of {} voting power)",
+            list(&r.approvals),
+            r.approved_power,
+            r.total_power
+        );
+        let _ = writeln!(s, "  roster hash    {}", r.roster_hash);
     }
     s
 }

@@ -57,6 +57,26 @@ impl Statement {
     }
 }
 
+/// A bound on what verifying one proof of `kind` for the query `spec` costs, in points of the
+/// multiscalar multiplications its verification runs (each point also decompressed once):
+/// range, `2·bits·width` generators plus the proof's own points; shuffle, `7·rows` plus
+/// `4·rows·width` (Neff's equations over the compressed rows); key switch, a few per value;
+/// aggregation, point additions only (about a sixteenth of a point each). What challenges may
+/// spend per block ([`crate::state::Params::challenge_budget`]) is counted in these units.
+pub fn verify_cost(spec: &crate::tx::QuerySpec, kind: ProofKind) -> u64 {
+    let width = spec.width() as u64;
+    let rows = spec.noise_rows() as u64;
+    match kind {
+        ProofKind::Range => 2 * u64::from(spec.range_bits) * width + width + 32,
+        ProofKind::Aggregation => {
+            let inputs = spec.dps.len().div_ceil(spec.cns.len().max(1)) as u64 + 2;
+            1 + inputs * width / 16
+        }
+        ProofKind::Shuffle => 8 * rows + 6 * rows * width + 16,
+        ProofKind::KeySwitch => 8 * width + 8,
+    }
+}
+
 /// Read access to accepted proofs, as statements need it.
 pub trait Ledger {
     /// The accepted proof with this key, if any.

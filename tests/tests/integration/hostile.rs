@@ -66,11 +66,7 @@ pub(crate) fn hostile_transactions_are_refused(
     let keys = localnet::keyring(&layout)?;
     let chain = node.status()?.chain_id;
     let txs = committed(&node, 1, until)?;
-    let ours = |tx: &Tx| match &tx.body {
-        TxBody::RegisterQuery(r) => r.query_id == *id,
-        TxBody::SubmitProof(p) => p.query_id == *id,
-        TxBody::CommitBitmap(b) => b.query_id == *id,
-    };
+    let ours = |tx: &Tx| tx.body.query_id() == Some(*id);
     let (register, _) = find(&txs, |t| ours(t) && matches!(t.body, TxBody::RegisterQuery(_)))?;
     let (range, range_tx) = find(&txs, |t| {
         ours(t) && matches!(&t.body, TxBody::SubmitProof(p) if p.kind == ProofKind::Range)

@@ -10,7 +10,7 @@ use crate::harness::*;
 fn payload(b: &SkipBlock) -> &QueryPayload {
     match &b.payload {
         BlockPayload::Query(p) => p,
-        BlockPayload::Genesis(_) => panic!("genesis block"),
+        _ => panic!("not a query block"),
     }
 }
 
