@@ -28,10 +28,10 @@ use tendermint_abci::Application;
 use tendermint_proto::google::protobuf::Timestamp as ProtoTime;
 use tendermint_proto::v0_38::abci::{
     response_process_proposal::ProposalStatus, CheckTxType, Event as AbciEvent, EventAttribute,
-    ExecTxResult, RequestCheckTx, ValidatorUpdate as AbciValidatorUpdate, RequestFinalizeBlock, RequestInfo, RequestInitChain,
+    ExecTxResult, RequestCheckTx, RequestFinalizeBlock, RequestInfo, RequestInitChain,
     RequestPrepareProposal, RequestProcessProposal, RequestQuery, ResponseCheckTx, ResponseCommit,
     ResponseFinalizeBlock, ResponseInfo, ResponseInitChain, ResponsePrepareProposal,
-    ResponseProcessProposal, ResponseQuery,
+    ResponseProcessProposal, ResponseQuery, ValidatorUpdate as AbciValidatorUpdate,
 };
 use tendermint_proto::v0_38::crypto::public_key::Sum;
 use tendermint_proto::v0_38::crypto::PublicKey as ProtoPublicKey;

@@ -485,7 +485,8 @@ impl Machine {
         let key = c.proof;
         let q = key.query;
         let query = get::query(state, &q).ok_or_else(|| TxError::UnknownQuery(q.to_string()))?;
-        let record = get::proof(state, &key).ok_or_else(|| TxError::UnknownProof(key.to_string()))?;
+        let record =
+            get::proof(state, &key).ok_or_else(|| TxError::UnknownProof(key.to_string()))?;
         let Some(QueryStatus::Finalized { block }) = get::progress(state, &q).map(|p| p.status)
         else {
             return Err(TxError::QueryNotFinal(q.to_string()));
@@ -569,7 +570,10 @@ impl Machine {
                 ("proof", key.to_string()),
                 ("challenger", signer.to_string()),
                 ("valid", valid.to_string()),
-                ("at_fault", at_fault.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
+                (
+                    "at_fault",
+                    at_fault.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                ),
                 ("block", index.to_string()),
             ],
         )];
@@ -602,15 +606,24 @@ impl Machine {
             let validators = get::validators(state).iter().filter(|(_, v)| v.power > 0).count();
             if validators > self.params.min_validators as usize {
                 self.set_power(state, entity.index, 0);
-                events.push(Event::new("lemal.validator", vec![
-                    ("vn", entity.to_string()),
-                    ("power", "0".to_owned()),
-                ]));
+                events.push(Event::new(
+                    "lemal.validator",
+                    vec![("vn", entity.to_string()), ("power", "0".to_owned())],
+                ));
             } else {
-                events.push(Event::new("lemal.validator_kept", vec![
-                    ("vn", entity.to_string()),
-                    ("why", format!("the validator set keeps min_validators {}", self.params.min_validators)),
-                ]));
+                events.push(Event::new(
+                    "lemal.validator_kept",
+                    vec![
+                        ("vn", entity.to_string()),
+                        (
+                            "why",
+                            format!(
+                                "the validator set keeps min_validators {}",
+                                self.params.min_validators
+                            ),
+                        ),
+                    ],
+                ));
             }
         }
         events
@@ -620,8 +633,8 @@ impl Machine {
     /// update that returns a node to its power at the start of the block is dropped, so that
     /// CometBFT is never asked to remove a validator it never had.
     fn set_power(&self, state: &mut impl KvWrite, vn: u32, power: u64) {
-        let mut record = get::validator(state, vn)
-            .unwrap_or_else(|| panic!("vn-{vn} has no validator record"));
+        let mut record =
+            get::validator(state, vn).unwrap_or_else(|| panic!("vn-{vn} has no validator record"));
         let before = record.power;
         record.power = power;
         set::validator(state, vn, &record);
@@ -690,7 +703,10 @@ impl Machine {
         let roster = get::roster(state).expect("genesis wrote the roster");
         let key_used = |key: &VerifyingKey| {
             let k = key.to_bytes();
-            roster.vns.iter().map(|e| &e.key)
+            roster
+                .vns
+                .iter()
+                .map(|e| &e.key)
                 .chain(roster.cns.iter().map(|e| &e.key))
                 .chain(roster.dps.iter().map(|e| &e.key))
                 .any(|e| e.to_bytes() == k)
@@ -704,13 +720,21 @@ impl Machine {
         };
         match change {
             RosterChange::AddDp { key } => {
-                limit(roster.dps.len(), lemal_contracts::tx::limits::MAX_DPS * 16, "data providers")?;
+                limit(
+                    roster.dps.len(),
+                    lemal_contracts::tx::limits::MAX_DPS * 16,
+                    "data providers",
+                )?;
                 if key_used(key) {
                     return bad("the key is already in the roster".into());
                 }
             }
             RosterChange::AddCn { key, share, share_pop } => {
-                limit(roster.cns.len(), lemal_contracts::tx::limits::MAX_CNS * 16, "computing nodes")?;
+                limit(
+                    roster.cns.len(),
+                    lemal_contracts::tx::limits::MAX_CNS * 16,
+                    "computing nodes",
+                )?;
                 if key_used(key) {
                     return bad("the key is already in the roster".into());
                 }
@@ -722,7 +746,11 @@ impl Machine {
                 }
             }
             RosterChange::AddVn { key, validator_key, .. } => {
-                limit(roster.vns.len(), lemal_contracts::tx::limits::MAX_CNS * 16, "verifying nodes")?;
+                limit(
+                    roster.vns.len(),
+                    lemal_contracts::tx::limits::MAX_CNS * 16,
+                    "verifying nodes",
+                )?;
                 if key_used(key) {
                     return bad("the key is already in the roster".into());
                 }

@@ -249,9 +249,11 @@ impl<B: Broadcast> Worker<B> {
             let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
             let view = store.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
             let roster_changed = self.machine.as_ref().is_some_and(|m| {
-                get::roster(&view).is_some_and(|r| r.vns.len() != m.roster().vns.len()
-                    || r.cns.len() != m.roster().cns.len()
-                    || r.dps.len() != m.roster().dps.len())
+                get::roster(&view).is_some_and(|r| {
+                    r.vns.len() != m.roster().vns.len()
+                        || r.cns.len() != m.roster().cns.len()
+                        || r.dps.len() != m.roster().dps.len()
+                })
             });
             if self.machine.is_none() || roster_changed {
                 self.machine = Machine::load(&view);

@@ -488,7 +488,9 @@ impl std::fmt::Display for RosterChange {
                 write!(f, "add a verifying node with key {key:?} and power {power}")
             }
             RosterChange::Remove { entity } => write!(f, "remove {entity}"),
-            RosterChange::SetPower { vn, power } => write!(f, "set the power of vn-{vn} to {power}"),
+            RosterChange::SetPower { vn, power } => {
+                write!(f, "set the power of vn-{vn} to {power}")
+            }
         }
     }
 }

@@ -61,6 +61,10 @@ pub struct Net {
     pub history: Vec<Decided>,
     pub init: RequestInitChain,
     pub rng: ChaCha20Rng,
+    /// The validator updates of every block that returned some, by height (all nodes agree).
+    pub validator_updates: Vec<(u64, Vec<ValidatorUpdate>)>,
+    /// The validators' ed25519 keys, by verifying node index.
+    pub validator_keys: Vec<[u8; 32]>,
 }
 
 fn time(height: u64) -> Timestamp {
@@ -70,12 +74,17 @@ fn time(height: u64) -> Timestamp {
 impl Net {
     /// A network of `vns` verifying nodes with `cns` computing nodes and `dps` data providers.
     pub fn new(vns: usize, cns: usize, dps: usize) -> Net {
+        Net::with_params(vns, cns, dps, Params::default())
+    }
+
+    /// The same, with chain parameters of its own.
+    pub fn with_params(vns: usize, cns: usize, dps: usize, params: Params) -> Net {
         let mut rng = ChaCha20Rng::seed_from_u64(42);
         let keys = Keyring::generate(vns, cns, dps, &mut rng);
         let validator_keys: Vec<[u8; 32]> = (0..vns).map(|i| [i as u8 + 1; 32]).collect();
         let addresses: Vec<[u8; 20]> =
             validator_keys.iter().map(|k| Sha256::digest(k)[..20].try_into().unwrap()).collect();
-        let genesis = keys.genesis(Params::default(), &addresses, &mut rng);
+        let genesis = keys.genesis(params, &addresses, &mut rng);
         let (_, roster) = genesis.clone().into_typed().unwrap();
         let init = RequestInitChain {
             time: Some(time(0)),
@@ -103,6 +112,8 @@ impl Net {
             history: Vec::new(),
             init,
             rng,
+            validator_updates: Vec::new(),
+            validator_keys,
         };
         for i in 0..vns {
             let node = net.open_node(i);
@@ -146,6 +157,7 @@ impl Net {
     pub fn apply(&mut self, d: &Decided, nodes: std::ops::Range<usize>) -> Vec<ExecTxResult> {
         let txs: Vec<prost::bytes::Bytes> = d.txs.iter().map(|t| t.clone().into()).collect();
         let mut outcome: Option<(Vec<ExecTxResult>, Vec<u8>)> = None;
+        let mut updates: Option<Vec<ValidatorUpdate>> = None;
         for i in nodes {
             let app = &self.nodes[i].app;
             let process = app.process_proposal(RequestProcessProposal {
@@ -162,6 +174,14 @@ impl Net {
                 ..Default::default()
             });
             app.commit();
+            if let Some(first) = &updates {
+                assert_eq!(
+                    first, &response.validator_updates,
+                    "validator updates of vn-{i} differ at height {}",
+                    d.height
+                );
+            }
+            updates = Some(response.validator_updates);
             let this = (response.tx_results, response.app_hash.to_vec());
             if let Some(first) = &outcome {
                 assert_eq!(first.1, this.1, "app hash of vn-{i} differs at height {}", d.height);
@@ -175,6 +195,9 @@ impl Net {
                 d.height
             );
             outcome = Some(this);
+        }
+        if let Some(u) = updates.filter(|u| !u.is_empty()) {
+            self.validator_updates.push((d.height, u));
         }
         outcome.map(|o| o.0).unwrap_or_default()
     }

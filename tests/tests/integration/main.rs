@@ -13,6 +13,7 @@
 // Tests may unwrap, and measure nothing with the clock.
 #![allow(clippy::unwrap_used)]
 
+mod accountability;
 mod cheaters;
 mod end_to_end;
 mod faults;
