@@ -43,7 +43,7 @@ struct Args {
     workers: usize,
     /// Test only: commit bitmaps that invert every verdict (a lying verifying node), to
     /// exercise challenges and exclusion. Never for a real node.
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "LEMAL_VN_TEST_ONLY_INVERT_VERDICTS")]
     test_only_invert_verdicts: bool,
 }
 
