@@ -835,6 +835,73 @@ mod tests {
         ]
     }
 
+    /// One transaction of each kind that settles disputes and changes the roster.
+    fn accountability_samples(seed: u64) -> Vec<Tx> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let dp = SigningKey::random(&mut rng);
+        let vn = SigningKey::random(&mut rng);
+        let proof = ProofKey {
+            query: QueryId([7; 16]),
+            kind: ProofKind::KeySwitch,
+            creator: EntityId::cn(1),
+            index: 0,
+        };
+        let change = RosterChange::AddVn {
+            key: SigningKey::random(&mut rng).verifying_key(),
+            validator_key: [5; 32],
+            power: 10,
+        };
+        vec![
+            Tx::sign(CHAIN, EntityId::dp(3), TxBody::Challenge(Challenge { proof }), &dp, &mut rng),
+            Tx::sign(
+                CHAIN,
+                EntityId::vn(1),
+                TxBody::ProposeRosterChange(ProposeRosterChange { change }),
+                &vn,
+                &mut rng,
+            ),
+            Tx::sign(
+                CHAIN,
+                EntityId::vn(1),
+                TxBody::ApproveRosterChange(ApproveRosterChange { proposal: 4 }),
+                &vn,
+                &mut rng,
+            ),
+        ]
+    }
+
+    #[test]
+    fn accountability_transactions_round_trip_and_check_their_signers() {
+        for tx in accountability_samples(12) {
+            let bytes = tx.encode();
+            assert_eq!(Tx::decode(&bytes), Ok(tx.clone()));
+            let envelope = Envelope::parse(&bytes).expect("envelope");
+            assert_eq!(envelope.kind, tx.body.message_kind(), "the tag table follows TxBody");
+            assert_eq!(envelope.signed, signed_part(&bytes));
+        }
+        // Any member may challenge; only verifying nodes propose and approve.
+        let mut challenge = accountability_samples(12)[0].clone();
+        for signer in [EntityId::cn(0), EntityId::vn(0)] {
+            challenge.signer = signer;
+            assert!(Tx::decode(&challenge.encode()).is_ok(), "{signer} may challenge");
+        }
+        for mut tx in accountability_samples(12).into_iter().skip(1) {
+            tx.signer = EntityId::cn(0);
+            assert!(matches!(
+                Tx::decode(&tx.encode()),
+                Err(DecodeError::Invalid { what: "signer", .. })
+            ));
+        }
+        // Power 0 or beyond the bound is refused at decoding.
+        for power in [0, limits::MAX_VN_POWER + 1] {
+            let mut tx = accountability_samples(12)[1].clone();
+            tx.body = TxBody::ProposeRosterChange(ProposeRosterChange {
+                change: RosterChange::SetPower { vn: 0, power },
+            });
+            assert!(Tx::decode(&tx.encode()).is_err(), "power {power}");
+        }
+    }
+
     fn vector_path() -> &'static str {
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/tx.hex")
     }

@@ -28,7 +28,7 @@ use serde_json::Value;
 fn base_port() -> u16 {
     std::env::var("LEMAL_E2E_BASE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(46656)
 }
-const VALIDATORS: usize = 4;
+pub(crate) const VALIDATORS: usize = 4;
 pub(crate) const QUERY: &str = "SELECT avg(x) FROM y WHERE z < 321";
 
 fn workspace() -> PathBuf {
@@ -103,22 +103,7 @@ impl Localnet {
     /// `lemal --home HOME ARGS...`, with none of the caller's `LEMAL_*` settings (they would
     /// change the network's defaults this test relies on) and known chains kept in the home.
     pub(crate) fn lemal(&self, args: &[&str]) -> Result<Output> {
-        let mut command = Command::new(self.bin.join("lemal"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LEMAL_") {
-                command.env_remove(name);
-            }
-        }
-        let out = command
-            .env("LEMAL_KNOWN_CHAINS", self.home.path().join("known-chains.toml"))
-            .arg("--home")
-            .arg(self.home.path())
-            .args(args)
-            .output()
-            .with_context(|| format!("running lemal {args:?}"))?;
-        eprintln!("e2e: lemal {} -> {}", args.join(" "), out.status);
-        eprint!("{}", String::from_utf8_lossy(&out.stderr));
-        Ok(out)
+        self.lemal_with_env(args, &[])
     }
 
     /// The arguments of `lemal localnet up` for this localnet: its `lemal-vn`, `cometbft`, base
@@ -140,6 +125,27 @@ impl Localnet {
         args
     }
 
+    /// `lemal ARGS...` with the environment variables `vars` set.
+    pub(crate) fn lemal_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Result<Output> {
+        let mut command = Command::new(self.bin.join("lemal"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("LEMAL_") {
+                command.env_remove(name);
+            }
+        }
+        let out = command
+            .envs(vars.iter().copied())
+            .env("LEMAL_KNOWN_CHAINS", self.home.path().join("known-chains.toml"))
+            .arg("--home")
+            .arg(self.home.path())
+            .args(args)
+            .output()
+            .with_context(|| format!("running lemal {args:?}"))?;
+        eprintln!("e2e: {vars:?} lemal {} -> {}", args.join(" "), out.status);
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        Ok(out)
+    }
+
     /// `lemal ARGS...` that must succeed; its stdout.
     pub(crate) fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.lemal(args)?;
@@ -150,7 +156,7 @@ impl Localnet {
     }
 
     /// `lemal --node RPC0 --json run ARGS...`, parsed.
-    fn run(&self, args: &[&str]) -> Result<Value> {
+    pub(crate) fn run(&self, args: &[&str]) -> Result<Value> {
         let node = rpc(0);
         let mut all = vec!["--node", node.as_str(), "--json", "run"];
         all.extend_from_slice(args);
@@ -404,6 +410,10 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     ensure!(again["started"] == serde_json::json!([]), "a second start started {again}");
     let height = app_hashes_agree()?;
     eprintln!("e2e: after node 3's restart, app hashes agree at height {height}");
+    // Consequences for cheaters, on the running network.
+    super::accountability_e2e::an_aggregation_that_leaves_out_a_dp_is_refused(net)?;
+    super::accountability_e2e::cheaters_face_consequences(net)?;
+
     let id: QueryId = degraded["query_id"].as_str().context("query id")?.parse()?;
     let degraded_block =
         Node::connect(&rpc(3))?.block_by_query(&id)?.context("no skipblock on node 3")?;

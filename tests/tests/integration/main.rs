@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accountability;
+mod accountability_e2e;
 mod cheaters;
 mod end_to_end;
 mod faults;
