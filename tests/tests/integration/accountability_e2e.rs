@@ -66,6 +66,7 @@ pub(crate) fn an_aggregation_that_leaves_out_a_dp_is_refused(net: &Localnet) -> 
         ensure!(code == 0, "range proof of dp-{d} refused: {code} {log}");
     }
     let q = plan.registration.query_id;
+    hostile_transactions_on_an_open_query_are_refused(&node, &session, &keys, &mut rng)?;
     let inputs: Vec<ProofKey> = (0..2)
         .map(|d| ProofKey { query: q, kind: ProofKind::Range, creator: EntityId::dp(d), index: 0 })
         .collect();
@@ -88,6 +89,105 @@ pub(crate) fn an_aggregation_that_leaves_out_a_dp_is_refused(net: &Localnet) -> 
     let (code, log) = sign_and_wait(&node, &tx)?;
     eprintln!("e2e: an aggregation leaving out dp-2: code {code}: {log}");
     ensure!(code == 27 && log.contains("dp-2"), "expected code 27 naming dp-2, got {code}: {log}");
+    Ok(())
+}
+
+/// Transactions about a query in its proof phase that a party may not send, through RPC: each
+/// refused with its code, before or in a block.
+fn hostile_transactions_on_an_open_query_are_refused(
+    node: &Node,
+    session: &Session<'_>,
+    keys: &lemal_client::keyring::Keyring,
+    rng: &mut ChaCha20Rng,
+) -> Result<()> {
+    let chain = session.chain_id;
+    let spec = &session.plan.registration.spec;
+    let q = session.plan.registration.query_id;
+    let bounds = &session.plan.bounds;
+    let values = Dataset::synthetic(77, "x", "z", bounds.rows, bounds)
+        .local_values(&session.plan.query, bounds)?;
+    let sign = |signer: EntityId, body: TxBody, rng: &mut ChaCha20Rng| -> Result<Tx> {
+        let key = keys.signing_key(signer).with_context(|| format!("{signer}'s key"))?;
+        Ok(Tx::sign(chain, signer, body, key, rng))
+    };
+    let mut classes: Vec<(&str, Tx, u32)> = Vec::new();
+    classes.push((
+        "range proof from a DP outside the query",
+        session.range(EntityId::dp(5), &values, false, rng)?,
+        21,
+    ));
+    classes.push((
+        "second range proof from one DP",
+        session.range(EntityId::dp(0), &values, false, rng)?,
+        22,
+    ));
+    let mut indexed = session.range(EntityId::dp(1), &values, false, rng)?;
+    if let TxBody::SubmitProof(p) = &mut indexed.body {
+        p.index = 1;
+    }
+    classes.push(("range proof with index 1", sign(EntityId::dp(1), indexed.body, rng)?, 21));
+    let stray = TxBody::SubmitProof(SubmitProof {
+        query_id: q,
+        kind: ProofKind::Aggregation,
+        index: 0,
+        inputs: vec![ProofKey {
+            query: q,
+            kind: ProofKind::Range,
+            creator: EntityId::dp(0),
+            index: 0,
+        }],
+        outputs: node
+            .proof(&ProofKey {
+                query: q,
+                kind: ProofKind::Range,
+                creator: EntityId::dp(0),
+                index: 0,
+            })?
+            .context("dp-0's range proof")?
+            .outputs,
+        proof: vec![1],
+    });
+    classes.push((
+        "aggregation from a CN outside the query",
+        sign(EntityId::cn(1), stray, rng)?,
+        21,
+    ));
+    let early = TxBody::SubmitProof(SubmitProof {
+        query_id: q,
+        kind: ProofKind::KeySwitch,
+        index: 0,
+        inputs: Vec::new(),
+        outputs: node
+            .proof(&ProofKey {
+                query: q,
+                kind: ProofKind::Range,
+                creator: EntityId::dp(0),
+                index: 0,
+            })?
+            .context("dp-0's range proof")?
+            .outputs,
+        proof: vec![0; spec.proof_len(ProofKind::KeySwitch)],
+    });
+    classes.push((
+        "key switch before the root aggregation",
+        sign(EntityId::cn(0), early, rng)?,
+        24,
+    ));
+    let vn = EntityId::vn(0);
+    let vn_key = keys.signing_key(vn).context("vn-0's key")?;
+    let (_, vrf) = lemal_contracts::sampling::evaluate(vn_key, chain, &q, vn, &mut *rng);
+    let bitmap = TxBody::CommitBitmap(lemal_contracts::tx::CommitBitmap {
+        query_id: q,
+        vrf,
+        proofs_digest: [0; 32],
+        verdicts: vec![lemal_contracts::ids::Verdict::NotSelected; spec.expected_proofs(q).len()],
+    });
+    classes.push(("bitmap during the proof phase", sign(vn, bitmap, rng)?, 30));
+    for (name, tx, want) in classes {
+        let (code, log) = sign_and_wait(node, &tx)?;
+        eprintln!("e2e: hostile, open query: {name}: code {code}: {log}");
+        ensure!(code == want, "{name}: code {code} ({log}), expected {want}");
+    }
     Ok(())
 }
 
