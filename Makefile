@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test lint fmt doc unit e2e faults soak fuzz release demo down bench
+.PHONY: test lint fmt doc unit e2e faults soak flood fuzz release demo down bench
 
 ## Run the whole suite: formatting, lints, docs and every test.
 test: lint doc unit
@@ -39,6 +39,14 @@ faults:
 soak:
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --locked -p lemal-tests --test integration faults::many_crashes -- --ignored --nocapture
+
+## Load while hostile (about 3 minutes; not part of `make test`): the report's query three times
+## at rest and three times under a keyless flood of refused 8 MiB / 4 MiB transactions (at most
+## 60 s, 127.0.0.1 only, ports 54656+ or LEMAL_FLOOD_BASE_PORT); query time within 1.5x, block
+## interval within 2x of rest.
+flood:
+	$(CARGO) build --workspace --all-targets --locked
+	$(CARGO) test --locked -p lemal-tests --test integration flood -- --ignored --nocapture
 
 ## Long fuzzing (not in `make test`, which runs 96 cases per target): 200 000 cases per target
 ## of arbitrary bytes, mutated transactions and query paths (dependencies optimised, as in make test).

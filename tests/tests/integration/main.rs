@@ -18,6 +18,7 @@ mod accountability_e2e;
 mod cheaters;
 mod end_to_end;
 mod faults;
+mod flood;
 mod fuzz;
 mod harness;
 mod hostile;
