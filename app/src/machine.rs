@@ -812,7 +812,7 @@ impl Machine {
                     let block = self.append(
                         state,
                         ctx,
-                        BlockPayload::RosterChange(RosterChangeRecord {
+                        BlockPayload::RosterChange(Box::new(RosterChangeRecord {
                             proposal: record.id,
                             change: record.change.clone(),
                             entity,
@@ -821,7 +821,7 @@ impl Machine {
                             total_power: total,
                             roster_hash: Sha256::digest(lemal_contracts::group::to_borsh(&roster))
                                 .into(),
-                        }),
+                        })),
                     );
                     record.status = ProposalStatus::Applied { height: ctx.height, block };
                     events.push(Event::new(

@@ -375,7 +375,10 @@ pub fn check_roster_change(r: &RosterChangeRecord) -> Check {
     if u128::from(r.approved_power) * 3 <= u128::from(r.total_power) * 2 {
         return Check::fail(
             NAME,
-            format!("approved by {} of {} voting power, not more than 2/3", r.approved_power, r.total_power),
+            format!(
+                "approved by {} of {} voting power, not more than 2/3",
+                r.approved_power, r.total_power
+            ),
         );
     }
     Check::pass(
@@ -1034,12 +1037,19 @@ impl<'a> LightClient<'a> {
     /// Re-check a challenge verdict: its query block is proven and has the recorded hash, the
     /// challenged proof verifies (or not) here as the verdict says, and the verifying nodes at
     /// fault are exactly those whose bitmap entry says the opposite.
-    pub fn check_verdict(&self, v: &ChallengeVerdict, roster: &Roster) -> Result<Check, LightError> {
+    pub fn check_verdict(
+        &self,
+        v: &ChallengeVerdict,
+        roster: &Roster,
+    ) -> Result<Check, LightError> {
         const NAME: &str = "verdict";
         let key = v.proof;
         let block = self.block(BlockRef::Index(v.query_block))?;
         if block.hash() != v.query_block_hash {
-            return Ok(Check::fail(NAME, format!("query block {} has another hash", v.query_block)));
+            return Ok(Check::fail(
+                NAME,
+                format!("query block {} has another hash", v.query_block),
+            ));
         }
         let BlockPayload::Query(payload) = &block.payload else {
             return Ok(Check::fail(NAME, format!("block {} is not a query block", v.query_block)));
@@ -1052,9 +1062,10 @@ impl<'a> LightClient<'a> {
         };
         let registration = self.query_record(&key.query)?.registration;
         let ledger = |k: &ProofKey| self.proof_record(k).ok().flatten();
-        let outcome = proofs::resolve(&self.header.chain_id, roster, &registration, &record, &ledger)
-            .map_err(|e| e.to_string())
-            .and_then(|st| st.verify(&record.proof).map_err(|e| e.to_string()));
+        let outcome =
+            proofs::resolve(&self.header.chain_id, roster, &registration, &record, &ledger)
+                .map_err(|e| e.to_string())
+                .and_then(|st| st.verify(&record.proof).map_err(|e| e.to_string()));
         if outcome.is_ok() != v.valid {
             return Ok(Check::fail(
                 NAME,
@@ -1066,7 +1077,10 @@ impl<'a> LightClient<'a> {
             ));
         }
         if v.creator_at_fault != (!v.valid).then_some(key.creator) {
-            return Ok(Check::fail(NAME, "the creator at fault does not follow the proof's validity"));
+            return Ok(Check::fail(
+                NAME,
+                "the creator at fault does not follow the proof's validity",
+            ));
         }
         let lie = if v.valid { Verdict::Wrong } else { Verdict::Correct };
         let liars: Vec<EntityId> = payload
@@ -1079,7 +1093,10 @@ impl<'a> LightClient<'a> {
         if liars != v.vns_at_fault {
             return Ok(Check::fail(
                 NAME,
-                format!("verifying nodes at fault {:?}, the bitmap shows {liars:?}", v.vns_at_fault),
+                format!(
+                    "verifying nodes at fault {:?}, the bitmap shows {liars:?}",
+                    v.vns_at_fault
+                ),
             ));
         }
         let at_fault: Vec<String> = v.at_fault().map(|e| e.to_string()).collect();

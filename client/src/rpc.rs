@@ -14,7 +14,8 @@ use lemal_contracts::ids::{ProofKey, QueryId};
 use lemal_contracts::page::{page_path, Page};
 use lemal_contracts::proofs::Ledger;
 use lemal_contracts::state::{
-    BitmapCommitRecord, ProofRecord, QueryProgress, QueryRecord, Roster, SkipBlock,
+    BitmapCommitRecord, ProofRecord, ProposalRecord, QueryProgress, QueryRecord, Roster, SkipBlock,
+    StandingRecord, ValidatorRecord, VerdictRecord,
 };
 use lemal_contracts::tx::Tx;
 use tendermint::block::signed_header::SignedHeader;
@@ -383,6 +384,36 @@ impl Node {
     /// One accepted proof.
     pub fn proof(&self, key: &ProofKey) -> Result<Option<ProofRecord>, RpcError> {
         self.get(&format!("/proof/{}/{}/{}/{}", key.query, key.kind, key.creator, key.index))
+    }
+
+    /// The verdict of the challenge that settled a proof, `None` while it is unchallenged.
+    pub fn verdict(&self, key: &ProofKey) -> Result<Option<VerdictRecord>, RpcError> {
+        self.get(&format!("/verdict/{}/{}/{}/{}", key.query, key.kind, key.creator, key.index))
+    }
+
+    /// Every entity out of good standing (every page); an entity not listed is in good standing.
+    pub fn standings(&self) -> Result<Vec<StandingRecord>, RpcError> {
+        self.list("/standings")
+    }
+
+    /// The validator record of verifying node `vn-{vn}`.
+    pub fn validator_record(&self, vn: u32) -> Result<Option<ValidatorRecord>, RpcError> {
+        self.get(&format!("/validator/{vn}"))
+    }
+
+    /// The verifying nodes' validator records, in verifying-node order (every page).
+    pub fn validator_records(&self) -> Result<Vec<ValidatorRecord>, RpcError> {
+        self.list("/validators")
+    }
+
+    /// A roster proposal.
+    pub fn proposal(&self, id: u64) -> Result<Option<ProposalRecord>, RpcError> {
+        self.get(&format!("/proposal/{id}"))
+    }
+
+    /// Every roster proposal, open or closed (every page).
+    pub fn proposals(&self) -> Result<Vec<ProposalRecord>, RpcError> {
+        self.list("/proposals")
     }
 
     /// The latest skipblock.

@@ -15,6 +15,7 @@
 //!   VRF that decides which proofs a verifying node checks;
 //! - [`ids`], [`tx`] and [`state`]: identifiers, transactions and ledger values, borsh-encoded;
 //! - [`commitment`]: checking ICS23 proofs of ledger state against an app hash;
+//! - [`codes`]: the rejection codes of transactions, by number and name;
 //! - [`keys`] and [`page`]: the state layout and the paging of list answers, shared by the
 //!   application and its clients.
 //!
@@ -22,6 +23,7 @@
 //! as an argument. Verifiers take their statement from the caller (the ledger), never from the
 //! proof.
 
+pub mod codes;
 pub mod commitment;
 pub mod elgamal;
 pub mod error;

@@ -545,7 +545,7 @@ pub enum BlockPayload {
     /// The settlement of a challenge, linked to its query's block.
     Verdict(ChallengeVerdict),
     /// A roster change that took effect.
-    RosterChange(RosterChangeRecord),
+    RosterChange(Box<RosterChangeRecord>),
 }
 
 /// What the chain decided about a challenged proof; recorded in state and as a skipblock.

@@ -438,6 +438,8 @@ pub struct Challenge {
 /// A change of the roster, decided by the verifying nodes ([`ProposeRosterChange`],
 /// [`ApproveRosterChange`]). Entities keep their index for life: a removed entity stays in the
 /// roster, marked removed, and an added one takes the next index of its role.
+// Roster changes are rare and short-lived; the size of `AddCn` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum RosterChange {
     /// Add a data provider.
@@ -523,7 +525,7 @@ pub enum TxBody {
     /// Challenge one proof of a finalized query.
     Challenge(Challenge),
     /// Propose a roster change.
-    ProposeRosterChange(ProposeRosterChange),
+    ProposeRosterChange(Box<ProposeRosterChange>),
     /// Approve a roster change.
     ApproveRosterChange(ApproveRosterChange),
 }
@@ -856,7 +858,7 @@ mod tests {
             Tx::sign(
                 CHAIN,
                 EntityId::vn(1),
-                TxBody::ProposeRosterChange(ProposeRosterChange { change }),
+                TxBody::ProposeRosterChange(Box::new(ProposeRosterChange { change })),
                 &vn,
                 &mut rng,
             ),
@@ -895,9 +897,9 @@ mod tests {
         // Power 0 or beyond the bound is refused at decoding.
         for power in [0, limits::MAX_VN_POWER + 1] {
             let mut tx = accountability_samples(12)[1].clone();
-            tx.body = TxBody::ProposeRosterChange(ProposeRosterChange {
+            tx.body = TxBody::ProposeRosterChange(Box::new(ProposeRosterChange {
                 change: RosterChange::SetPower { vn: 0, power },
-            });
+            }));
             assert!(Tx::decode(&tx.encode()).is_err(), "power {power}");
         }
     }

@@ -23,7 +23,8 @@ use serde::Serialize;
 
 use super::{connect, emit, exit, exit_code_of_light, trust::trust_root, Global};
 use crate::light::{
-    self, AncestryReport, AuditReport, BlockRef, LightClient, LightError, VerifyReport,
+    self, AncestryReport, AuditReport, BlockRef, LightClient, LightError, VerdictSummary,
+    VerifyReport,
 };
 use crate::rpc::Node;
 
@@ -53,7 +54,7 @@ pub enum BlockCmd {
     },
 }
 
-fn parse_query(id: &str) -> Result<QueryId> {
+pub(super) fn parse_query(id: &str) -> Result<QueryId> {
     id.parse().map_err(|e| anyhow!("{id:?} is not a query id: {e}"))
 }
 
@@ -286,7 +287,8 @@ fn render_block(v: &BlockView) -> String {
         let _ = writeln!(s, "  query block    {} {}", v.query_block, v.query_block_hash);
     }
     if let Some(r) = &v.roster_change {
-        let _ = writeln!(s, "  roster change  proposal {}: {} ({})", r.proposal, r.change, r.entity);
+        let _ =
+            writeln!(s, "  roster change  proposal {}: {} ({})", r.proposal, r.change, r.entity);
         let _ = writeln!(
             s,
             "  approved by    {} ({} of {} voting power)",
@@ -299,7 +301,7 @@ fn render_block(v: &BlockView) -> String {
     s
 }
 
-fn list(items: &[String]) -> String {
+pub(super) fn list(items: &[String]) -> String {
     if items.is_empty() {
         "-".into()
     } else {
@@ -630,7 +632,7 @@ struct Failure {
 
 /// Report an error of the light client: in JSON mode as a document on stdout, otherwise as the
 /// command's error; the exit code says whether the check ran (1) or could not (3).
-fn light_failure(global: &Global, e: LightError) -> Result<ExitCode> {
+pub(super) fn light_failure(global: &Global, e: LightError) -> Result<ExitCode> {
     if global.json {
         eprintln!("lemal: {e}");
         emit(global, &Failure { verified: false, ok: false, error: e.to_string() }, String::new)?;
@@ -669,6 +671,19 @@ fn render_verify(r: &VerifyReport) -> String {
     s
 }
 
+/// The chain's verdicts on a query's challenged proofs, one line each (nothing when none was
+/// challenged).
+fn render_verdicts(verdicts: &[VerdictSummary]) -> String {
+    let mut s = String::new();
+    if !verdicts.is_empty() {
+        let _ = writeln!(s, "verdicts:");
+    }
+    for v in verdicts {
+        let _ = writeln!(s, "  {v}");
+    }
+    s
+}
+
 /// `lemal verify ID`.
 pub fn verify(id: &str, global: &Global) -> Result<ExitCode> {
     let id = parse_query(id)?;
@@ -677,14 +692,14 @@ pub fn verify(id: &str, global: &Global) -> Result<ExitCode> {
     eprintln!("verifying the skipblock of query {id} against {}", node.url());
     match light::verify_query(&node, &trust, &id) {
         Ok(report) => {
-            emit(global, &report, || render_verify(&report))?;
+            emit(global, &report, || render_verify(&report) + &render_verdicts(&report.verdicts))?;
             Ok(exit(report.verified))
         }
         Err(e) => light_failure(global, e),
     }
 }
 
-fn render_audit(r: &AuditReport) -> String {
+pub(super) fn render_audit(r: &AuditReport) -> String {
     let mut s = render_verify(&r.verification);
     let f = &r.findings;
     let wrong: Vec<_> = f.wrong_proofs().collect();
@@ -855,6 +870,32 @@ mod tests {
         let json = serde_json::to_value(&view).expect("json");
         assert_eq!(json["query"]["counts"]["wrong"], 1);
         assert!(json.get("genesis").is_none());
+    }
+
+    #[test]
+    fn verify_lists_each_verdict_on_the_query_after_the_checks() {
+        assert_eq!(render_verdicts(&[]), "", "no section without verdicts");
+        let verdict = |proof: &str, valid, at_fault: &[&str], block| VerdictSummary {
+            proof: format!("{}/{proof}", "ab".repeat(16)),
+            valid,
+            reason: String::new(),
+            at_fault: at_fault.iter().map(|e| (*e).to_owned()).collect(),
+            challenger: "vn-0".into(),
+            block,
+        };
+        let text = render_verdicts(&[
+            verdict("range/dp-0/0", false, &["dp-0", "vn-1"], 7),
+            verdict("keyswitch/cn-1/0", true, &[], 8),
+        ]);
+        let q = "ab".repeat(16);
+        assert_eq!(
+            text,
+            format!(
+                "verdicts:\n  {q}/range/dp-0/0 is wrong (skipblock 7); at fault: dp-0, vn-1; \
+                 challenged by vn-0\n  {q}/keyswitch/cn-1/0 is right (skipblock 8); at fault: \
+                 nobody; challenged by vn-0\n"
+            )
+        );
     }
 
     #[test]

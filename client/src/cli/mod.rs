@@ -10,14 +10,18 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use lemal_contracts::ids::EntityId;
 use serde::Serialize;
 
 use crate::light::LightError;
 use crate::rpc::{Node, RpcError};
 
+pub mod challenge;
 pub mod inspect;
 pub mod localnet;
+pub mod roster;
 pub mod run;
+mod submit;
 pub mod trust;
 
 /// Exit code: the check ran and found a fault, or the command failed.
@@ -112,6 +116,27 @@ pub enum Command {
     Audit {
         /// The query id.
         id: String,
+        /// Then challenge, one after the other, every proof found wrong and every proof on which
+        /// a verifying node's verdict contradicts the local verification (each once; proofs
+        /// already settled are skipped).
+        #[arg(long)]
+        challenge: bool,
+        /// With --challenge: the roster member that signs the challenges, with its key from the
+        /// localnet under --home.
+        #[arg(long = "as", value_name = "ENTITY", default_value = "vn-0", requires = "challenge")]
+        signer: EntityId,
+        /// With --challenge: seconds to wait for each challenge's block and verdict.
+        #[arg(long, value_name = "SECS", default_value_t = 60, requires = "challenge")]
+        timeout: u64,
+    },
+    /// Challenge one proof of a finalized query: every node re-verifies it and the chain records
+    /// a verdict (right or wrong, who is at fault) as a skipblock.
+    Challenge(challenge::ChallengeArgs),
+    /// Show the roster and its standings; propose and approve roster changes as a verifying node.
+    Roster {
+        /// What to do.
+        #[command(subcommand)]
+        action: roster::Action,
     },
     /// Manage the known chains: the trust roots verification checks nodes against.
     Trust {
@@ -131,7 +156,13 @@ pub fn main() -> ExitCode {
         Command::Proofs { id } => inspect::proofs(&id, &cli.global),
         Command::Bitmap { id } => inspect::bitmap(&id, &cli.global),
         Command::Verify { id } => inspect::verify(&id, &cli.global),
-        Command::Audit { id } => inspect::audit(&id, &cli.global),
+        Command::Audit { id, challenge: false, .. } => inspect::audit(&id, &cli.global),
+        Command::Audit { id, challenge: true, signer, timeout } => {
+            let challenger = challenge::ChallengerArgs { signer, timeout };
+            challenge::audit_and_challenge(&id, &challenger, &cli.global)
+        }
+        Command::Challenge(args) => challenge::challenge(args, &cli.global),
+        Command::Roster { action } => roster::run(action, &cli.global),
         Command::Trust { action } => trust::run(action, &cli.global),
     };
     match result {

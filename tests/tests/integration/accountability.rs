@@ -279,7 +279,7 @@ fn a_lying_verifying_node_is_found_at_fault_and_leaves_the_validator_set_once() 
 }
 
 fn propose(net: &mut Net, by: u32, change: RosterChange, rng: &mut ChaCha20Rng) -> ExecTxResult {
-    let body = TxBody::ProposeRosterChange(ProposeRosterChange { change });
+    let body = TxBody::ProposeRosterChange(Box::new(ProposeRosterChange { change }));
     let tx = sign(net, EntityId::vn(by), body, rng);
     net.block(vec![tx]).remove(0)
 }
@@ -379,9 +379,9 @@ fn roster_changes_take_effect_above_two_thirds_of_the_voting_power() {
     assert_eq!(approve(&mut net, 0, 3, &mut rng).code, 62);
 
     // Only verifying nodes may propose: any other signer is refused at decoding.
-    let body = TxBody::ProposeRosterChange(ProposeRosterChange {
+    let body = TxBody::ProposeRosterChange(Box::new(ProposeRosterChange {
         change: RosterChange::Remove { entity: EntityId::dp(1) },
-    });
+    }));
     let tx = sign(&net, EntityId::cn(0), body, &mut rng);
     assert_eq!(net.block(vec![tx])[0].code, 1);
 

@@ -3,6 +3,9 @@
 //! verifying node that lies in its bitmaps is challenged and leaves CometBFT's validator set,
 //! while the network goes on finalizing queries that verify from genesis across the change.
 
+// Not consensus code: its waits are bounded by the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -45,7 +48,7 @@ pub(crate) fn an_aggregation_that_leaves_out_a_dp_is_refused(net: &Localnet) -> 
     let opts = PlanOptions {
         dps: vec![0, 1, 2],
         cns: vec![0],
-        bounds: bounds.clone(),
+        bounds,
         noise: 0,
         noise_rows: 4,
         threshold_ppm: 400_000,
