@@ -198,14 +198,17 @@ fn json(text: &str, what: &str) -> Result<Value> {
     serde_json::from_str(text).with_context(|| format!("{what} printed {text:?}"))
 }
 
-fn standing(node: &Node, e: EntityId) -> Result<Option<StandingRecord>> {
-    Ok(node.get(&format!("/standing/{e}"))?)
+/// An entity's standing, asked of node 0 on a new connection (an idle one may have been closed
+/// by the node).
+fn standing(e: EntityId) -> Result<Option<StandingRecord>> {
+    Ok(Node::connect(&rpc(0))?.get(&format!("/standing/{e}"))?)
 }
 
 /// CometBFT's validator set at the latest height, polled until it has `n` members.
-fn wait_for_validators(node: &Node, n: usize) -> Result<usize> {
+fn wait_for_validators(n: usize) -> Result<usize> {
     let start = Instant::now();
     loop {
+        let node = Node::connect(&rpc(0))?;
         let height = node.status()?.height;
         let count = node.validators(height)?.len();
         if count == n || start.elapsed() > WAIT {
@@ -216,8 +219,6 @@ fn wait_for_validators(node: &Node, n: usize) -> Result<usize> {
 }
 
 pub(crate) fn cheaters_face_consequences(net: &Localnet) -> Result<()> {
-    let node = Node::connect(&rpc(0))?;
-
     // A cheating computing node (the last of the roster's six), every proof checked.
     let cheat =
         net.run(&["--query", QUERY, "--cheat", "cn-5:keyswitch", "--threshold", "1000000"])?;
@@ -237,7 +238,7 @@ pub(crate) fn cheaters_face_consequences(net: &Localnet) -> Result<()> {
     eprintln!("e2e: challenge of cn-5's key switch: {verdict}");
     ensure!(verdict["valid"] == Value::Bool(false), "{verdict}");
     ensure!(verdict["at_fault"] == serde_json::json!(["cn-5"]), "{verdict}");
-    let record = standing(&node, EntityId::cn(5))?.context("cn-5 has no standing record")?;
+    let record = standing(EntityId::cn(5))?.context("cn-5 has no standing record")?;
     ensure!(record.standing == Standing::Faulty, "{record:?}");
     // A second challenge of the settled proof is refused.
     let again =
@@ -264,15 +265,19 @@ pub(crate) fn cheaters_face_consequences(net: &Localnet) -> Result<()> {
         &[("LEMAL_VN_TEST_ONLY_INVERT_VERDICTS", "true")],
     )?;
     ensure!(started.status.success(), "restarting node 3 as a liar failed");
-    let lied = net.run(&["--query", QUERY, "--cns", "5"])?;
-    let id = lied["query_id"].as_str().context("query id")?.to_owned();
+    // An honest query: the liar's 0s on right proofs make `lemal run` report a problem.
+    let out = net.lemal(&["--node", &rpc(0), "--json", "run", "--query", QUERY, "--cns", "5"])?;
+    let lied = json(&String::from_utf8_lossy(&out.stdout), "lemal run")?;
+    ensure!(!out.status.success(), "the liar's zeros went unnoticed: {lied}");
+    ensure!(lied["result"] == lied["expected"], "{lied}");
     ensure!(lied["skipblock"]["reported"].as_array().map(Vec::len) == Some(VALIDATORS), "{lied}");
+    let id = lied["query_id"].as_str().context("query id")?.to_owned();
     // The audit finds vn-3's lies and challenges each disputed proof.
     let audit = net.lemal(&["--node", &rpc(0), "--json", "audit", &id, "--challenge"])?;
     eprintln!("e2e: audit --challenge: {}", String::from_utf8_lossy(&audit.stdout));
-    let vn3 = standing(&node, EntityId::vn(3))?.context("vn-3 has no standing record")?;
+    let vn3 = standing(EntityId::vn(3))?.context("vn-3 has no standing record")?;
     ensure!(vn3.standing == Standing::Faulty, "{vn3:?}");
-    let validators = wait_for_validators(&node, VALIDATORS - 1)?;
+    let validators = wait_for_validators(VALIDATORS - 1)?;
     ensure!(validators == VALIDATORS - 1, "CometBFT has {validators} validators, expected 3");
     eprintln!("e2e: /validators shows {validators} after vn-3's exclusion");
 
