@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Node `i` listens on p2p `BASE + 100·i`, RPC `BASE + 1 + 100·i` and ABCI `BASE + 2 + 100·i`,
-//! all on 127.0.0.1; pprof and Prometheus are off. [`up`] builds a fresh network each time it
+//! all on 127.0.0.1 (or on the address of its [`NodeHost`], in the network namespace the
+//! partition test made for it); pprof and Prometheus are off. [`up`] builds a fresh network each time it
 //! starts one (the previous `HOME/net` is replaced) and refuses to touch a network that is still
 //! running. Processes are started detached, each in its own process group, and [`down`] stops
 //! exactly the processes whose pid records still name them (same pid and same start time);
@@ -249,6 +250,44 @@ impl Ports {
     }
 }
 
+/// Where a node runs: the address it listens on and peers dial, and the network namespace its
+/// processes run in (`ip netns exec NS ...`). The default is 127.0.0.1 in this process's
+/// namespace; the partition test gives each node an address of its own in a namespace it
+/// created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHost {
+    /// The IPv4 address.
+    pub ip: std::net::Ipv4Addr,
+    /// The network namespace, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+}
+
+impl Default for NodeHost {
+    fn default() -> Self {
+        NodeHost { ip: std::net::Ipv4Addr::LOCALHOST, netns: None }
+    }
+}
+
+impl std::str::FromStr for NodeHost {
+    type Err = String;
+    /// `IP` or `IP@NETNS`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, netns) = match s.split_once('@') {
+            Some((ip, ns))
+                if !ns.is_empty()
+                    && ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                (ip, Some(ns.to_owned()))
+            }
+            Some(_) => return Err(format!("{s:?}: a namespace name is letters, digits, - and _")),
+            None => (s, None),
+        };
+        let ip = ip.parse().map_err(|_| format!("{s:?}: not an IPv4 address"))?;
+        Ok(NodeHost { ip, netns })
+    }
+}
+
 /// One node of the manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -256,8 +295,11 @@ pub struct NodeInfo {
     pub name: String,
     /// The verifying node it runs (`vn-0`, ...).
     pub vn: EntityId,
-    /// Its ports on 127.0.0.1.
+    /// Its ports (on 127.0.0.1 unless `host` says otherwise).
     pub ports: Ports,
+    /// Where it runs.
+    #[serde(default)]
+    pub host: NodeHost,
     /// Its RPC URL.
     pub rpc: String,
     /// Its CometBFT node id.
@@ -328,6 +370,15 @@ pub struct UpOptions {
     pub lemal_vn: Option<PathBuf>,
     /// How long to wait for every node to commit blocks.
     pub timeout: Duration,
+    /// Where each node runs (empty: every node on 127.0.0.1).
+    pub hosts: Vec<NodeHost>,
+}
+
+impl UpOptions {
+    /// Where node `i` runs.
+    fn host(&self, i: usize) -> NodeHost {
+        self.hosts.get(i).cloned().unwrap_or_default()
+    }
 }
 
 impl Default for UpOptions {
@@ -342,6 +393,7 @@ impl Default for UpOptions {
             cometbft: None,
             lemal_vn: None,
             timeout: Duration::from_secs(60),
+            hosts: Vec::new(),
         }
     }
 }
@@ -363,6 +415,13 @@ impl UpOptions {
         }
         if self.block_time_ms < 10 {
             return bad(format!("--block-time {} ms is below 10 ms", self.block_time_ms));
+        }
+        if !self.hosts.is_empty() && self.hosts.len() != self.validators as usize {
+            return bad(format!(
+                "{} hosts for {} validators: give one per node, or none",
+                self.hosts.len(),
+                self.validators
+            ));
         }
         let limit = lemal_contracts::tx::limits::MAX_CHAIN_ID;
         if self.chain_id.is_empty()
@@ -714,13 +773,15 @@ fn quoted(s: &str) -> String {
 /// The `config.toml` settings of node `i`: loopback addresses, the peers, and the timeouts and
 /// sizes a localnet of Lemal needs.
 fn node_settings(
+    host: &NodeHost,
     ports: &Ports,
     abci: &str,
     moniker: &str,
     peers: &str,
     block_time_ms: u64,
 ) -> Vec<(&'static str, &'static str, String)> {
-    let tcp = |p: u16| quoted(&format!("tcp://127.0.0.1:{p}"));
+    let ip = host.ip;
+    let tcp = |p: u16| quoted(&format!("tcp://{ip}:{p}"));
     vec![
         ("", "proxy_app", quoted(abci)),
         ("", "moniker", quoted(moniker)),
@@ -729,7 +790,7 @@ fn node_settings(
         ("rpc", "pprof_laddr", quoted("")),
         ("rpc", "max_body_bytes", RPC_MAX_BODY_BYTES.to_string()),
         ("p2p", "laddr", tcp(ports.p2p)),
-        ("p2p", "external_address", quoted(&format!("127.0.0.1:{}", ports.p2p))),
+        ("p2p", "external_address", quoted(&format!("{ip}:{}", ports.p2p))),
         ("p2p", "persistent_peers", quoted(peers)),
         ("p2p", "addr_book_strict", "false".into()),
         ("p2p", "allow_duplicate_ip", "true".into()),
@@ -792,9 +853,17 @@ fn validator_address(node_dir: &Path) -> Result<[u8; 20], LocalnetError> {
     Ok(out)
 }
 
-fn check_ports_free(ports: &[Ports]) -> Result<(), LocalnetError> {
-    for p in ports.iter().flat_map(Ports::all) {
-        TcpListener::bind(("127.0.0.1", p)).map_err(|_| LocalnetError::PortInUse(p))?;
+/// Whether the ports of the nodes that run in this process's namespace are free (a node in a
+/// namespace of its own has them to itself).
+fn check_ports_free(opts: &UpOptions, ports: &[Ports]) -> Result<(), LocalnetError> {
+    for (i, node) in ports.iter().enumerate() {
+        let host = opts.host(i);
+        if host.netns.is_some() {
+            continue;
+        }
+        for p in node.all() {
+            TcpListener::bind((host.ip, p)).map_err(|_| LocalnetError::PortInUse(p))?;
+        }
     }
     Ok(())
 }
@@ -862,13 +931,14 @@ fn generate(
             .map_err(io(format!("writing {}/genesis.json", config_dir.display())))?;
         let peers: Vec<String> = (0..n)
             .filter(|&j| j != i)
-            .map(|j| format!("{}@127.0.0.1:{}", node_ids[j], ports[j].p2p))
+            .map(|j| format!("{}@{}:{}", node_ids[j], opts.host(j).ip, ports[j].p2p))
             .collect();
         let vn = EntityId::vn(i as u32);
         let config_path = config_dir.join("config.toml");
         let mut text = fs::read_to_string(&config_path)
             .map_err(io(format!("reading {}", config_path.display())))?;
         for (section, key, value) in node_settings(
+            &opts.host(i),
             &ports[i],
             &layout.abci_socket(i),
             &vn.to_string(),
@@ -883,7 +953,8 @@ fn generate(
             name: format!("node{i}"),
             vn,
             ports: ports[i],
-            rpc: format!("http://127.0.0.1:{}", ports[i].rpc),
+            host: opts.host(i),
+            rpc: format!("http://{}:{}", opts.host(i).ip, ports[i].rpc),
             node_id: node_ids[i].clone(),
             validator_address: hex::encode_upper(addresses[i]),
         });
@@ -907,6 +978,7 @@ fn generate(
 fn spawn(
     layout: &Layout,
     name: &str,
+    netns: Option<&str>,
     program: &Path,
     args: &[String],
 ) -> Result<ProcessRecord, LocalnetError> {
@@ -917,7 +989,16 @@ fn spawn(
         .open(&log_path)
         .map_err(io(format!("opening {}", log_path.display())))?;
     let err = log.try_clone().map_err(io(format!("opening {}", log_path.display())))?;
-    let mut child = Command::new(program)
+    // In a namespace, `ip netns exec` replaces itself with the program: the pid is the same.
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log)
@@ -989,9 +1070,11 @@ fn start_node(
 ) -> Result<[ProcessRecord; 2], LocalnetError> {
     let node = &manifest.nodes[i];
     let [app_name, bft_name] = node_processes(i);
+    let netns = node.host.netns.as_deref();
     let app = spawn(
         layout,
         &app_name,
+        netns,
         &manifest.lemal_vn,
         &[
             "--home".into(),
@@ -1008,6 +1091,7 @@ fn start_node(
     let bft = spawn(
         layout,
         &bft_name,
+        netns,
         &manifest.cometbft,
         &[
             "start".into(),
@@ -1137,7 +1221,7 @@ pub fn up(
         });
     }
     let ports = opts.check()?;
-    check_ports_free(&ports)?;
+    check_ports_free(opts, &ports)?;
     let lemal_vn = find_lemal_vn(opts.lemal_vn.as_deref())?;
     let cometbft = ensure_cometbft(layout, opts.cometbft.as_deref(), progress)?;
     progress(&format!(
@@ -1406,8 +1490,8 @@ timeout_propose_delta = \"500ms\"
         let layout = Layout::new(&dir).expect("layout");
         fs::create_dir_all(layout.run_dir()).expect("dirs");
         fs::create_dir_all(layout.logs_dir()).expect("dirs");
-        let record =
-            spawn(&layout, "sleeper", Path::new("/bin/sleep"), &["30".into()]).expect("start");
+        let record = spawn(&layout, "sleeper", None, Path::new("/bin/sleep"), &["30".into()])
+            .expect("start");
         assert!(record.is_running());
         assert_eq!(running(&layout).expect("running"), 1);
         let stopped = down(&layout, Duration::from_secs(5)).expect("down");

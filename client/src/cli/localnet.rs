@@ -45,6 +45,10 @@ pub enum Action {
         /// Seconds to wait for every node to commit blocks.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Where each node runs, for tests across network namespaces: one `IP[@NETNS]` per node,
+        /// comma-separated (default: every node on 127.0.0.1 in this namespace).
+        #[arg(long, value_delimiter = ',', hide = true)]
+        hosts: Vec<localnet::NodeHost>,
     },
     /// Stop the processes the localnet started (its state stays: `start` resumes it).
     Down,
@@ -119,6 +123,7 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
             cometbft,
             lemal_vn,
             timeout,
+            hosts,
         } => {
             let opts = UpOptions {
                 validators,
@@ -130,6 +135,7 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
                 cometbft,
                 lemal_vn,
                 timeout: Duration::from_secs(timeout),
+                hosts,
             };
             let manifest = localnet::up(&layout, &opts, &progress)?;
             if global.json {

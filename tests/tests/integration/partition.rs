@@ -1,0 +1,200 @@
+//! A network partition, against a real CometBFT localnet whose nodes run on hosts of their own:
+//! network namespaces this test creates and removes (also when it fails).
+//!
+//! Layout: a hub namespace with a bridge (10.77.0.254/24), and one namespace per node, each
+//! joined to the bridge by a veth pair and holding the node's address 10.77.0.(i+1). Both of the
+//! node's processes run in its namespace. The test re-runs itself inside the hub (the ignored
+//! `partition_inside_the_hub`), from where every node is reachable.
+//!
+//! The partition cuts node 3's link to the bridge while a query runs. The other three hold 3/4
+//! of the voting power and go on: the query finalizes with vn-3 absent. Node 3 is then
+//! reconnected, catches up, and every node ends at the same app hash. Only addresses inside the
+//! namespaces are used.
+
+// Not consensus code: every wait is bounded by the wall clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use lemal_client::rpc::Node;
+use serde_json::Value;
+
+use super::end_to_end::{app_hashes_agree_on, bin_dir, cometbft, show_logs, Localnet, QUERY};
+
+const NODES: usize = 4;
+const TAG_ENV: &str = "LEMAL_PARTITION_TAG";
+const BASE_PORT: u16 = 26656;
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+fn address(i: usize) -> String {
+    format!("10.77.0.{}", i + 1)
+}
+
+fn rpc(i: usize) -> String {
+    format!("http://{}:{}", address(i), BASE_PORT as usize + 1 + 100 * i)
+}
+
+/// The namespaces of one run; dropping them kills whatever still runs inside and deletes them
+/// (with them the veth pairs and the bridge).
+struct Namespaces {
+    tag: String,
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    fn create(tag: &str) -> Result<Namespaces> {
+        let mut made = Namespaces { tag: tag.to_owned(), names: Vec::new() };
+        let hub = format!("{tag}-hub");
+        ip(&["netns", "add", &hub])?;
+        made.names.push(hub.clone());
+        ip(&["-n", &hub, "link", "set", "lo", "up"])?;
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &hub, "addr", "add", "10.77.0.254/24", "dev", "br0"])?;
+        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+        for i in 0..NODES {
+            let ns = format!("{tag}-n{i}");
+            ip(&["netns", "add", &ns])?;
+            made.names.push(ns.clone());
+            let veth = format!("{tag}-v{i}");
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n", &hub, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ])?;
+            ip(&["-n", &hub, "link", "set", &veth, "master", "br0"])?;
+            ip(&["-n", &hub, "link", "set", &veth, "up"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", address(i)), "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(made)
+    }
+
+    fn hub(&self) -> String {
+        format!("{}-hub", self.tag)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in self.names.iter().rev() {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("partition: removing namespace {ns}: {e:#}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_partitioned_validator_catches_up_after_the_partition_heals() -> Result<()> {
+    let _one_at_a_time = super::end_to_end::one_localnet_at_a_time();
+    let tag = format!("lp{}", std::process::id());
+    let namespaces = Namespaces::create(&tag)
+        .context("creating the test's network namespaces (needs root and iproute2)")?;
+    let exe = std::env::current_exe()?;
+    let status = Command::new("ip")
+        .args(["netns", "exec", &namespaces.hub()])
+        .arg(exe)
+        .args(["--exact", "partition::partition_inside_the_hub", "--ignored", "--nocapture"])
+        .env(TAG_ENV, &tag)
+        .status()
+        .context("running the test inside the hub namespace")?;
+    ensure!(status.success(), "the partition test inside the hub failed: {status}");
+    drop(namespaces);
+    for i in 0..NODES {
+        let gone = Command::new("ip").args(["netns", "pids", &format!("{tag}-n{i}")]).output()?;
+        ensure!(!gone.status.success(), "namespace {tag}-n{i} is still there");
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "run by a_partitioned_validator_catches_up_after_the_partition_heals, inside its namespaces"]
+fn partition_inside_the_hub() -> Result<()> {
+    let tag = std::env::var(TAG_ENV)
+        .context("run a_partitioned_validator_catches_up_after_the_partition_heals instead")?;
+    let net = Localnet {
+        home: tempfile::Builder::new().prefix("lemal-partition-").tempdir()?,
+        bin: bin_dir()?,
+    };
+    let begin = Instant::now();
+    let outcome = scenario(&net, &tag);
+    if let Err(e) = &outcome {
+        eprintln!("partition: failed: {e:#}");
+        show_logs(&net);
+    }
+    eprintln!("partition: took {:?}", begin.elapsed());
+    outcome
+}
+
+fn height(i: usize) -> Result<u64> {
+    Ok(Node::connect(&rpc(i))?.status()?.height)
+}
+
+fn scenario(net: &Localnet, tag: &str) -> Result<()> {
+    let hosts: Vec<String> = (0..NODES).map(|i| format!("{}@{tag}-n{i}", address(i))).collect();
+    let hosts = hosts.join(",");
+    let up_args = net.up_args(&cometbft()?, BASE_PORT, "lemal-partition", &["--hosts", &hosts]);
+    let up: Vec<&str> = up_args.iter().map(String::as_str).collect();
+    net.ok(&up)?;
+    let all: Vec<String> = (0..NODES).map(rpc).collect();
+    let at = app_hashes_agree_on(&all)?;
+    eprintln!("partition: 4 nodes on 4 hosts agree at height {at}");
+
+    // Cut node 3 off: its link to the bridge goes down.
+    ip(&["link", "set", &format!("{tag}-v3"), "down"])?;
+    let cut_at = height(0)?;
+    ensure!(Node::connect(&rpc(3)).and_then(|n| n.status()).is_err(), "node 3 still answers");
+    let node = rpc(0);
+    let args = ["--node", &node, "--json", "run", "--query", QUERY, "--commit-window", "8"];
+    let text = net.ok(&args)?;
+    let run: Value = serde_json::from_str(&text).with_context(|| format!("lemal run: {text}"))?;
+    ensure!(run["result"] == run["expected"] && !run["result"].is_null(), "{run}");
+    ensure!(run["skipblock"]["absent"] == serde_json::json!(["vn-3"]), "{run}");
+    ensure!(run["verified"] == Value::Bool(true), "{}", run["verification"]);
+    let healed_at = height(0)?;
+    eprintln!("partition: node 3 cut off from height {cut_at} to {healed_at}; the query finalized");
+
+    // Heal, and wait until node 3 has caught up with the others.
+    ip(&["link", "set", &format!("{tag}-v3"), "up"])?;
+    let heal = Instant::now();
+    loop {
+        let (h3, h0) = (height(3).unwrap_or(0), height(0)?);
+        if h3 >= healed_at && h3 + 2 >= h0 {
+            eprintln!(
+                "partition: node 3 at height {h3} (node 0 at {h0}) {:?} after healing",
+                heal.elapsed()
+            );
+            break;
+        }
+        if heal.elapsed() > Duration::from_secs(120) {
+            bail!("node 3 is at height {h3}, node 0 at {h0}, two minutes after healing");
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    let at = app_hashes_agree_on(&all)?;
+    eprintln!("partition: after healing, the 4 nodes agree at height {at}");
+    let block = Node::connect(&rpc(3))?
+        .block_by_query(&run["query_id"].as_str().context("query id")?.parse()?)?
+        .context("node 3 has no skipblock of the query run during the partition")?;
+    ensure!(hex::encode(block.hash()) == run["skipblock"]["hash"], "node 3's skipblock differs");
+    net.ok(&["localnet", "down"])?;
+    Ok(())
+}
