@@ -40,7 +40,7 @@ soak:
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --locked -p lemal-tests --test integration faults::many_crashes -- --ignored --nocapture
 
-## Load while hostile (about 3 minutes; not part of `make test`): the report's query three times
+## Load while hostile (under a minute; not part of `make test`): the report's query three times
 ## at rest and three times under a keyless flood of refused 8 MiB / 4 MiB transactions (at most
 ## 60 s, 127.0.0.1 only, ports 54656+ or LEMAL_FLOOD_BASE_PORT); query time within 1.5x, block
 ## interval within 2x of rest.

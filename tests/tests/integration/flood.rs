@@ -96,7 +96,7 @@ fn hostile_transactions() -> Vec<Vec<u8>> {
 }
 
 #[test]
-#[ignore = "long: about 3 minutes; run with `make flood`"]
+#[ignore = "long: a localnet of its own and a flood; run with `make flood`"]
 fn a_keyless_flood_keeps_queries_and_blocks_within_bounds() -> Result<()> {
     let _one_at_a_time = super::end_to_end::one_localnet_at_a_time();
     let net = Localnet {
