@@ -365,7 +365,15 @@ impl Machine {
                     set::done(state, record.proof_deadline_height(), &key.query);
                     set::due(state, ctx.height, &key.query);
                 }
-                Ok(vec![Event::new("lemal.proof", vec![("key", key.to_string())])])
+                Ok(vec![Event::new(
+                    "lemal.proof",
+                    vec![
+                        ("key", key.to_string()),
+                        ("query", key.query.to_string()),
+                        ("kind", key.kind.to_string()),
+                        ("creator", key.creator.to_string()),
+                    ],
+                )])
             }
             TxBody::CommitBitmap(c) => {
                 let mut progress = self.check_commit(state, signer, &c)?;
@@ -1487,6 +1495,27 @@ mod tests {
         assert_eq!(events.len(), 100);
         assert!(get::due(&state, 102).is_empty(), "the agenda of a past height is emptied");
         assert_eq!(get::due(&state, 112).len(), 100, "each is due again at its window's end");
+    }
+
+    /// Every event type this module emits has a row in the README's events table.
+    #[test]
+    fn the_readme_documents_every_event() {
+        let source = include_str!("machine.rs");
+        let readme = include_str!("../../README.md");
+        let mut names: Vec<&str> = source
+            .split('"')
+            .filter(|s| {
+                s.strip_prefix("lemal.").is_some_and(|n| {
+                    !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                })
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() >= 13, "{names:?}");
+        for name in names {
+            assert!(readme.contains(&format!("`{name}`")), "README.md does not document {name}");
+        }
     }
 
     trait BaseZeros {

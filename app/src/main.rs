@@ -45,6 +45,18 @@ struct Args {
     /// exercise challenges and exclusion. Never for a real node.
     #[arg(long, hide = true, env = "LEMAL_VN_TEST_ONLY_INVERT_VERDICTS")]
     test_only_invert_verdicts: bool,
+    /// Log lines as text, or as one JSON object per line (for log collectors).
+    #[arg(long, env = "LEMAL_VN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,14 +72,14 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     check_key_permissions(&args.key)?;
     let key_file: KeyFile = serde_json::from_slice(
         &std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?,

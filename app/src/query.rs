@@ -36,8 +36,8 @@
 //! `prove` on a list path (lists are not provable).
 
 use lemal_contracts::group::from_borsh;
-use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId};
 use lemal_contracts::page::{encode_page, PAGE_BYTES, PAGE_ENTRIES};
+use lemal_contracts::query_path::{Lookup, QueryPath};
 use tendermint_proto::v0_38::abci::{RequestQuery, ResponseQuery};
 use tendermint_proto::v0_38::crypto::{ProofOp, ProofOps};
 
@@ -57,78 +57,6 @@ pub mod code {
     pub const BAD_HEIGHT: u32 = 3;
     /// `prove` was set on a list path: lists carry no proof.
     pub const NOT_PROVABLE: u32 = 4;
-}
-
-enum Target {
-    /// One key: provable.
-    Key(Vec<u8>),
-    /// A key resolved through an index key holding a `u64` block index.
-    Indexed(Vec<u8>),
-    /// One page of the values under a prefix, from the given entry on.
-    List(Vec<u8>, usize),
-}
-
-fn parse_path(path: &str) -> Result<Target, String> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let query_id = |s: &str| s.parse::<QueryId>().map_err(|e| format!("{e}"));
-    let entity = |s: &str| s.parse::<EntityId>().map_err(|e| format!("{e}"));
-    let from =
-        |n: &str| n.parse::<u32>().map(|n| n as usize).map_err(|_| format!("bad page start {n:?}"));
-    Ok(match parts.as_slice() {
-        ["skipchain", "latest"] => Target::Indexed(keys::SKIP_HEAD.to_vec()),
-        ["skipchain", "index", n] => {
-            Target::Key(keys::block(n.parse().map_err(|_| format!("bad index {n:?}"))?))
-        }
-        ["skipchain", "forward", n] => {
-            Target::Key(keys::forward(n.parse().map_err(|_| format!("bad index {n:?}"))?))
-        }
-        ["skipchain", "hash", h] => {
-            let mut hash = [0u8; 32];
-            hex::decode_to_slice(h, &mut hash).map_err(|_| format!("bad block hash {h:?}"))?;
-            Target::Indexed(keys::block_by_hash(&hash))
-        }
-        ["skipchain", "query", id] => Target::Indexed(keys::block_by_query(&query_id(id)?)),
-        ["query", id] => Target::Key(keys::query(&query_id(id)?)),
-        ["query", id, "progress"] => Target::Key(keys::progress(&query_id(id)?)),
-        ["query", id, "bitmaps"] => Target::List(keys::commits_of(&query_id(id)?), 0),
-        ["query", id, "bitmaps", "from", n] => {
-            Target::List(keys::commits_of(&query_id(id)?), from(n)?)
-        }
-        ["proofs", id] => Target::List(keys::proofs_of(&query_id(id)?), 0),
-        ["proofs", id, "from", n] => Target::List(keys::proofs_of(&query_id(id)?), from(n)?),
-        ["proof", id, kind, creator, index] => Target::Key(keys::proof(&ProofKey {
-            query: query_id(id)?,
-            kind: kind.parse::<ProofKind>().map_err(|e| e.to_string())?,
-            creator: creator.parse::<EntityId>().map_err(|e| e.to_string())?,
-            index: index.parse().map_err(|_| format!("bad index {index:?}"))?,
-        })),
-        ["roster"] => Target::Key(keys::ROSTER.to_vec()),
-        ["roster", "genesis"] => Target::Key(keys::GENESIS_ROSTER.to_vec()),
-        ["standing", e] => Target::Key(keys::standing(entity(e)?)),
-        ["standings"] => Target::List(keys::standings(), 0),
-        ["standings", "from", n] => Target::List(keys::standings(), from(n)?),
-        ["verdict", id, kind, creator, index] => Target::Key(keys::verdict(&ProofKey {
-            query: query_id(id)?,
-            kind: kind.parse::<ProofKind>().map_err(|e| e.to_string())?,
-            creator: entity(creator)?,
-            index: index.parse().map_err(|_| format!("bad index {index:?}"))?,
-        })),
-        ["verdicts", id] => Target::List(keys::verdicts_of(&query_id(id)?), 0),
-        ["verdicts", id, "from", n] => Target::List(keys::verdicts_of(&query_id(id)?), from(n)?),
-        ["unfounded", e] => Target::Key(keys::unfounded(entity(e)?)),
-        ["validator", n] => {
-            Target::Key(keys::validator(n.parse().map_err(|_| format!("bad index {n:?}"))?))
-        }
-        ["validators"] => Target::List(keys::validators(), 0),
-        ["validators", "from", n] => Target::List(keys::validators(), from(n)?),
-        ["proposal", n] => {
-            Target::Key(keys::proposal(n.parse().map_err(|_| format!("bad proposal {n:?}"))?))
-        }
-        ["proposals"] => Target::List(keys::proposals(), 0),
-        ["proposals", "from", n] => Target::List(keys::proposals(), from(n)?),
-        ["params"] => Target::Key(keys::PARAMS.to_vec()),
-        _ => return Err(format!("unknown query path {path:?}")),
-    })
 }
 
 fn fail(code: u32, log: String, height: u64) -> ResponseQuery {
@@ -155,14 +83,14 @@ pub fn answer(store: &Store, request: &RequestQuery) -> ResponseQuery {
             height,
         );
     }
-    let target = match parse_path(&request.path) {
-        Ok(t) => t,
+    let target = match request.path.parse::<QueryPath>() {
+        Ok(path) => path.lookup(),
         Err(e) => return fail(code::BAD_PATH, e, height),
     };
     let read = |key: &[u8]| store.get_with_proof(key, height);
     let key = match target {
-        Target::Key(k) => k,
-        Target::Indexed(index_key) => match read(&index_key) {
+        Lookup::Key(k) => k,
+        Lookup::Indexed(index_key) => match read(&index_key) {
             Ok((Some(v), _)) => match from_borsh::<u64>(&v) {
                 Ok(index) => keys::block(index),
                 Err(e) => {
@@ -179,7 +107,7 @@ pub fn answer(store: &Store, request: &RequestQuery) -> ResponseQuery {
             }
             Err(e) => return fail(code::BAD_HEIGHT, e.to_string(), height),
         },
-        Target::List(prefix, skip) => {
+        Lookup::List(prefix, skip) => {
             if request.prove {
                 return fail(
                     code::NOT_PROVABLE,

@@ -970,17 +970,7 @@ impl<'a> LightClient<'a> {
         path: &str,
         key: &[u8],
     ) -> Result<Option<T>, LightError> {
-        let cached = self.proven.borrow().get(key).cloned();
-        let value = match cached {
-            Some(value) => value,
-            None => {
-                let answer = self.query(path)?;
-                let value = check_answer(&self.app_hash, path, key, &answer)?.map(<[u8]>::to_vec);
-                self.proven.borrow_mut().insert(key.to_vec(), value.clone());
-                value
-            }
-        };
-        value
+        self.get_bytes(path, key)?
             .map(|v| {
                 from_borsh(&v).map_err(|e| LightError::Decode {
                     what: path.to_owned(),
@@ -988,6 +978,20 @@ impl<'a> LightClient<'a> {
                 })
             })
             .transpose()
+    }
+
+    /// The value bytes of `path`, proven under the state key `key` (or proven absent).
+    pub fn get_bytes(&self, path: &str, key: &[u8]) -> Result<Option<Vec<u8>>, LightError> {
+        let cached = self.proven.borrow().get(key).cloned();
+        Ok(match cached {
+            Some(value) => value,
+            None => {
+                let answer = self.query(path)?;
+                let value = check_answer(&self.app_hash, path, key, &answer)?.map(<[u8]>::to_vec);
+                self.proven.borrow_mut().insert(key.to_vec(), value.clone());
+                value
+            }
+        })
     }
 
     /// The proven chain parameters.

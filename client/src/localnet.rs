@@ -180,7 +180,7 @@ impl Layout {
     }
 
     /// The key files.
-    fn keys_dir(&self) -> PathBuf {
+    pub fn keys_dir(&self) -> PathBuf {
         self.net_dir().join("keys")
     }
 
@@ -489,6 +489,21 @@ impl ProcessRecord {
     pub fn is_running(&self) -> bool {
         proc_stat(self.pid).is_some_and(|s| s.start_time == self.start_time && s.state != 'Z')
     }
+
+    /// Whether the recorded process has wholly exited: gone, or a zombie leader whose other
+    /// threads are gone too. Only then are its files closed and its locks released — the leader
+    /// of a multi-threaded process turns zombie while its other threads still hold the file
+    /// table (a store reopened at that moment is still locked).
+    pub fn has_exited(&self) -> bool {
+        match proc_stat(self.pid) {
+            Some(s) if s.start_time == self.start_time => {
+                s.state == 'Z'
+                    && fs::read_dir(format!("/proc/{}/task", self.pid))
+                        .map_or(true, |threads| threads.count() <= 1)
+            }
+            _ => true,
+        }
+    }
 }
 
 fn signal_group(pid: u32, signal: &str) -> Result<(), LocalnetError> {
@@ -604,17 +619,17 @@ fn stop_records(
         signal_group(p.pid, "TERM")?;
     }
     let start = Instant::now();
-    while live.iter().any(|p| p.is_running()) && start.elapsed() < grace {
+    while live.iter().any(|p| !p.has_exited()) && start.elapsed() < grace {
         std::thread::sleep(Duration::from_millis(50));
     }
-    for p in live.iter().filter(|p| p.is_running()) {
+    for p in live.iter().filter(|p| !p.has_exited()) {
         signal_group(p.pid, "KILL")?;
     }
     let start = Instant::now();
-    while live.iter().any(|p| p.is_running()) && start.elapsed() < Duration::from_secs(5) {
+    while live.iter().any(|p| !p.has_exited()) && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if let Some(p) = live.iter().find(|p| p.is_running()) {
+    if let Some(p) = live.iter().find(|p| !p.has_exited()) {
         return Err(LocalnetError::Config(format!(
             "{} (pid {}) survived SIGKILL; its pid record is kept",
             p.name, p.pid
@@ -1118,8 +1133,16 @@ pub fn start(
     progress: &dyn Fn(&str),
 ) -> Result<Vec<String>, LocalnetError> {
     let manifest = Manifest::load(layout)?;
-    let live: Vec<ProcessRecord> =
-        processes(layout)?.into_iter().filter(ProcessRecord::is_running).collect();
+    let recorded = processes(layout)?;
+    // A process that died (a crash, a SIGKILL) may still be tearing down its threads, holding
+    // its files: a new `lemal-vn` would find its store locked. Give it a moment to be gone.
+    let begin = Instant::now();
+    while recorded.iter().any(|p| !p.is_running() && !p.has_exited())
+        && begin.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let live: Vec<ProcessRecord> = recorded.into_iter().filter(ProcessRecord::is_running).collect();
     let mut started = Vec::new();
     let mut nodes = Vec::new();
     for i in selected(&manifest, only)? {

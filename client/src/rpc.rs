@@ -121,6 +121,21 @@ pub struct TxOutcome {
     pub log: String,
 }
 
+/// A transaction in a block, as the node's index holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedTx {
+    /// The transaction bytes.
+    pub bytes: Vec<u8>,
+    /// Block height.
+    pub height: u64,
+    /// The app's code (0 = accepted).
+    pub code: u32,
+    /// The app's log.
+    pub log: String,
+    /// Its events: type and (key, value) attributes.
+    pub events: Vec<(String, Vec<(String, String)>)>,
+}
+
 /// A blocking client of one node.
 pub struct Node {
     url: String,
@@ -270,6 +285,41 @@ impl Node {
                 log: r.tx_result.log,
             }))
         })
+    }
+
+    /// A committed transaction by hash: its bytes, height, result code, log and events (`None`
+    /// when the node does not know it).
+    pub fn committed_tx(&self, hash: [u8; 32]) -> Result<Option<CommittedTx>, RpcError> {
+        let h = tendermint::Hash::Sha256(hash);
+        match self.runtime.block_on(self.client.tx(h, false)) {
+            Ok(r) => Ok(Some(CommittedTx {
+                bytes: r.tx,
+                height: r.height.value(),
+                code: r.tx_result.code.value(),
+                log: r.tx_result.log,
+                events: r
+                    .tx_result
+                    .events
+                    .into_iter()
+                    .map(|e| {
+                        let attributes = e
+                            .attributes
+                            .iter()
+                            .map(|a| {
+                                (
+                                    a.key_str().unwrap_or("?").to_owned(),
+                                    a.value_str().unwrap_or("?").to_owned(),
+                                )
+                            })
+                            .collect();
+                        (e.kind, attributes)
+                    })
+                    .collect(),
+            })),
+            // CometBFT answers an unknown hash with an error whose text says so.
+            Err(e) if e.to_string().contains("not found") => Ok(None),
+            Err(e) => Err(self.transport(e)),
+        }
     }
 
     /// Raw ABCI query at `height` (latest when `None`).

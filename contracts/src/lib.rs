@@ -16,6 +16,7 @@
 //! - [`ids`], [`tx`] and [`state`]: identifiers, transactions and ledger values, borsh-encoded;
 //! - [`commitment`]: checking ICS23 proofs of ledger state against an app hash;
 //! - [`codes`]: the rejection codes of transactions, by number and name;
+//! - [`query_path`]: the typed grammar of the ABCI query paths and the state key of each;
 //! - [`keys`] and [`page`]: the state layout and the paging of list answers, shared by the
 //!   application and its clients.
 //!
@@ -33,6 +34,7 @@ pub mod keys;
 pub mod noise;
 pub mod page;
 pub mod proofs;
+pub mod query_path;
 pub mod sampling;
 pub mod sig;
 pub mod state;

@@ -18,11 +18,14 @@ use crate::rpc::{Node, RpcError};
 
 pub mod challenge;
 pub mod inspect;
+pub mod keys;
 pub mod localnet;
 pub mod roster;
 pub mod run;
+pub mod state;
 mod submit;
 pub mod trust;
+pub mod tx;
 
 /// Exit code: the check ran and found a fault, or the command failed.
 pub const EXIT_FAULT: u8 = 1;
@@ -144,6 +147,26 @@ pub enum Command {
         #[command(subcommand)]
         action: trust::Action,
     },
+    /// The parties' key files under --home: list them, show public keys, make a new party's.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: keys::Action,
+    },
+    /// Committed transactions: decode one by hash, with its result code's name and events.
+    Tx {
+        /// What to do.
+        #[command(subcommand)]
+        action: tx::Action,
+    },
+    /// Any ABCI query path (`/roster`, `/standing/cn-5`, `/query/ID/progress`, ...), its value
+    /// decoded; `--prove` checks it against a verified header.
+    State(state::StateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parse the command line and run it.
@@ -164,6 +187,10 @@ pub fn main() -> ExitCode {
         Command::Challenge(args) => challenge::challenge(args, &cli.global),
         Command::Roster { action } => roster::run(action, &cli.global),
         Command::Trust { action } => trust::run(action, &cli.global),
+        Command::Keys { action } => keys::run(action, &cli.global),
+        Command::State(args) => state::run(args, &cli.global),
+        Command::Tx { action } => tx::run(action, &cli.global),
+        Command::Completions { shell } => completions(shell),
     };
     match result {
         Ok(code) => code,
@@ -171,6 +198,21 @@ pub fn main() -> ExitCode {
             eprintln!("lemal: {e:#}");
             ExitCode::from(exit_code_of(&e))
         }
+    }
+}
+
+/// `lemal completions SHELL`: the script on stdout (a reader that stops early, like `head`, is
+/// not an error).
+fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "lemal", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing the completion script"))
+        }
+        _ => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -240,6 +240,7 @@ pub(crate) fn cheaters_face_consequences(net: &Localnet) -> Result<()> {
     ensure!(verdict["at_fault"] == serde_json::json!(["cn-5"]), "{verdict}");
     let record = standing(EntityId::cn(5))?.context("cn-5 has no standing record")?;
     ensure!(record.standing == Standing::Faulty, "{record:?}");
+    operator_commands_show_the_verdict(net, verdict["tx"].as_str().context("the tx hash")?)?;
     // A second challenge of the settled proof is refused.
     let again =
         net.lemal(&["--node", &rpc(1), "challenge", &id, "keyswitch/cn-5/0", "--as", "dp-1"])?;
@@ -297,5 +298,61 @@ pub(crate) fn cheaters_face_consequences(net: &Localnet) -> Result<()> {
     let rpcs: Vec<String> = (0..VALIDATORS).map(rpc).collect();
     let height = app_hashes_agree_on(&rpcs)?;
     eprintln!("e2e: after the exclusion, app hashes agree at height {height}");
+    a_new_data_provider_is_admitted_and_takes_part(net)?;
+    Ok(())
+}
+
+/// `lemal tx show` of the challenge and `lemal state --prove` of the cheater's standing, on real
+/// data; a path that does not exist fails.
+fn operator_commands_show_the_verdict(net: &Localnet, tx: &str) -> Result<()> {
+    let out = net.ok(&["--node", &rpc(2), "--json", "tx", "show", tx])?;
+    let shown = json(&out, "lemal tx show")?;
+    eprintln!("e2e: tx show: {shown}");
+    ensure!(shown["kind"] == "challenge" && shown["code"] == 0, "{shown}");
+    ensure!(shown["signer"] == "dp-0", "{shown}");
+    let events = shown["events"].as_array().context("events")?;
+    ensure!(events.iter().any(|e| e == "lemal.challenge.at_fault=cn-5"), "{shown}");
+    // The verdict's block must be under a signed header first: its state is proven by the
+    // app hash of the next block.
+    let mut state = Value::Null;
+    for _ in 0..20 {
+        let out = net.ok(&["--node", &rpc(1), "--json", "state", "/standing/cn-5", "--prove"])?;
+        state = json(&out, "lemal state")?;
+        if !state["value"].is_null() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("e2e: state --prove: {state}");
+    ensure!(state["proven"] == Value::Bool(true), "{state}");
+    ensure!(state["value"].as_str().is_some_and(|v| v.contains("Faulty")), "{state}");
+    let out = net.ok(&["--node", &rpc(1), "--json", "state", "/standing/cn-0", "--prove"])?;
+    let absent = json(&out, "lemal state")?;
+    ensure!(absent["proven"] == Value::Bool(true) && absent["value"].is_null(), "{absent}");
+    let bad = net.lemal(&["--node", &rpc(1), "state", "/standing/xx-1"])?;
+    ensure!(!bad.status.success(), "a malformed path was answered");
+    Ok(())
+}
+
+/// `lemal keys new dp` makes dp-12's keys; the three remaining validators admit it through a
+/// roster change; a query over 13 data providers then covers it.
+fn a_new_data_provider_is_admitted_and_takes_part(net: &Localnet) -> Result<()> {
+    let out = net.ok(&["--json", "keys", "new", "dp"])?;
+    let keys = json(&out, "lemal keys new")?;
+    ensure!(keys["entity"] == "dp-12", "{keys}");
+    let key = keys["key"].as_str().context("the new key")?;
+    let node = rpc(0);
+    net.ok(&["--node", &node, "roster", "propose", "add-dp", "--key", key, "--as", "vn-0"])?;
+    let proposals: Vec<lemal_contracts::state::ProposalRecord> =
+        Node::connect(&node)?.list("/proposals")?;
+    let id = proposals.last().context("no proposal")?.id.to_string();
+    net.ok(&["--node", &node, "roster", "approve", &id, "--as", "vn-1"])?;
+    let applied = net.ok(&["--node", &node, "roster", "approve", &id, "--as", "vn-2"])?;
+    eprintln!("e2e: roster approve: {applied}");
+    ensure!(applied.contains("applied"), "{applied}");
+    let run = net.run(&["--query", QUERY, "--dps", "13", "--cns", "5"])?;
+    ensure!(run["result"] == run["expected"], "{run}");
+    ensure!(run["covered_dps"].as_array().is_some_and(|d| d.iter().any(|x| x == "dp-12")), "{run}");
+    eprintln!("e2e: dp-12, admitted by roster change, is covered by query {}", run["query_id"]);
     Ok(())
 }

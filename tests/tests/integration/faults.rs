@@ -73,7 +73,7 @@ fn kill9(net: &Localnet, name: &str) -> Result<u32> {
     let status = Command::new("kill").args(["-9", &process.pid.to_string()]).status()?;
     ensure!(status.success(), "kill -9 {} failed: {status}", process.pid);
     let begin = Instant::now();
-    while process.is_running() {
+    while !process.has_exited() {
         ensure!(begin.elapsed() < Duration::from_secs(10), "{name} survived SIGKILL");
         thread::sleep(Duration::from_millis(10));
     }
