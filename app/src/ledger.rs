@@ -84,6 +84,11 @@ pub mod get {
     pub fn params(s: &impl KvRead) -> Option<Params> {
         read(s, keys::PARAMS)
     }
+    /// The state layout version the chain was started with (`None` before genesis, or for a
+    /// chain started before versions were recorded).
+    pub fn layout_version(s: &impl KvRead) -> Option<u32> {
+        read(s, keys::LAYOUT_VERSION)
+    }
     /// The roster.
     pub fn roster(s: &impl KvRead) -> Option<Roster> {
         read(s, keys::ROSTER)
@@ -248,6 +253,10 @@ pub mod set {
     /// The roster.
     pub fn roster(s: &mut impl KvWrite, v: &Roster) {
         write(s, keys::ROSTER.to_vec(), v)
+    }
+    /// The state layout version.
+    pub fn layout_version(s: &mut impl KvWrite, v: u32) {
+        write(s, keys::LAYOUT_VERSION.to_vec(), &v)
     }
     /// The roster as genesis set it.
     pub fn genesis_roster(s: &mut impl KvWrite, v: &Roster) {

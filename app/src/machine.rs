@@ -166,6 +166,7 @@ impl Machine {
                 &ValidatorRecord { pub_key: v.pub_key, power: v.power },
             );
         }
+        set::layout_version(state, lemal_contracts::keys::STATE_VERSION);
         set::chain_id(state, chain_id);
         set::params(state, &params);
         set::roster(state, &roster);
@@ -181,6 +182,24 @@ impl Machine {
         set::block(state, &block0, &block0.hash());
         set::skip_head(state, 0);
         Ok(Machine { chain_id: chain_id.to_owned(), params, roster })
+    }
+
+    /// Check that state written by genesis (if it ran) has the layout this code reads: a chain
+    /// started by an earlier version is refused with the reason, never misread.
+    pub fn check_layout(state: &impl KvRead) -> Result<(), String> {
+        if state.get(lemal_contracts::keys::CHAIN_ID).is_none() {
+            return Ok(()); // genesis has not run
+        }
+        let want = lemal_contracts::keys::STATE_VERSION;
+        match get::layout_version(state) {
+            Some(v) if v == want => Ok(()),
+            found => Err(format!(
+                "its chain was started by {} (state layout {}), this lemal-vn reads layout \
+                 {want}; start a new chain (for a localnet: `lemal localnet up`)",
+                if found.is_some() { "another version" } else { "an earlier version" },
+                found.map_or_else(|| "1, unversioned".to_owned(), |v| v.to_string())
+            )),
+        }
     }
 
     /// Load the configuration written by genesis, if genesis ran.
@@ -1495,6 +1514,26 @@ mod tests {
         assert_eq!(events.len(), 100);
         assert!(get::due(&state, 102).is_empty(), "the agenda of a past height is emptied");
         assert_eq!(get::due(&state, 112).len(), 100, "each is due again at its window's end");
+    }
+
+    /// A chain started by an earlier layout is refused with the reason; a fresh store and a chain
+    /// of this layout are accepted.
+    #[test]
+    fn a_store_of_another_layout_is_refused() {
+        let mut state = MemState::default();
+        assert_eq!(Machine::check_layout(&state), Ok(()), "before genesis");
+        let ctx = BlockCtx { height: 1, time: Timestamp::default() };
+        Machine::genesis(&mut state, "chain", &genesis_json(&Params::default()), &[], &ctx)
+            .expect("genesis");
+        assert_eq!(Machine::check_layout(&state), Ok(()));
+        let mut old = state.clone();
+        old.delete(lemal_contracts::keys::LAYOUT_VERSION.to_vec());
+        let why = Machine::check_layout(&old).expect_err("unversioned");
+        assert!(why.contains("an earlier version (state layout 1, unversioned)"), "{why}");
+        let mut other = state;
+        set::layout_version(&mut other, 99);
+        let why = Machine::check_layout(&other).expect_err("another layout");
+        assert!(why.contains("state layout 99"), "{why}");
     }
 
     /// Every event type this module emits has a row in the README's events table.

@@ -98,6 +98,12 @@ fn run() -> Result<()> {
     let db = args.home.join("state.redb");
     let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     info!(height = store.committed().height, db = %db.display(), "store opened");
+    {
+        let view = store.overlay().with_context(|| format!("reading {}", db.display()))?;
+        lemal_app::machine::Machine::check_layout(&view).map_err(|why| {
+            anyhow::anyhow!("the store at {} cannot be resumed: {why}", db.display())
+        })?;
+    }
     let app = LemalApp::new(Arc::new(RwLock::new(store)));
 
     let (tx, rx) = mpsc::channel();

@@ -12,6 +12,7 @@
 //! | `0x02` | — | [`Params`](crate::state::Params) |
 //! | `0x03` | — | [`Roster`](crate::state::Roster) |
 //! | `0x04` | — | the genesis [`Roster`](crate::state::Roster), never changed (block 0 records its hash) |
+//! | `0x05` | — | the state layout version (`u32`, [`STATE_VERSION`]) the chain was started with |
 //! | `0x10` | query id (16) | [`QueryRecord`](crate::state::QueryRecord) |
 //! | `0x11` | query id (16) | [`QueryProgress`](crate::state::QueryProgress) |
 //! | `0x12` | query id (16) | `[1]` — the query is open (not finalized) |
@@ -44,6 +45,13 @@ pub const PARAMS: &[u8] = &[0x02];
 pub const ROSTER: &[u8] = &[0x03];
 /// The roster as genesis set it.
 pub const GENESIS_ROSTER: &[u8] = &[0x04];
+/// The state layout version the chain was started with.
+pub const LAYOUT_VERSION: &[u8] = &[0x05];
+
+/// The version of the state layout and value encodings this code reads and writes. A chain
+/// started by an earlier version (which wrote no version, or another one) is refused at start
+/// instead of being misread.
+pub const STATE_VERSION: u32 = 2;
 /// Skipchain head index.
 pub const SKIP_HEAD: &[u8] = &[0x40];
 /// Validator power changes of the block being executed (drained at its end).
