@@ -16,7 +16,7 @@ doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
 ## Every test, the end-to-end one included: it starts a real 4-validator CometBFT localnet
-## (127.0.0.1, ports 46656+) and drives the binaries `lemal` and `lemal-vn`, built first.
+## (127.0.0.1, ports 21656+) and drives the binaries `lemal` and `lemal-vn`, built first.
 ## Binaries and tests are built in one invocation, with the features `cargo test` unifies, so
 ## the dependency tree is compiled once for both.
 unit:
@@ -29,7 +29,7 @@ e2e:
 	$(CARGO) test --locked -p lemal-tests --test integration end_to_end
 
 ## The fault tests alone (crashes, two of four validators down, a damaged store) on their own
-## 4-validator localnet (127.0.0.1, ports 52656+ or LEMAL_FAULTS_BASE_PORT); part of `make test`.
+## 4-validator localnet (127.0.0.1, ports 23656+ or LEMAL_FAULTS_BASE_PORT); part of `make test`.
 faults:
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --locked -p lemal-tests --test integration faults -- --nocapture
@@ -42,7 +42,7 @@ soak:
 
 ## Load while hostile (under a minute; not part of `make test`): the report's query three times
 ## at rest and three times under a keyless flood of refused 8 MiB / 4 MiB transactions (at most
-## 60 s, 127.0.0.1 only, ports 54656+ or LEMAL_FLOOD_BASE_PORT); query time within 1.5x, block
+## 60 s, 127.0.0.1 only, ports 24656+ or LEMAL_FLOOD_BASE_PORT); query time within 1.5x, block
 ## interval within 2x of rest.
 flood:
 	$(CARGO) build --workspace --all-targets --locked

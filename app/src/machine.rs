@@ -565,16 +565,8 @@ impl Machine {
             panic!("block {query_block} of query {} is not a query block", key.query)
         };
         let valid = outcome.is_ok();
-        let lie = if valid { Verdict::Wrong } else { Verdict::Correct };
-        let vns_at_fault = payload
-            .bitmap
-            .verifiers
-            .iter()
-            .filter(|&&vn| payload.bitmap.get(&key, vn) == Some(lie))
-            .copied()
-            .collect();
-        let mut reason = outcome.err().unwrap_or_default();
-        reason.truncate(200);
+        let vns_at_fault = payload.bitmap.contradicting(&key, valid);
+        let reason = outcome.err().map_or_else(String::new, |e| ChallengeVerdict::reason_of(&e));
         let verdict = ChallengeVerdict {
             proof: key,
             challenger: signer,

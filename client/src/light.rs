@@ -1086,14 +1086,7 @@ impl<'a> LightClient<'a> {
                 "the creator at fault does not follow the proof's validity",
             ));
         }
-        let lie = if v.valid { Verdict::Wrong } else { Verdict::Correct };
-        let liars: Vec<EntityId> = payload
-            .bitmap
-            .verifiers
-            .iter()
-            .filter(|&&vn| payload.bitmap.get(&key, vn) == Some(lie))
-            .copied()
-            .collect();
+        let liars = payload.bitmap.contradicting(&key, v.valid);
         if liars != v.vns_at_fault {
             return Ok(Check::fail(
                 NAME,

@@ -484,6 +484,14 @@ impl Bitmap {
         self.verdicts.get(r * self.verifiers.len() + c).copied()
     }
 
+    /// The verifiers whose verdict on `proof` contradicts its true validity: 1 (correct) on a
+    /// wrong proof, 0 (wrong) on a right one. What a challenge verdict finds at fault, and what
+    /// a light client checks it against.
+    pub fn contradicting(&self, proof: &ProofKey, valid: bool) -> Vec<EntityId> {
+        let lie = if valid { Verdict::Wrong } else { Verdict::Correct };
+        self.verifiers.iter().filter(|&&vn| self.get(proof, vn) == Some(lie)).copied().collect()
+    }
+
     /// The entries as the report's `queryID/kind/creator/index/verifier` strings.
     pub fn entries(&self) -> impl Iterator<Item = (String, Verdict)> + '_ {
         self.proofs.iter().enumerate().flat_map(move |(r, p)| {
@@ -573,6 +581,19 @@ pub struct ChallengeVerdict {
 }
 
 impl ChallengeVerdict {
+    /// The longest `reason` recorded, in bytes.
+    pub const MAX_REASON: usize = 200;
+
+    /// A verification error as a verdict's `reason`: at most [`Self::MAX_REASON`] bytes, cut at
+    /// a character boundary (error texts hold non-ASCII letters such as Σ).
+    pub fn reason_of(error: &str) -> String {
+        let mut end = error.len().min(Self::MAX_REASON);
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        error[..end].to_owned()
+    }
+
     /// Whether the challenge found something: a wrong proof or a verifying node that lied.
     pub fn founded(&self) -> bool {
         !self.valid || !self.vns_at_fault.is_empty()
@@ -883,6 +904,17 @@ mod tests {
         assert_ne!(proofs_root(&swapped), r);
         assert_ne!(proofs_root(&leaves[..4]), r);
         assert_ne!(proofs_root(&[]), proofs_root(&[[0; 32]]));
+    }
+
+    #[test]
+    fn a_verdicts_reason_is_cut_at_a_character_boundary() {
+        let long = "Σ".repeat(150); // 300 bytes, two per character
+        let reason = ChallengeVerdict::reason_of(&long);
+        assert_eq!(reason.len(), 200);
+        assert!(reason.chars().all(|c| c == 'Σ'));
+        let odd = format!("x{long}"); // byte 200 falls inside a Σ
+        assert_eq!(ChallengeVerdict::reason_of(&odd).len(), 199);
+        assert_eq!(ChallengeVerdict::reason_of("short"), "short");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! End to end against a real CometBFT localnet: a fresh 4-validator network on 127.0.0.1 (base
-//! port 46656 or `LEMAL_E2E_BASE_PORT`, a temporary home), the report's example query run
+//! port 21656 or `LEMAL_E2E_BASE_PORT`, a temporary home), the report's example query run
 //! through the `lemal` CLI, the result checked against the plaintext answer, the skipblock read
 //! from a node other than the one that received the transactions, equal app hashes on every
 //! node, a cheating data provider caught by every verifying node, and a node that stops and
@@ -26,7 +26,7 @@ use serde_json::Value;
 
 /// The localnet's first port; `LEMAL_E2E_BASE_PORT` moves it (two checkouts testing at once).
 fn base_port() -> u16 {
-    std::env::var("LEMAL_E2E_BASE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(46656)
+    std::env::var("LEMAL_E2E_BASE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(21656)
 }
 pub(crate) const VALIDATORS: usize = 4;
 pub(crate) const QUERY: &str = "SELECT avg(x) FROM y WHERE z < 321";

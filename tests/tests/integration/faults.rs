@@ -1,5 +1,5 @@
 //! Faults end to end, against a real 4-validator CometBFT localnet of its own (chain
-//! `lemal-faults`, base port 52656 or `LEMAL_FAULTS_BASE_PORT`, a temporary home), with the
+//! `lemal-faults`, base port 23656 or `LEMAL_FAULTS_BASE_PORT`, a temporary home), with the
 //! helpers of `end_to_end`:
 //!
 //! 1. **Crashes.** While a query's transactions flow, a node's `lemal-vn` is killed with SIGKILL
@@ -44,7 +44,7 @@ const CHAIN_ID: &str = "lemal-faults";
 
 /// The localnet's first port; `LEMAL_FAULTS_BASE_PORT` moves it.
 fn base_port() -> u16 {
-    std::env::var("LEMAL_FAULTS_BASE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(52656)
+    std::env::var("LEMAL_FAULTS_BASE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(23656)
 }
 
 fn rpc(node: usize) -> String {
@@ -220,8 +220,9 @@ fn scenario(
 ) -> Result<()> {
     let up_args = net.up_args(cometbft, base_port(), CHAIN_ID, &[]);
     let up: Vec<&str> = up_args.iter().map(String::as_str).collect();
-    // The test's ports lie in the kernel's ephemeral range, where an outgoing connection (of
-    // another localnet on this machine) may hold one for a moment: a few tries, then give up.
+    // The test's ports lie below the kernel's ephemeral range (32768–60999 here), where no
+    // outgoing connection takes them; a port still held by a process of an earlier run is given
+    // a few tries before the test gives up.
     for attempt in 1.. {
         let out = net.lemal(&up)?;
         if out.status.success() {

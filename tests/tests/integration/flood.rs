@@ -1,5 +1,5 @@
 //! Load while hostile (long; `make flood`): on a 4-validator localnet of its own (chain
-//! `lemal-flood`, base port 54656 or `LEMAL_FLOOD_BASE_PORT`, 127.0.0.1 only), the report's
+//! `lemal-flood`, base port 24656 or `LEMAL_FLOOD_BASE_PORT`, 127.0.0.1 only), the report's
 //! query runs three times at rest, then three times while two keyless senders flood every node
 //! with the most expensive transactions a client without a key can send. Those are 8 MiB of
 //! valid point encodings signed for another chain, 4 MiB of garbage, and a well-formed
@@ -33,7 +33,7 @@ const RUNS: usize = 3;
 const FLOOD_LIMIT: Duration = Duration::from_secs(60);
 
 fn base_port() -> u16 {
-    std::env::var("LEMAL_FLOOD_BASE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(54656)
+    std::env::var("LEMAL_FLOOD_BASE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(24656)
 }
 
 fn rpc(node: usize) -> String {
