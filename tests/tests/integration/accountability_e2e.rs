@@ -129,25 +129,14 @@ fn hostile_transactions_on_an_open_query_are_refused(
         p.index = 1;
     }
     classes.push(("range proof with index 1", sign(EntityId::dp(1), indexed.body, rng)?, 21));
+    let dp0 = ProofKey { query: q, kind: ProofKind::Range, creator: EntityId::dp(0), index: 0 };
+    let dp0_outputs = node.proof(&dp0)?.context("dp-0's range proof")?.outputs;
     let stray = TxBody::SubmitProof(SubmitProof {
         query_id: q,
         kind: ProofKind::Aggregation,
         index: 0,
-        inputs: vec![ProofKey {
-            query: q,
-            kind: ProofKind::Range,
-            creator: EntityId::dp(0),
-            index: 0,
-        }],
-        outputs: node
-            .proof(&ProofKey {
-                query: q,
-                kind: ProofKind::Range,
-                creator: EntityId::dp(0),
-                index: 0,
-            })?
-            .context("dp-0's range proof")?
-            .outputs,
+        inputs: vec![dp0],
+        outputs: dp0_outputs.clone(),
         proof: vec![1],
     });
     classes.push((
@@ -160,15 +149,7 @@ fn hostile_transactions_on_an_open_query_are_refused(
         kind: ProofKind::KeySwitch,
         index: 0,
         inputs: Vec::new(),
-        outputs: node
-            .proof(&ProofKey {
-                query: q,
-                kind: ProofKind::Range,
-                creator: EntityId::dp(0),
-                index: 0,
-            })?
-            .context("dp-0's range proof")?
-            .outputs,
+        outputs: dp0_outputs,
         proof: vec![0; spec.proof_len(ProofKind::KeySwitch)],
     });
     classes.push((
