@@ -2183,7 +2183,12 @@ mod tests {
             commit_window: 20,
         };
         let plan = pipeline::plan(CHAIN, query, &options, &mut rng);
-        let session = Session { chain_id: CHAIN, keys: &keys, roster: &roster, plan: &plan };
+        let session = Session {
+            chain_id: CHAIN,
+            keys: &keys,
+            roster: &roster,
+            registration: &plan.registration,
+        };
         let cheats = |who: EntityId, kind| cheat == Some((who, kind));
         let mut ledger: BTreeMap<ProofKey, ProofRecord> = BTreeMap::new();
         let accept = |tx: lemal_contracts::tx::Tx, ledger: &mut BTreeMap<_, _>| {

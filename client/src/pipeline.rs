@@ -10,8 +10,9 @@ use curve25519_dalek::scalar::Scalar;
 use lemal_contracts::elgamal::PossessionProof;
 use lemal_contracts::elgamal::{Ciphertext, DecryptionTable, SecretKey};
 use lemal_contracts::group::B;
-use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId};
+use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Role};
 use lemal_contracts::proofs::{self, aggregation, keyswitch, range, shuffle, Ledger};
+use lemal_contracts::sig::{KeyFile, SigningKey};
 use lemal_contracts::state::Roster;
 use lemal_contracts::transcript::ProofContext;
 use lemal_contracts::tx::{NoiseParams, QuerySpec, RegisterQuery, SubmitProof, Tx, TxBody};
@@ -60,9 +61,9 @@ impl std::str::FromStr for Cheat {
         let (who, kind) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
         let entity: EntityId = who.parse().map_err(|e| format!("{e}"))?;
         let kind = match (entity.role, kind) {
-            (lemal_contracts::ids::Role::Dp, None | Some("range")) => ProofKind::Range,
-            (lemal_contracts::ids::Role::Cn, None) => ProofKind::Aggregation,
-            (lemal_contracts::ids::Role::Cn, Some(k)) => {
+            (Role::Dp, None | Some("range")) => ProofKind::Range,
+            (Role::Cn, None) => ProofKind::Aggregation,
+            (Role::Cn, Some(k)) => {
                 let k: ProofKind = k.parse().map_err(|e| format!("{e}"))?;
                 if k == ProofKind::Range {
                     return Err("a computing node makes no range proof".into());
@@ -169,18 +170,69 @@ impl QueryPlan {
     }
 }
 
+/// The keys a process signs with: every entity's ([`Keyring`], the one-process demo), or one
+/// party's own ([`PartyKeys`], a daemon).
+pub trait Keys: std::fmt::Debug + Sync {
+    /// The signing key of `id`, if this process holds it.
+    fn signing_key(&self, id: EntityId) -> Option<&SigningKey>;
+    /// The ElGamal key share of computing node `cn`, if this process holds it.
+    fn share(&self, cn: EntityId) -> Option<&SecretKey>;
+}
+
+impl Keys for Keyring {
+    fn signing_key(&self, id: EntityId) -> Option<&SigningKey> {
+        Keyring::signing_key(self, id)
+    }
+    fn share(&self, cn: EntityId) -> Option<&SecretKey> {
+        (cn.role == Role::Cn).then(|| self.cns.get(cn.index as usize).map(|c| &c.share)).flatten()
+    }
+}
+
+/// One party's own keys, read from its key file.
+#[derive(Clone, Debug)]
+pub struct PartyKeys {
+    /// The party.
+    pub entity: EntityId,
+    /// Its signing key.
+    pub signing: SigningKey,
+    /// Its ElGamal key share (a computing node).
+    pub share: Option<SecretKey>,
+}
+
+impl PartyKeys {
+    /// The keys in `file`; a computing node's file must hold its share.
+    pub fn from_key_file(file: &KeyFile) -> Result<Self, PipelineError> {
+        let bad = |e: String| PipelineError::Entity(format!("key file of {}: {e}", file.entity));
+        let signing = file.signing_key().map_err(|e| bad(e.to_string()))?;
+        let share = file.elgamal_secret().map_err(|e| bad(e.to_string()))?;
+        if file.entity.role == Role::Cn && share.is_none() {
+            return Err(bad("a computing node's key file needs its ElGamal share".into()));
+        }
+        Ok(PartyKeys { entity: file.entity, signing, share })
+    }
+}
+
+impl Keys for PartyKeys {
+    fn signing_key(&self, id: EntityId) -> Option<&SigningKey> {
+        (id == self.entity).then_some(&self.signing)
+    }
+    fn share(&self, cn: EntityId) -> Option<&SecretKey> {
+        (cn == self.entity).then_some(self.share.as_ref()).flatten()
+    }
+}
+
 /// One party's view of a running query: the chain, every key it may sign with, the roster
-/// and the plan. The role functions are its methods.
+/// and the query's registration. The role functions are its methods.
 #[derive(Clone, Copy, Debug)]
 pub struct Session<'a> {
     /// The chain id.
     pub chain_id: &'a str,
     /// Keys of the entities this process acts for.
-    pub keys: &'a Keyring,
+    pub keys: &'a dyn Keys,
     /// The ledger's roster.
     pub roster: &'a Roster,
-    /// The query.
-    pub plan: &'a QueryPlan,
+    /// The query's registration.
+    pub registration: &'a RegisterQuery,
 }
 
 impl Session<'_> {
@@ -200,7 +252,7 @@ impl Session<'_> {
     fn context(&self, prover: EntityId) -> ProofContext {
         ProofContext {
             chain_id: self.chain_id.into(),
-            query_id: self.plan.registration.query_id,
+            query_id: self.registration.query_id,
             prover,
             index: 0,
         }
@@ -214,7 +266,7 @@ impl Session<'_> {
         proof: Vec<u8>,
     ) -> TxBody {
         TxBody::SubmitProof(SubmitProof {
-            query_id: self.plan.registration.query_id,
+            query_id: self.registration.query_id,
             kind,
             index: 0,
             inputs,
@@ -225,8 +277,8 @@ impl Session<'_> {
 
     /// The registration, signed by the first computing node of the query.
     pub fn register<R: RngCore + CryptoRng>(&self, rng: &mut R) -> Result<Tx, PipelineError> {
-        let cn = EntityId::cn(self.plan.registration.spec.cns[0]);
-        self.sign(cn, TxBody::RegisterQuery(Box::new(self.plan.registration.clone())), rng)
+        let cn = EntityId::cn(self.registration.spec.cns[0]);
+        self.sign(cn, TxBody::RegisterQuery(Box::new(self.registration.clone())), rng)
     }
 
     /// A data provider's submission: its values encrypted under the query key with a range
@@ -239,8 +291,8 @@ impl Session<'_> {
         cheat: bool,
         rng: &mut R,
     ) -> Result<Tx, PipelineError> {
-        let key = proofs::query_key(self.roster, &self.plan.registration)?;
-        let spec = &self.plan.registration.spec;
+        let key = proofs::query_key(self.roster, &self.registration)?;
+        let spec = &self.registration.spec;
         let (mut statement, proof) = range::encrypt_and_prove(
             self.context(dp),
             &key,
@@ -267,8 +319,8 @@ impl Session<'_> {
         cheat: bool,
         rng: &mut R,
     ) -> Result<Tx, PipelineError> {
-        let q = self.plan.registration.query_id;
-        let spec = &self.plan.registration.spec;
+        let q = self.registration.query_id;
+        let spec = &self.registration.spec;
         let mut inputs = Vec::new();
         let mut values = Vec::new();
         for k in spec.aggregation_inputs(q, cn.index) {
@@ -290,7 +342,7 @@ impl Session<'_> {
         };
         let proof = aggregation::Proof::prove(&statement)?;
         if cheat {
-            let key = proofs::query_key(self.roster, &self.plan.registration)?;
+            let key = proofs::query_key(self.roster, &self.registration)?;
             output[0] = output[0] + Ciphertext::encrypt(&key, &Scalar::ONE, &Scalar::random(rng));
         }
         self.sign(
@@ -309,9 +361,9 @@ impl Session<'_> {
         cheat: bool,
         rng: &mut R,
     ) -> Result<Tx, PipelineError> {
-        let q = self.plan.registration.query_id;
-        let spec = &self.plan.registration.spec;
-        let key = proofs::query_key(self.roster, &self.plan.registration)?;
+        let q = self.registration.query_id;
+        let spec = &self.registration.spec;
+        let key = proofs::query_key(self.roster, &self.registration)?;
         let inputs = match spec.shuffle_input(q, cn.index) {
             Some(prev) => ledger
                 .proof(&prev)
@@ -350,14 +402,12 @@ impl Session<'_> {
         cheat: bool,
         rng: &mut R,
     ) -> Result<Tx, PipelineError> {
-        let inputs = proofs::keyswitch_inputs(&self.plan.registration, ledger)?;
-        let secret = &self
+        let inputs = proofs::keyswitch_inputs(&self.registration, ledger)?;
+        let secret = self
             .keys
-            .cns
-            .get(cn.index as usize)
-            .ok_or_else(|| PipelineError::Entity(format!("no keys for {cn}")))?
-            .share;
-        let querier = *self.plan.registration.querier_key.point();
+            .share(cn)
+            .ok_or_else(|| PipelineError::Entity(format!("no key share for {cn}")))?;
+        let querier = *self.registration.querier_key.point();
         let (mut statement, proof) =
             keyswitch::switch(self.context(cn), secret, &querier, &inputs, rng)?;
         if cheat {
@@ -369,6 +419,27 @@ impl Session<'_> {
             rng,
         )
     }
+}
+
+/// Bits of the decryption table: every result component must fit, with the noise.
+pub fn decryption_bits(spec: &QuerySpec) -> u32 {
+    let noise = spec.noise.max_abs();
+    let widest = spec
+        .bounds
+        .iter()
+        .map(|b| b.lo.unsigned_abs().max(b.hi.unsigned_abs()))
+        .max()
+        .unwrap_or(0)
+        .saturating_mul(spec.dps.len() as u64)
+        .saturating_add(noise);
+    (64 - widest.leading_zeros() + 1).clamp(8, 62)
+}
+
+/// A decryption table just large enough for the query's result: baby-step giant-step over
+/// `|x| < 2^bits` with `2^(bits/2 + 1)` baby steps.
+pub fn decryption_table(spec: &QuerySpec) -> DecryptionTable {
+    let bits = decryption_bits(spec);
+    DecryptionTable::with_bounds(bits, bits / 2 + 1)
 }
 
 /// Decrypt the result ciphertexts with the querier's key.

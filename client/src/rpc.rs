@@ -171,11 +171,6 @@ impl Node {
         &self.url
     }
 
-    /// The underlying async client and a runtime to drive it.
-    pub fn raw(&self) -> (&HttpClient, &tokio::runtime::Runtime) {
-        (&self.client, &self.runtime)
-    }
-
     fn height(&self, height: u64) -> Result<tendermint::block::Height, RpcError> {
         tendermint::block::Height::try_from(height).map_err(|e| self.transport(e))
     }
@@ -513,6 +508,152 @@ impl Node {
             }
             std::thread::sleep(every);
         }
+    }
+}
+
+/// One event a block's FinalizeBlock emitted: its type and attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The event type (`lemal.register`, `lemal.proof`, ...).
+    pub kind: String,
+    /// Its attributes, by key.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl Event {
+    /// The attribute `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+/// What a committed block did: the events of its accepted transactions, in order, then its
+/// end-of-block events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockEvents {
+    /// The block's height.
+    pub height: u64,
+    /// The events, in the order FinalizeBlock emitted them.
+    pub events: Vec<Event>,
+}
+
+impl BlockEvents {
+    /// The events of type `kind`.
+    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
+        self.events.iter().filter(move |e| e.kind == kind)
+    }
+}
+
+fn event_of(e: &tendermint::abci::Event) -> Event {
+    Event {
+        kind: e.kind.clone(),
+        attributes: e
+            .attributes
+            .iter()
+            .filter_map(|a| Some((a.key_str().ok()?.to_owned(), a.value_str().ok()?.to_owned())))
+            .collect(),
+    }
+}
+
+/// The outcome of one transaction of a batch ([`Node::broadcast_all`]): its hash once CheckTx
+/// accepted it, or why it was refused.
+pub type Broadcast = Result<[u8; 32], RpcError>;
+
+impl Node {
+    /// The events block `height` emitted (`block_results`): those of its accepted transactions
+    /// (a refused transaction changed nothing) and its end-of-block events.
+    pub fn block_events(&self, height: u64) -> Result<BlockEvents, RpcError> {
+        let h = self.height(height)?;
+        let r =
+            self.runtime.block_on(self.client.block_results(h)).map_err(|e| self.transport(e))?;
+        let mut events = Vec::new();
+        for tx in r.txs_results.iter().flatten().filter(|t| t.code.is_ok()) {
+            events.extend(tx.events.iter().map(event_of));
+        }
+        events.extend(r.finalize_block_events.iter().map(event_of));
+        Ok(BlockEvents { height, events })
+    }
+
+    /// The hashes of the transactions in block `height`, in block order.
+    pub fn block_tx_hashes(&self, height: u64) -> Result<Vec<[u8; 32]>, RpcError> {
+        let h = self.height(height)?;
+        let block = self.runtime.block_on(self.client.block(h)).map_err(|e| self.transport(e))?;
+        Ok(block.block.data.iter().map(|b| Tx::hash(b)).collect())
+    }
+
+    /// The outcome (hash, code, log) of every transaction of block `height` that the node's
+    /// transaction index holds, in one search per 100 transactions.
+    pub fn block_tx_outcomes(&self, height: u64) -> Result<Vec<([u8; 32], u32, String)>, RpcError> {
+        let query = tendermint_rpc::query::Query::eq("tx.height", height);
+        let mut out = Vec::new();
+        for page in 1.. {
+            let r = self
+                .runtime
+                .block_on(self.client.tx_search(
+                    query.clone(),
+                    false,
+                    page,
+                    100,
+                    tendermint_rpc::Order::Ascending,
+                ))
+                .map_err(|e| self.transport(e))?;
+            let got = r.txs.len();
+            for t in r.txs {
+                let hash: [u8; 32] = t.hash.as_bytes().try_into().map_err(|_| RpcError::Decode {
+                    path: "tx_search".into(),
+                    message: format!("block {height}: a transaction hash is not 32 bytes"),
+                })?;
+                out.push((hash, t.tx_result.code.value(), t.tx_result.log));
+            }
+            if got == 0 || out.len() >= r.total_count as usize {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Broadcast encoded transactions (`broadcast_tx_sync`, all at once); for each, in order,
+    /// its hash once CheckTx accepted it, or why not.
+    pub fn broadcast_all(&self, encoded: &[Vec<u8>]) -> Vec<Broadcast> {
+        let results = self.runtime.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, bytes) in encoded.iter().enumerate() {
+                let client = self.client.clone();
+                let bytes = bytes.clone();
+                set.spawn(async move { (i, client.broadcast_tx_sync(bytes).await) });
+            }
+            let mut out = Vec::with_capacity(encoded.len());
+            while let Some(joined) = set.join_next().await {
+                out.push(joined);
+            }
+            out
+        });
+        let mut outcomes: Vec<Broadcast> = encoded
+            .iter()
+            .map(|_| Err(self.transport("a broadcast task did not finish")))
+            .collect();
+        for (i, r) in results.into_iter().flatten() {
+            outcomes[i] = match r {
+                Ok(r) if r.code.is_ok() => Ok(Tx::hash(&encoded[i])),
+                Ok(r) => Err(RpcError::Rejected { code: r.code.value(), log: r.log }),
+                Err(e) => Err(self.transport(e)),
+            };
+        }
+        outcomes
+    }
+
+    /// Broadcast encoded transaction bytes (`broadcast_tx_sync`); its hash once CheckTx
+    /// accepted it.
+    pub fn broadcast_bytes(&self, bytes: &[u8]) -> Result<[u8; 32], RpcError> {
+        let hash = Tx::hash(bytes);
+        let r = self
+            .runtime
+            .block_on(self.client.broadcast_tx_sync(bytes.to_vec()))
+            .map_err(|e| self.transport(e))?;
+        if r.code.is_err() {
+            return Err(RpcError::Rejected { code: r.code.value(), log: r.log });
+        }
+        Ok(hash)
     }
 }
 

@@ -49,25 +49,33 @@ pub enum Action {
         /// comma-separated (default: every node on 127.0.0.1 in this namespace).
         #[arg(long, value_delimiter = ',', hide = true)]
         hosts: Vec<localnet::NodeHost>,
+        /// Start no party daemons: `lemal run` then plays every data provider and computing
+        /// node itself.
+        #[arg(long)]
+        no_parties: bool,
+        /// Seed of the data providers' synthetic data (provider i draws from seed·1000003 + i).
+        #[arg(long, default_value_t = 0)]
+        data_seed: u64,
     },
     /// Stop the processes the localnet started (its state stays: `start` resumes it).
     Down,
-    /// Start what is not running of the existing localnet — every node, or only node I —
-    /// keeping its state; returns once the started nodes have caught up.
+    /// Start what is not running of the existing localnet — every node and party daemon, only
+    /// node I, or only the daemon of party P (`dp-3`, `cn-0`) — keeping its state; returns once
+    /// the started nodes have caught up.
     Start {
-        /// Only node I (0, 1, ...).
-        #[arg(value_name = "I")]
-        only: Option<usize>,
+        /// Only node I (0, 1, ...) or party P.
+        #[arg(value_name = "I|P")]
+        only: Option<Target>,
         /// Seconds to wait for the started nodes to catch up.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
-    /// Stop node I (its CometBFT and its lemal-vn) while the rest keeps running; its state stays
-    /// for `start I`.
+    /// Stop node I (its CometBFT and its lemal-vn), or the daemon of party P, while the rest
+    /// keeps running; its state stays for `start I` / `start P`.
     Stop {
-        /// The node (0, 1, ...).
-        #[arg(value_name = "I")]
-        index: usize,
+        /// The node (0, 1, ...) or party (`dp-3`, `cn-0`).
+        #[arg(value_name = "I|P")]
+        target: Target,
     },
     /// Reset stopped node I's application state for replay: delete its `lemal-vn` store, so
     /// that at the next `start I` CometBFT replays the whole chain to it (the recovery from a
@@ -91,6 +99,27 @@ pub enum Action {
         #[arg(value_name = "I")]
         only: Option<usize>,
     },
+}
+
+/// A node by index or a party daemon by entity name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Node I.
+    Node(usize),
+    /// The daemon of this party.
+    Party(lemal_contracts::ids::EntityId),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(i) = s.parse::<usize>() {
+            return Ok(Target::Node(i));
+        }
+        s.parse()
+            .map(Target::Party)
+            .map_err(|_| format!("{s:?} is neither a node index nor a party (dp-N, cn-N)"))
+    }
 }
 
 fn progress(msg: &str) {
@@ -124,6 +153,8 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
             lemal_vn,
             timeout,
             hosts,
+            no_parties,
+            data_seed,
         } => {
             let opts = UpOptions {
                 validators,
@@ -136,6 +167,8 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
                 lemal_vn,
                 timeout: Duration::from_secs(timeout),
                 hosts,
+                parties: !no_parties,
+                data_seed,
             };
             let manifest = localnet::up(&layout, &opts, &progress)?;
             if global.json {
@@ -162,11 +195,22 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Action::Start { only, timeout } => {
-            let started = localnet::start(&layout, only, Duration::from_secs(timeout), &progress)?;
+            let started = match only {
+                Some(Target::Party(e)) => localnet::start_parties(&layout, Some(e), &progress)?,
+                Some(Target::Node(i)) => {
+                    localnet::start(&layout, Some(i), Duration::from_secs(timeout), &progress)?
+                }
+                None => localnet::start(&layout, None, Duration::from_secs(timeout), &progress)?,
+            };
             print_names(global, "started", &started, "already running: nothing to start");
             Ok(ExitCode::SUCCESS)
         }
-        Action::Stop { index } => {
+        Action::Stop { target: Target::Party(e) } => {
+            let stopped = localnet::stop_party(&layout, e, Duration::from_secs(10))?;
+            print_names(global, "stopped", &stopped, &format!("{e} was not running"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Stop { target: Target::Node(index) } => {
             let stopped = localnet::stop(&layout, index, Duration::from_secs(10))?;
             print_names(global, "stopped", &stopped, &format!("node {index} was not running"));
             Ok(ExitCode::SUCCESS)
@@ -331,10 +375,16 @@ mod tests {
         let stop = ["lemal", "--node", "http://127.0.0.1:46657", "localnet", "stop", "3"];
         let cli = Cli::try_parse_from(stop).expect("parses");
         assert_eq!(cli.global.node, "http://127.0.0.1:46657");
-        let Command::Localnet { action: Action::Stop { index } } = cli.command else {
+        let Command::Localnet { action: Action::Stop { target } } = cli.command else {
             panic!("not stop")
         };
-        assert_eq!(index, 3);
+        assert_eq!(target, Target::Node(3));
+        let cli = Cli::try_parse_from(["lemal", "localnet", "stop", "dp-3"]).expect("parses");
+        let Command::Localnet { action: Action::Stop { target } } = cli.command else {
+            panic!("not stop")
+        };
+        assert_eq!(target, Target::Party(lemal_contracts::ids::EntityId::dp(3)));
+        assert!(Cli::try_parse_from(["lemal", "localnet", "stop", "vn"]).is_err());
         assert!(Cli::try_parse_from(["lemal", "localnet", "stop"]).is_err(), "stop needs I");
         let cli =
             Cli::try_parse_from(["lemal", "--node", "http://127.0.0.1:1", "localnet", "start"])
@@ -348,7 +398,7 @@ mod tests {
         let Command::Localnet { action: Action::Start { only, timeout } } = cli.command else {
             panic!("not start")
         };
-        assert_eq!((only, timeout), (Some(2), 5));
+        assert_eq!((only, timeout), (Some(Target::Node(2)), 5));
     }
 
     #[test]

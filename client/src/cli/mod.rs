@@ -20,6 +20,7 @@ pub mod challenge;
 pub mod inspect;
 pub mod keys;
 pub mod localnet;
+pub mod party;
 pub mod roster;
 pub mod run;
 pub mod state;
@@ -162,6 +163,24 @@ pub enum Command {
     /// Any ABCI query path (`/roster`, `/standing/cn-5`, `/query/ID/progress`, ...), its value
     /// decoded; `--prove` checks it against a verified header.
     State(state::StateArgs),
+    /// Run a data provider daemon.
+    Dp {
+        /// What to do.
+        #[command(subcommand)]
+        action: party::DpAction,
+    },
+    /// Run a computing node daemon.
+    Cn {
+        /// What to do.
+        #[command(subcommand)]
+        action: party::CnAction,
+    },
+    /// The querier: submit a query through a computing node, read its verified result.
+    Query {
+        /// What to do.
+        #[command(subcommand)]
+        action: party::QueryAction,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
         /// The shell.
@@ -190,6 +209,9 @@ pub fn main() -> ExitCode {
         Command::Keys { action } => keys::run(action, &cli.global),
         Command::State(args) => state::run(args, &cli.global),
         Command::Tx { action } => tx::run(action, &cli.global),
+        Command::Dp { action } => party::dp(action, &cli.global),
+        Command::Cn { action } => party::cn(action, &cli.global),
+        Command::Query { action } => party::query(action, &cli.global),
         Command::Completions { shell } => completions(shell),
     };
     match result {

@@ -20,26 +20,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
-use lemal_contracts::elgamal::DecryptionTable;
 use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Role, Verdict};
 use lemal_contracts::state::{BlockPayload, QueryStatus, Roster, SkipBlock};
-use lemal_contracts::tx::{QuerySpec, Tx};
+use lemal_contracts::tx::Tx;
 use serde_json::{json, Value};
 
 use super::Global;
 use crate::data::{self, DataBounds, Dataset};
 use crate::keyring::Keyring;
 use crate::light::{self, BlockRef, LightClient};
-use crate::localnet::{self, Layout};
+use crate::localnet::{self, Layout, Manifest};
+use crate::party::follow::Follower;
+use crate::party::querier::{self, QuerierRecord};
 use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
 use crate::rpc::Node;
 use crate::sql::{self, Query};
 
 /// Smallest value of the aggregated column (the public bound the range proofs prove).
-const DATA_MIN: i64 = 0;
+pub(super) const DATA_MIN: i64 = 0;
 
 /// Largest value of the aggregated column (the public bound the range proofs prove).
-const DATA_MAX: i64 = 1000;
+pub(super) const DATA_MAX: i64 = 1000;
 
 /// Options of `lemal run`.
 #[derive(Debug, Args)]
@@ -157,27 +158,6 @@ fn check_keys(keys: &Keyring, roster: &Roster, dps: u32, cns: u32, node: &str) -
     Ok(())
 }
 
-/// Bits of the decryption table: every result component must fit, with the noise.
-fn decryption_bits(spec: &QuerySpec) -> u32 {
-    let noise = spec.noise.max_abs();
-    let widest = spec
-        .bounds
-        .iter()
-        .map(|b| b.lo.unsigned_abs().max(b.hi.unsigned_abs()))
-        .max()
-        .unwrap_or(0)
-        .saturating_mul(spec.dps.len() as u64)
-        .saturating_add(noise);
-    (64 - widest.leading_zeros() + 1).clamp(8, 62)
-}
-
-/// A decryption table just large enough for the query's result: baby-step giant-step over
-/// `|x| < 2^bits` with `2^(bits/2 + 1)` baby steps.
-fn decryption_table(spec: &QuerySpec) -> DecryptionTable {
-    let bits = decryption_bits(spec);
-    DecryptionTable::with_bounds(bits, bits / 2 + 1)
-}
-
 /// When the first transaction of a phase was sent and the last one committed.
 #[derive(Clone, Copy, Debug, Default)]
 struct Span {
@@ -212,43 +192,13 @@ type Outcome = ([u8; 32], u32, String);
 /// each block, gives their codes, in one search per block however many transactions are
 /// awaited.
 fn block_outcomes(node: &Node, height: u64, awaited: &[InFlight]) -> Result<Option<Vec<Outcome>>> {
-    let (client, rt) = node.raw();
-    let h = tendermint::block::Height::try_from(height)?;
-    let block = rt
-        .block_on(tendermint_rpc::Client::block(client, h))
-        .map_err(|e| node.transport(e))
-        .with_context(|| format!("fetching block {height}"))?;
-    let in_block: Vec<[u8; 32]> = block.block.data.iter().map(|b| Tx::hash(b)).collect();
+    let in_block = node.block_tx_hashes(height).with_context(|| format!("fetching block {height}"))?;
     if !awaited.iter().any(|f| in_block.contains(&f.hash)) {
         return Ok(Some(Vec::new()));
     }
-    let query = tendermint_rpc::query::Query::eq("tx.height", height);
-    let mut out = Vec::with_capacity(in_block.len());
-    for page in 1.. {
-        let r = rt
-            .block_on(tendermint_rpc::Client::tx_search(
-                client,
-                query.clone(),
-                false,
-                page,
-                100,
-                tendermint_rpc::Order::Ascending,
-            ))
-            .map_err(|e| node.transport(e))
-            .with_context(|| format!("listing the transactions of block {height}"))?;
-        let got = r.txs.len();
-        for t in r.txs {
-            let hash: [u8; 32] = t
-                .hash
-                .as_bytes()
-                .try_into()
-                .map_err(|_| anyhow!("block {height}: a transaction hash is not 32 bytes"))?;
-            out.push((hash, t.tx_result.code.value(), t.tx_result.log));
-        }
-        if got == 0 || out.len() >= r.total_count as usize {
-            break;
-        }
-    }
+    let out = node
+        .block_tx_outcomes(height)
+        .with_context(|| format!("listing the transactions of block {height}"))?;
     Ok((out.len() >= in_block.len()).then_some(out))
 }
 
@@ -260,7 +210,7 @@ fn range_submissions(
     cheat: Option<Cheat>,
     threads: usize,
 ) -> Result<BTreeMap<ProofKey, Tx>> {
-    let reg = &session.plan.registration;
+    let reg = &session.registration;
     let dps = &reg.spec.dps;
     let chunk = dps.len().div_ceil(threads.max(1)).max(1);
     let built: Vec<Result<Vec<(ProofKey, Tx)>>> = std::thread::scope(|s| {
@@ -359,41 +309,15 @@ fn build_in_parallel(
 /// Broadcast every transaction at once (`broadcast_tx_sync`, concurrently); their hashes, in
 /// order, once CheckTx accepted each. A refusal names the proof.
 fn broadcast_all(node: &Node, batch: &[(ProofKey, Tx)]) -> Result<Vec<[u8; 32]>> {
-    let (client, rt) = node.raw();
     let encoded: Vec<Vec<u8>> = batch.iter().map(|(_, tx)| tx.encode()).collect();
-    let results = rt.block_on(async {
-        let mut set = tokio::task::JoinSet::new();
-        for (i, bytes) in encoded.iter().enumerate() {
-            let client = client.clone();
-            let bytes = bytes.clone();
-            set.spawn(async move {
-                let r = tendermint_rpc::Client::broadcast_tx_sync(&client, bytes).await;
-                (i, r)
-            });
-        }
-        let mut out = Vec::with_capacity(batch.len());
-        while let Some(joined) = set.join_next().await {
-            out.push(joined);
-        }
-        out
-    });
-    let mut hashes = vec![None; batch.len()];
-    for joined in results {
-        let (i, r) = joined.map_err(|e| anyhow!("a broadcast task failed: {e}"))?;
-        let (key, _) = &batch[i];
-        let what = format!("the {} proof of {}", key.kind, key.creator);
-        let r = r
-            .map_err(|e| node.transport(e))
-            .with_context(|| format!("broadcasting {what} to {}", node.url()))?;
-        ensure!(
-            r.code.is_ok(),
-            "{what} was refused by CheckTx with code {}: {}",
-            r.code.value(),
-            r.log
-        );
-        hashes[i] = Some(Tx::hash(&encoded[i]));
-    }
-    hashes.into_iter().map(|h| h.ok_or_else(|| anyhow!("a broadcast went missing"))).collect()
+    batch
+        .iter()
+        .zip(node.broadcast_all(&encoded))
+        .map(|((key, _), outcome)| {
+            let what = format!("the {} proof of {}", key.kind, key.creator);
+            outcome.with_context(|| format!("broadcasting {what} to {}", node.url()))
+        })
+        .collect()
 }
 
 /// Send every proof of the query as soon as its inputs are committed (the data providers'
@@ -407,7 +331,7 @@ fn submit_proofs(
     timeout: Duration,
     spans: &mut [Span; 4],
 ) -> Result<u64> {
-    let reg = &session.plan.registration;
+    let reg = &session.registration;
     let spec = &reg.spec;
     let q = reg.query_id;
     let expected = spec.expected_proofs(q);
@@ -539,18 +463,20 @@ fn wait_skipblock(node: &Node, q: &QueryId, timeout: Duration) -> Result<SkipBlo
 }
 
 /// The outcome of verifying the query's skipblock.
-struct Verification {
+pub(super) struct Verification {
     /// Whether every check passed.
-    verified: bool,
+    pub(super) verified: bool,
     /// The light client's report, or why there is none.
-    report: Value,
+    pub(super) report: Value,
+    /// Why the verification could not run to its end.
+    pub(super) error: Option<anyhow::Error>,
 }
 
 /// Light-client verification of the query's skipblock ([`crate::light`]) in the state it was
 /// appended to: the header above that state signed by the trusted validators (the trust root of
 /// `lemal verify`), the block's ICS23 proof against the header's app hash, its hash and links,
 /// and its proofs root. Waits for that header.
-fn verify_skipblock(
+pub(super) fn verify_skipblock(
     node: &Node,
     block: &SkipBlock,
     q: &QueryId,
@@ -575,8 +501,13 @@ fn verify_skipblock(
         Ok(report) => Verification {
             verified: report.verified,
             report: serde_json::to_value(&report).unwrap_or(Value::Null),
+            error: None,
         },
-        Err(e) => Verification { verified: false, report: json!({ "error": format!("{e:#}") }) },
+        Err(e) => Verification {
+            verified: false,
+            report: json!({ "error": format!("{e:#}") }),
+            error: Some(e),
+        },
     }
 }
 
@@ -617,6 +548,91 @@ fn cheat_detected(block: &SkipBlock, key: &ProofKey) -> Option<bool> {
     Some(selected.iter().all(|v| *v == Verdict::Wrong))
 }
 
+/// Refuse a registration the chain refused.
+fn registered_or_refused(outcome: &crate::rpc::TxOutcome) -> Result<()> {
+    ensure!(
+        outcome.code == 0,
+        "the registration was refused in block {} with code {}: {}",
+        outcome.height,
+        outcome.code,
+        outcome.log
+    );
+    Ok(())
+}
+
+/// Tell the daemon of `cheat.entity` to falsify its `cheat.kind` proof of query `q` only (the
+/// localnet starts its daemons with `--test-only-cheat-orders`).
+fn order_cheat(manifest: &Manifest, cheat: &Cheat, q: &QueryId) -> Result<()> {
+    let party = manifest
+        .parties
+        .iter()
+        .find(|p| p.entity == cheat.entity)
+        .ok_or_else(|| anyhow!("--cheat {}: the localnet runs no daemon for it", cheat.entity))?;
+    let dir = party.state.join("cheat");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(q.to_string());
+    std::fs::write(&path, cheat.kind.as_str())
+        .with_context(|| format!("writing {}", path.display()))?;
+    progress(&format!("{} will submit an invalid {} proof (--cheat)", cheat.entity, cheat.kind));
+    Ok(())
+}
+
+/// Follow the chain from `registered` until every expected proof of query `q` is on the
+/// ledger or its proof phase ends; each kind's span runs from the start to its last proof.
+/// Returns the height where that happened.
+fn follow_proofs(
+    node: &Node,
+    spec: &lemal_contracts::tx::QuerySpec,
+    q: QueryId,
+    registered: u64,
+    timeout: Duration,
+    spans: &mut [Span; 4],
+) -> Result<u64> {
+    let expected: BTreeSet<ProofKey> = spec.expected_proofs(q).into_iter().collect();
+    let mut seen: BTreeSet<ProofKey> = BTreeSet::new();
+    let start = Instant::now();
+    for s in spans.iter_mut() {
+        s.first_sent = Some(start);
+    }
+    let mut follower = Follower::start(node.url(), registered + 1)?;
+    let mut last_change = Instant::now();
+    let qs = q.to_string();
+    loop {
+        let Some(block) = follower.next_block(Duration::from_secs(1))? else {
+            ensure!(
+                last_change.elapsed() < timeout,
+                "no proof of query {q} was committed for {timeout:?}; {} of {} are in",
+                seen.len(),
+                expected.len()
+            );
+            continue;
+        };
+        for e in block.of_kind("lemal.proof") {
+            let Some(key) = e.get("key").and_then(|k| k.parse::<ProofKey>().ok()) else { continue };
+            if key.query == q && seen.insert(key) {
+                last_change = Instant::now();
+                spans[key.kind as usize].last_committed = Some(Instant::now());
+                let of_kind = expected.iter().filter(|k| k.kind == key.kind);
+                if of_kind.clone().all(|k| seen.contains(k)) {
+                    progress(&format!(
+                        "{} {} proofs on the ledger (height {}); {}/{} proofs in",
+                        of_kind.count(),
+                        key.kind,
+                        block.height,
+                        seen.len(),
+                        expected.len()
+                    ));
+                }
+            }
+        }
+        let phase_over =
+            block.of_kind("lemal.proof_phase_end").any(|e| e.get("query") == Some(qs.as_str()));
+        if seen.is_superset(&expected) || phase_over {
+            return Ok(block.height);
+        }
+    }
+}
+
 fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -639,7 +655,27 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         args.dps,
         args.cns
     );
-    check_keys(&keys, &roster, args.dps, args.cns, &global.node)?;
+    // A localnet of party daemons on this chain: they answer, this process only asks.
+    let daemons = Manifest::load(&layout)
+        .ok()
+        .filter(|m| !m.parties.is_empty() && m.chain_id == chain_id);
+    match &daemons {
+        None => check_keys(&keys, &roster, args.dps, args.cns, &global.node)?,
+        Some(m) => {
+            ensure!(
+                args.csv.is_none(),
+                "--csv: the localnet's data-provider daemons serve their own data; start the \
+                 localnet with --no-parties to have `lemal run` play the parties with CSV files"
+            );
+            ensure!(
+                args.seed == m.data_seed,
+                "--seed {}: the localnet's data providers serve seed {} (lemal localnet up \
+                 --data-seed)",
+                args.seed,
+                m.data_seed
+            );
+        }
+    }
     if let Some(c) = args.cheat {
         let n = match c.entity.role {
             Role::Dp => args.dps,
@@ -678,9 +714,14 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     }
     let table = {
         let spec = spec.clone();
-        std::thread::spawn(move || decryption_table(&spec))
+        std::thread::spawn(move || pipeline::decryption_table(&spec))
     };
-    let session = Session { chain_id: &chain_id, keys: &keys, roster: &roster, plan: &plan };
+    let session = Session {
+        chain_id: &chain_id,
+        keys: &keys,
+        roster: &roster,
+        registration: &plan.registration,
+    };
     let prepared = started.elapsed();
 
     progress(&format!(
@@ -693,33 +734,53 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         args.threshold
     ));
     let registration_start = Instant::now();
-    let tx = session.register(&mut rand_core::OsRng).context("signing the registration")?;
-    let hash = send(&node, &tx, "the registration")?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let (outcome, range_txs) = std::thread::scope(|s| {
-        let builder = s.spawn(|| range_submissions(&session, &inputs, args.cheat, threads));
-        let outcome = node.wait_tx(hash, timeout).context("waiting for the registration");
-        let built =
-            builder.join().unwrap_or_else(|_| Err(anyhow!("preparing the range proofs panicked")));
-        (outcome, built)
-    });
-    let (outcome, range_txs) = (outcome?, range_txs?);
-    ensure!(
-        outcome.code == 0,
-        "the registration was refused in block {} with code {}: {}",
-        outcome.height,
-        outcome.code,
-        outcome.log
-    );
-    let registered = registration_start.elapsed();
-    progress(&format!("registered at height {}", outcome.height));
-
     let mut spans = [Span::default(); 4];
-    let proofs_start = Instant::now();
-    let last_proof_height =
-        submit_proofs(&node, &session, range_txs, args.cheat, threads, timeout, &mut spans)?;
-    let proofs_done = proofs_start.elapsed();
-    progress(&format!("every proof is on the ledger (height {last_proof_height})"));
+    let (outcome, proofs_done) = match &daemons {
+        None => {
+            let tx = session.register(&mut rand_core::OsRng).context("signing the registration")?;
+            let hash = send(&node, &tx, "the registration")?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            let (outcome, range_txs) = std::thread::scope(|s| {
+                let builder = s.spawn(|| range_submissions(&session, &inputs, args.cheat, threads));
+                let outcome = node.wait_tx(hash, timeout).context("waiting for the registration");
+                let built = builder
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("preparing the range proofs panicked")));
+                (outcome, built)
+            });
+            let (outcome, range_txs) = (outcome?, range_txs?);
+            registered_or_refused(&outcome)?;
+            progress(&format!("registered at height {}", outcome.height));
+            let proofs_start = Instant::now();
+            let last_proof_height =
+                submit_proofs(&node, &session, range_txs, args.cheat, threads, timeout, &mut spans)?;
+            progress(&format!("every proof is on the ledger (height {last_proof_height})"));
+            (outcome, proofs_start.elapsed())
+        }
+        Some(manifest) => {
+            if let Some(c) = args.cheat {
+                order_cheat(manifest, &c, &q)?;
+            }
+            let via = super::party::localnet_endpoint(&global.home, spec.cns[0])?;
+            let record = QuerierRecord::of(&chain_id, &plan, &via, "");
+            record.save(&super::party::querier_dir(&global.home))?;
+            let tx = querier::register_via(&via, &plan.registration)?;
+            QuerierRecord { tx: tx.clone(), ..record }
+                .save(&super::party::querier_dir(&global.home))?;
+            let hash: [u8; 32] = hex::decode(&tx)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| anyhow!("{via} answered a bad transaction hash {tx:?}"))?;
+            let outcome = node.wait_tx(hash, timeout).context("waiting for the registration")?;
+            registered_or_refused(&outcome)?;
+            progress(&format!("registered through {via} at height {}", outcome.height));
+            let proofs_start = Instant::now();
+            let last = follow_proofs(&node, &spec, q, outcome.height, timeout, &mut spans)?;
+            progress(&format!("proof phase over (height {last})"));
+            (outcome, proofs_start.elapsed())
+        }
+    };
+    let registered = registration_start.elapsed();
 
     let bitmaps_start = Instant::now();
     let block = wait_skipblock(&node, &q, timeout)?;
@@ -1004,14 +1065,14 @@ mod tests {
     #[test]
     fn the_decryption_table_grows_with_the_largest_possible_result() {
         // 12 · 100000 < 2^21, plus one bit of margin.
-        assert_eq!(decryption_bits(&spec(NoiseParams::NONE)), 22);
+        assert_eq!(pipeline::decryption_bits(&spec(NoiseParams::NONE)), 22);
         let mut big = spec(NoiseParams { scale: 1 << 31, rows: 2 });
         big.bounds[0].hi = 1 << 40;
         assert_eq!(big.noise.max_abs(), 1_488_522_236, "2^31 · ln 2, rounded");
         // 12 · 2^40 + 2^31 · ln 2 < 2^44, plus one bit of margin.
-        assert_eq!(decryption_bits(&big), 45);
+        assert_eq!(pipeline::decryption_bits(&big), 45);
         big.bounds[0].hi = i64::MAX;
-        assert_eq!(decryption_bits(&big), 62);
+        assert_eq!(pipeline::decryption_bits(&big), 62);
     }
 
     fn block_with(verdicts: Vec<Verdict>, keys: Vec<ProofKey>) -> SkipBlock {

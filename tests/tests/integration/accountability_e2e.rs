@@ -58,7 +58,8 @@ pub(crate) fn an_aggregation_that_leaves_out_a_dp_is_refused(net: &Localnet) -> 
     };
     let query = sql::parse(QUERY)?;
     let plan = pipeline::plan(&chain, query.clone(), &opts, &mut rng);
-    let session = Session { chain_id: &chain, keys: &keys, roster: &roster, plan: &plan };
+    let session =
+        Session { chain_id: &chain, keys: &keys, roster: &roster, registration: &plan.registration };
     let (code, log) = sign_and_wait(&node, &session.register(&mut rng)?)?;
     ensure!(code == 0, "registration refused: {code} {log}");
     for d in 0..3u32 {

@@ -243,7 +243,12 @@ impl Net {
     }
 
     pub fn session<'a>(&'a self, plan: &'a QueryPlan) -> Session<'a> {
-        Session { chain_id: CHAIN, keys: &self.keys, roster: &self.roster, plan }
+        Session {
+            chain_id: CHAIN,
+            keys: &self.keys,
+            roster: &self.roster,
+            registration: &plan.registration,
+        }
     }
 }
 

@@ -1,0 +1,252 @@
+//! The computing-node daemon: it registers queriers' queries (`POST /register` on its
+//! endpoint), and for every open query that names it, submits its aggregation, noise shuffle
+//! and key switch as soon as their inputs are on the ledger.
+//!
+//! It learns what is on the ledger from the chain's events (`lemal.register`, `lemal.proof`,
+//! `lemal.proof_phase_end`); the queries it works on are journaled, so after a restart it reads
+//! their proofs back from the ledger and goes on where it stopped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use lemal_contracts::group::from_borsh;
+use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId};
+use lemal_contracts::state::{QueryRecord, Roster};
+use lemal_contracts::tx::{RegisterQuery, Tx, TxBody};
+use serde_json::json;
+
+use super::{label, Daemon, Metrics, PartyError, Reply};
+use crate::pipeline::{PartyKeys, Session};
+use crate::rpc::{BlockEvents, Node, RpcError};
+
+/// A computing node's configuration.
+#[derive(Clone, Debug)]
+pub struct CnConfig {
+    /// Its keys (with its ElGamal share).
+    pub keys: PartyKeys,
+    /// Proof kinds it falsifies in every query (a demonstration of a cheating node).
+    pub cheat: Vec<ProofKind>,
+    /// Read per-query cheat orders from `STATE/cheat/<query id>` (demonstrations and tests).
+    pub cheat_orders: bool,
+}
+
+/// The computing-node daemon's state.
+#[derive(Debug)]
+pub struct ComputingNode {
+    config: CnConfig,
+    roster: Roster,
+    /// Open queries that name this node.
+    open: BTreeMap<QueryId, QueryRecord>,
+    /// Proofs of those queries known to be on the ledger.
+    on_ledger: BTreeSet<ProofKey>,
+}
+
+impl ComputingNode {
+    /// A computing node acting with `config` on a chain whose roster is `roster`; it takes up
+    /// again the queries its journal lists, reading their proofs from the ledger.
+    pub fn resume(config: CnConfig, roster: Roster, daemon: &Daemon) -> Result<Self, PartyError> {
+        let mut me = ComputingNode { config, roster, open: BTreeMap::new(), on_ledger: BTreeSet::new() };
+        for q in &daemon.journal.watching {
+            let Ok(q) = q.parse::<QueryId>() else { continue };
+            if let Some(record) = daemon.node.query_record(&q)? {
+                me.watch(&daemon.node, record)?;
+            }
+        }
+        if !me.open.is_empty() {
+            tracing::info!(queries = me.open.len(), "resumed the open queries of the journal");
+        }
+        Ok(me)
+    }
+
+    fn entity(&self) -> EntityId {
+        self.config.keys.entity
+    }
+
+    /// Start working on `record`'s query, with what of it is already on the ledger.
+    fn watch(&mut self, node: &Node, record: QueryRecord) -> Result<(), PartyError> {
+        let q = record.registration.query_id;
+        for key in record.registration.spec.expected_proofs(q) {
+            if node.proof(&key)?.is_some() {
+                self.on_ledger.insert(key);
+            }
+        }
+        self.open.insert(q, record);
+        Ok(())
+    }
+
+    fn cheats(&self, daemon: &Daemon, key: &ProofKey) -> bool {
+        self.config.cheat.contains(&key.kind)
+            || (self.config.cheat_orders
+                && std::fs::read_to_string(daemon.dir.join("cheat").join(key.query.to_string()))
+                    .is_ok_and(|s| s.split_whitespace().any(|k| k == key.kind.as_str())))
+    }
+
+    /// Handle one committed block.
+    pub fn on_block(&mut self, daemon: &mut Daemon, block: &BlockEvents) -> Result<(), PartyError> {
+        let me = self.entity();
+        let mut changed = false;
+        for e in block.of_kind("lemal.register") {
+            let Some(q) = e.get("query").and_then(|q| q.parse::<QueryId>().ok()) else { continue };
+            let Some(record) = daemon.node.query_record(&q)? else { continue };
+            if record.registration.spec.cns.contains(&me.index) && !self.open.contains_key(&q) {
+                tracing::info!(query = %q, sql = record.registration.spec.sql, "query registered");
+                self.watch(&daemon.node, record)?;
+                daemon.journal.watching.insert(q.to_string());
+                changed = true;
+            }
+        }
+        for e in block.of_kind("lemal.proof") {
+            if let Some(key) = e.get("key").and_then(|k| k.parse::<ProofKey>().ok()) {
+                if self.open.contains_key(&key.query) {
+                    self.on_ledger.insert(key);
+                }
+            }
+        }
+        for e in block.of_kind("lemal.proof_phase_end") {
+            let Some(q) = e.get("query").and_then(|q| q.parse::<QueryId>().ok()) else { continue };
+            if self.open.remove(&q).is_some() {
+                tracing::info!(query = %q, "proof phase over");
+                self.on_ledger.retain(|k| k.query != q);
+                daemon.journal.watching.remove(&q.to_string());
+                daemon.journal.forget(&q);
+                changed = true;
+            }
+        }
+        if changed {
+            daemon.journal.save(&daemon.dir)?;
+        }
+        let open: Vec<QueryId> = self.open.keys().copied().collect();
+        for q in open {
+            self.advance(daemon, &q, block.height)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the proof `key` can be built at `height`: its inputs are on the ledger (an
+    /// aggregation past the data-provider deadline goes ahead with those that are).
+    fn ready(&self, record: &QueryRecord, key: &ProofKey, height: u64) -> bool {
+        let inputs = record.registration.spec.inputs_of(key);
+        let present = inputs.iter().filter(|k| self.on_ledger.contains(k)).count();
+        present == inputs.len()
+            || (key.kind == ProofKind::Aggregation
+                && present > 0
+                && height > record.dp_deadline_height())
+    }
+
+    /// Submit every proof of query `q` this node owes whose inputs are on the ledger.
+    fn advance(&mut self, daemon: &mut Daemon, q: &QueryId, height: u64) -> Result<(), PartyError> {
+        let me = self.entity();
+        let Some(record) = self.open.get(q).cloned() else { return Ok(()) };
+        let reg = &record.registration;
+        let owed: Vec<ProofKey> =
+            reg.spec.expected_proofs(*q).into_iter().filter(|k| k.creator == me).collect();
+        for key in owed {
+            if self.on_ledger.contains(&key) || daemon.signed(&key) || !self.ready(&record, &key, height) {
+                continue;
+            }
+            let cheat = self.cheats(daemon, &key);
+            let session = Session {
+                chain_id: &daemon.chain_id,
+                keys: &self.config.keys,
+                roster: &self.roster,
+                registration: reg,
+            };
+            let start = Instant::now();
+            let mut rng = rand_core::OsRng;
+            let built = match key.kind {
+                ProofKind::Aggregation => session.aggregation(me, &daemon.node, cheat, &mut rng),
+                ProofKind::Shuffle => session.shuffle(me, &daemon.node, cheat, &mut rng),
+                ProofKind::KeySwitch => session.keyswitch(me, &daemon.node, cheat, &mut rng),
+                ProofKind::Range => continue,
+            };
+            let tx = match built {
+                Ok(tx) => tx,
+                Err(e) => {
+                    // An input the events announced may not be readable yet: next block.
+                    tracing::warn!(proof = %key, error = %e, "could not build the proof yet");
+                    continue;
+                }
+            };
+            daemon
+                .metrics
+                .proving
+                .get_or_create(&label("kind", key.kind))
+                .observe(start.elapsed().as_secs_f64());
+            if cheat {
+                tracing::warn!(proof = %key, "submitting a false proof (cheat)");
+            }
+            daemon.submit(&key, &tx, height)?;
+        }
+        Ok(())
+    }
+}
+
+/// The registration endpoint: `POST /register` with a borsh-encoded, querier-signed
+/// [`RegisterQuery`]. The node signs it as registrar and broadcasts it; CheckTx judges it
+/// (the querier's proof of possession, the spec, the deadlines).
+#[derive(Debug)]
+pub struct Registrar {
+    chain_id: String,
+    keys: PartyKeys,
+    node: Node,
+    metrics: Metrics,
+}
+
+impl Registrar {
+    /// A registrar broadcasting to the node at `rpc`.
+    pub fn new(chain_id: String, keys: PartyKeys, rpc: &str, metrics: Metrics) -> Result<Self, RpcError> {
+        Ok(Registrar { chain_id, keys, node: Node::connect(rpc)?, metrics })
+    }
+
+    /// Answer one request.
+    pub fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        let (status, doc, outcome) = self.answer(method, path, body);
+        if path == "/register" {
+            self.metrics.registrations.get_or_create(&label("outcome", outcome)).inc();
+        }
+        (status, doc)
+    }
+
+    fn answer(&self, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value, &'static str) {
+        match (method, path) {
+            ("POST", "/register") => {}
+            ("GET", "/") => {
+                return (200, json!({ "entity": self.keys.entity.to_string(), "chain_id": self.chain_id }), "-");
+            }
+            _ => return (404, json!({ "error": format!("no {method} {path}") }), "-"),
+        }
+        let reg: RegisterQuery = match from_borsh(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return (400, json!({ "error": format!("not a registration: {e}") }), "malformed");
+            }
+        };
+        let me = self.keys.entity;
+        if !reg.spec.cns.contains(&me.index) {
+            return (
+                403,
+                json!({ "error": format!("{me} is not among the query's computing nodes") }),
+                "not_named",
+            );
+        }
+        let q = reg.query_id;
+        let tx = Tx::sign(
+            &self.chain_id,
+            me,
+            TxBody::RegisterQuery(Box::new(reg)),
+            &self.keys.signing,
+            &mut rand_core::OsRng,
+        );
+        match self.node.broadcast(&tx) {
+            Ok(hash) => {
+                tracing::info!(query = %q, tx = hex::encode(hash), "registration broadcast");
+                (200, json!({ "query": q.to_string(), "tx": hex::encode(hash) }), "broadcast")
+            }
+            Err(RpcError::Rejected { code, log }) => {
+                tracing::warn!(query = %q, code, %log, "registration refused by CheckTx");
+                (422, json!({ "error": log, "code": code }), "refused")
+            }
+            Err(e) => (502, json!({ "error": e.to_string() }), "node_error"),
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The Lemal parties as long-running daemons, each with only its own keys: a data provider
+//! ([`dp`]) answers the queries that name it from its own data, a computing node ([`cn`])
+//! registers queriers' queries and aggregates, shuffles and key-switches as soon as its inputs
+//! are on the ledger; the querier ([`querier`]) submits a query through a computing node and
+//! reads its result.
+//!
+//! A daemon follows the chain block by block ([`follow`]) and keeps a journal in its state
+//! folder ([`Journal`]): the last block it handled and every transaction it signed, written
+//! before the transaction is broadcast. After a restart it reads the blocks it missed and
+//! re-broadcasts a signed transaction that is not on the ledger byte for byte (one hash: the
+//! mempool and the ledger hold it once); it never signs a second submission for a proof.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lemal_contracts::ids::{ProofKey, QueryId};
+use lemal_contracts::tx::Tx;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::rpc::{Node, RpcError};
+
+pub mod cn;
+pub mod dp;
+pub mod follow;
+pub mod querier;
+
+/// Blocks after which a signed transaction that is not on the ledger is broadcast again.
+pub const RESEND_AFTER: u64 = 5;
+
+/// Largest request body the daemons' HTTP endpoint reads.
+pub const MAX_REQUEST: usize = 1 << 20;
+
+/// What a daemon can fail on.
+#[derive(Debug, thiserror::Error)]
+pub enum PartyError {
+    /// The node could not be asked.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The state folder could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// `std::io::Error` → [`PartyError::Io`] naming `what`.
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PartyError {
+    let what = what.into();
+    move |source| PartyError::Io { what, source }
+}
+
+/// One signed transaction, as journaled before it is broadcast.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    /// The encoded transaction, hex.
+    pub tx: String,
+    /// Its hash, hex.
+    pub hash: String,
+    /// The height after which it was (last) broadcast.
+    pub at: u64,
+    /// CheckTx's refusal, if it refused it (then it is not broadcast again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// A daemon's durable memory: the last block handled and what it signed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// The chain it belongs to (a journal of another chain is refused).
+    pub chain_id: String,
+    /// The last block whose events were handled (0: none yet).
+    pub height: u64,
+    /// Signed submissions by proof key (`query/kind/creator/index`).
+    pub sent: BTreeMap<String, Sent>,
+    /// Queries declined, with the reason.
+    pub declined: BTreeMap<String, String>,
+    /// Open queries being worked on (a computing node's).
+    #[serde(default)]
+    pub watching: std::collections::BTreeSet<String>,
+}
+
+impl Journal {
+    /// The journal's file in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("journal.json")
+    }
+
+    /// Read the journal in `dir` (a fresh one when there is none); refuses one of another chain.
+    pub fn load(dir: &Path, chain_id: &str) -> Result<Journal, PartyError> {
+        let path = Self::path(dir);
+        let journal = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Journal>(&bytes)
+                .map_err(|e| PartyError::Config(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Journal { chain_id: chain_id.to_owned(), ..Journal::default() }
+            }
+            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+        };
+        if journal.chain_id != chain_id {
+            return Err(PartyError::Config(format!(
+                "{} belongs to chain {:?}, the node serves {chain_id:?}: use another --state folder",
+                path.display(),
+                journal.chain_id
+            )));
+        }
+        Ok(journal)
+    }
+
+    /// Write the journal to `dir` atomically (a temporary file renamed over the old one, both
+    /// synced), so a crash leaves the old or the new journal, never half of one.
+    pub fn save(&self, dir: &Path) -> Result<(), PartyError> {
+        let path = Self::path(dir);
+        let tmp = dir.join("journal.json.tmp");
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| PartyError::Config(format!("encoding the journal: {e}")))?;
+        let mut f =
+            std::fs::File::create(&tmp).map_err(io(format!("writing {}", tmp.display())))?;
+        f.write_all(text.as_bytes()).map_err(io(format!("writing {}", tmp.display())))?;
+        f.sync_all().map_err(io(format!("syncing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io(format!("replacing {}", path.display())))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            // Best effort: the rename is durable once the folder is synced.
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Forget what was signed for `query` (its proof phase is over).
+    pub fn forget(&mut self, query: &QueryId) {
+        let prefix = format!("{query}/");
+        self.sent.retain(|k, _| !k.starts_with(&prefix));
+    }
+}
+
+/// A daemon's Prometheus metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Blocks handled.
+    pub blocks: Counter,
+    /// Height of the last block handled.
+    pub height: Gauge,
+    /// Whether the websocket subscription is up (1) or not (0).
+    pub subscribed: Gauge,
+    /// Submissions signed and broadcast, by proof kind.
+    pub submitted: Family<Vec<(String, String)>, Counter>,
+    /// Submissions CheckTx refused, by code.
+    pub refused: Family<Vec<(String, String)>, Counter>,
+    /// Journaled transactions broadcast again.
+    pub resent: Counter,
+    /// Queries declined, by reason.
+    pub declined: Family<Vec<(String, String)>, Counter>,
+    /// Registrations asked for through the endpoint, by outcome.
+    pub registrations: Family<Vec<(String, String)>, Counter>,
+    /// Time to build a submission, by proof kind.
+    pub proving: Family<Vec<(String, String)>, Histogram>,
+}
+
+fn proving_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+impl Metrics {
+    /// Fresh metrics registered in a new registry.
+    pub fn new() -> (Metrics, Registry) {
+        let m = Metrics {
+            blocks: Counter::default(),
+            height: Gauge::default(),
+            subscribed: Gauge::default(),
+            submitted: Family::default(),
+            refused: Family::default(),
+            resent: Counter::default(),
+            declined: Family::default(),
+            registrations: Family::default(),
+            proving: Family::new_with_constructor(proving_histogram),
+        };
+        let mut r = Registry::default();
+        r.register("lemal_party_blocks", "Blocks handled", m.blocks.clone());
+        r.register("lemal_party_height", "Height of the last block handled", m.height.clone());
+        r.register(
+            "lemal_party_subscribed",
+            "Whether the websocket subscription is up (1) or not (0)",
+            m.subscribed.clone(),
+        );
+        r.register(
+            "lemal_party_submissions",
+            "Submissions signed and broadcast, by proof kind",
+            m.submitted.clone(),
+        );
+        r.register(
+            "lemal_party_submissions_refused",
+            "Submissions CheckTx refused, by code",
+            m.refused.clone(),
+        );
+        r.register("lemal_party_resent", "Journaled transactions broadcast again", m.resent.clone());
+        r.register("lemal_party_declined", "Queries declined, by reason", m.declined.clone());
+        r.register(
+            "lemal_cn_registrations",
+            "Registrations asked for through the endpoint, by outcome",
+            m.registrations.clone(),
+        );
+        r.register(
+            "lemal_party_proving_seconds",
+            "Time to build a submission, by proof kind",
+            m.proving.clone(),
+        );
+        (m, r)
+    }
+}
+
+/// One label.
+pub(crate) fn label(k: &str, v: impl ToString) -> Vec<(String, String)> {
+    vec![(k.to_owned(), v.to_string())]
+}
+
+/// A daemon's connection to the chain, its journal and its metrics.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The chain id.
+    pub chain_id: String,
+    /// The node broadcast to and read from.
+    pub node: Node,
+    /// The state folder.
+    pub dir: PathBuf,
+    /// The journal.
+    pub journal: Journal,
+    /// The metrics.
+    pub metrics: Metrics,
+}
+
+impl Daemon {
+    /// Connect to the node at `rpc`, open (or create, mode 0700) the state folder `dir` and its
+    /// journal.
+    pub fn open(rpc: &str, dir: &Path, metrics: Metrics) -> Result<Daemon, PartyError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(format!("creating {}", dir.display())))?;
+        let node = Node::connect(rpc)?;
+        let chain_id = node.status()?.chain_id;
+        let journal = Journal::load(dir, &chain_id)?;
+        Ok(Daemon { chain_id, node, dir: dir.to_owned(), journal, metrics })
+    }
+
+    /// Whether `key` has a journaled transaction.
+    pub fn signed(&self, key: &ProofKey) -> bool {
+        self.journal.sent.contains_key(&key.to_string())
+    }
+
+    /// Journal `tx` for `key`, then broadcast it. A refusal is journaled and logged (the proof
+    /// is not signed again); a transport failure leaves it for [`Daemon::resend_due`].
+    pub fn submit(&mut self, key: &ProofKey, tx: &Tx, height: u64) -> Result<(), PartyError> {
+        let bytes = tx.encode();
+        let hash = hex::encode(Tx::hash(&bytes));
+        self.journal.sent.insert(
+            key.to_string(),
+            Sent { tx: hex::encode(&bytes), hash: hash.clone(), at: height, refused: None },
+        );
+        self.journal.save(&self.dir)?;
+        self.metrics.submitted.get_or_create(&label("kind", key.kind)).inc();
+        self.broadcast(key, &bytes, &hash);
+        self.journal.save(&self.dir)
+    }
+
+    fn broadcast(&mut self, key: &ProofKey, bytes: &[u8], hash: &str) {
+        match self.node.broadcast_bytes(bytes) {
+            Ok(_) => tracing::info!(proof = %key, tx = hash, "submitted"),
+            Err(RpcError::Rejected { code, log }) => {
+                tracing::warn!(proof = %key, tx = hash, code, %log, "submission refused by CheckTx");
+                self.metrics.refused.get_or_create(&label("code", code)).inc();
+                if let Some(s) = self.journal.sent.get_mut(&key.to_string()) {
+                    s.refused = Some(format!("code {code}: {log}"));
+                }
+            }
+            Err(e) => tracing::warn!(proof = %key, tx = hash, error = %e, "broadcast failed; will retry"),
+        }
+    }
+
+    /// Broadcast again, byte for byte, each journaled transaction that is not refused, not on
+    /// the ledger, and was last broadcast [`RESEND_AFTER`] or more blocks before `height`.
+    pub fn resend_due(&mut self, height: u64) -> Result<(), PartyError> {
+        let due: Vec<(String, Sent)> = self
+            .journal
+            .sent
+            .iter()
+            .filter(|(_, s)| s.refused.is_none() && s.at + RESEND_AFTER <= height)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        for (k, s) in due {
+            let Ok(key) = k.parse::<ProofKey>() else { continue };
+            if self.node.proof(&key)?.is_some() {
+                continue;
+            }
+            let Ok(bytes) = hex::decode(&s.tx) else { continue };
+            tracing::info!(proof = %key, tx = s.hash, "not on the ledger yet; broadcasting it again");
+            self.metrics.resent.inc();
+            if let Some(e) = self.journal.sent.get_mut(&k) {
+                e.at = height;
+            }
+            self.broadcast(&key, &bytes, &s.hash);
+        }
+        self.journal.save(&self.dir)
+    }
+
+    /// Record that the block at `height` is handled.
+    pub fn handled(&mut self, height: u64) -> Result<(), PartyError> {
+        self.journal.height = height;
+        self.metrics.blocks.inc();
+        self.metrics.height.set(i64::try_from(height).unwrap_or(i64::MAX));
+        self.journal.save(&self.dir)
+    }
+
+    /// The height to follow from: after the journal's last block, or the next block for a
+    /// fresh journal (queries registered before it are not this daemon's).
+    pub fn follow_from(&self) -> Result<u64, PartyError> {
+        if self.journal.height > 0 {
+            return Ok(self.journal.height + 1);
+        }
+        Ok(self.node.status()?.height + 1)
+    }
+}
+
+/// What a daemon's HTTP endpoint answers: status code, JSON body.
+pub type Reply = (u16, serde_json::Value);
+
+/// Serve `GET /metrics` from `registry` and hand every other request (method, path, body) to
+/// `handle`, on a thread of its own, at `addr`. Bodies above [`MAX_REQUEST`] get 413.
+pub fn serve_http(
+    addr: &str,
+    registry: Registry,
+    handle: impl Fn(&str, &str, &[u8]) -> Reply + Send + 'static,
+) -> Result<std::net::SocketAddr, PartyError> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| PartyError::Config(format!("listening on {addr}: {e}")))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| PartyError::Config(format!("{addr} is not an IP address")))?;
+    let registry = Arc::new(registry);
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            for mut request in server.incoming_requests() {
+                let method = request.method().as_str().to_owned();
+                let path = request.url().to_owned();
+                let (status, body, content_type) = if method == "GET" && path == "/metrics" {
+                    let mut text = String::new();
+                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                        Ok(()) => (200, text, "text/plain; version=0.0.4"),
+                        Err(e) => (500, format!("encoding the metrics: {e}"), "text/plain"),
+                    }
+                } else {
+                    let mut body = Vec::new();
+                    let read =
+                        request.as_reader().take(MAX_REQUEST as u64 + 1).read_to_end(&mut body);
+                    let (status, json) = match read {
+                        Err(e) => (400, serde_json::json!({ "error": format!("reading: {e}") })),
+                        Ok(_) if body.len() > MAX_REQUEST => (
+                            413,
+                            serde_json::json!({ "error": format!("body above {MAX_REQUEST} bytes") }),
+                        ),
+                        Ok(_) => handle(&method, &path, &body),
+                    };
+                    (status, json.to_string(), "application/json")
+                };
+                let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+                if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", content_type) {
+                    response = response.with_header(h);
+                }
+                // A client that went away is not the daemon's problem.
+                let _ = request.respond(response);
+            }
+        })
+        .map_err(io("starting the HTTP thread"))?;
+    Ok(bound)
+}
+
+/// Run `step` on every committed block from `daemon.follow_from()` on, forever; the
+/// subscription state goes to the metrics. Node errors are logged and retried (the block is
+/// handled again: each step is idempotent against the ledger and the journal).
+pub fn follow_forever(
+    daemon: &mut Daemon,
+    rpc: &str,
+    mut step: impl FnMut(&mut Daemon, &crate::rpc::BlockEvents) -> Result<(), PartyError>,
+) -> Result<(), PartyError> {
+    let from = daemon.follow_from()?;
+    let mut follower = follow::Follower::start(rpc, from)?;
+    tracing::info!(from, node = rpc, "following the chain");
+    let mut last_error: Option<Instant> = None;
+    loop {
+        let block = match follower.next_block(follow::HEARTBEAT) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                    tracing::warn!(error = %e, "the node did not answer; retrying");
+                    last_error = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        daemon.metrics.subscribed.set(i64::from(follower.connected()));
+        let height = block.height;
+        loop {
+            match step(daemon, &block).and_then(|()| daemon.resend_due(height)) {
+                Ok(()) => break,
+                Err(PartyError::Rpc(e)) => {
+                    tracing::warn!(height, error = %e, "handling the block failed; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        daemon.handled(height)?;
+    }
+}
