@@ -1507,17 +1507,55 @@ pub fn status(layout: &Layout) -> Result<(Manifest, Vec<NodeStatus>), LocalnetEr
     Ok((manifest, out))
 }
 
+/// One party daemon's state as `status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartyStatus {
+    /// The party.
+    pub entity: EntityId,
+    /// Whether its daemon runs.
+    pub running: bool,
+    /// A computing node's endpoint.
+    pub endpoint: Option<String>,
+    /// Its metrics URL.
+    pub metrics: String,
+}
+
+/// The state of every party daemon of the localnet under `layout`.
+pub fn party_status(layout: &Layout) -> Result<Vec<PartyStatus>, LocalnetError> {
+    let manifest = Manifest::load(layout)?;
+    let procs = processes(layout)?;
+    Ok(manifest
+        .parties
+        .iter()
+        .map(|p| PartyStatus {
+            entity: p.entity,
+            running: procs.iter().any(|r| r.name == party_process(p.entity) && r.is_running()),
+            endpoint: p.endpoint.clone(),
+            metrics: p.metrics.clone(),
+        })
+        .collect())
+}
+
 /// The log files of the localnet under `layout`, node `only` or all, in node order (each node's
-/// CometBFT log, then its application's).
+/// CometBFT log, then its application's), then, for all, every party daemon's.
 pub fn log_files(layout: &Layout, only: Option<usize>) -> Result<Vec<PathBuf>, LocalnetError> {
     let manifest = Manifest::load(layout)?;
-    Ok(selected(&manifest, only)?
+    let mut files: Vec<PathBuf> = selected(&manifest, only)?
         .into_iter()
         .flat_map(|i| {
             let [app, bft] = node_processes(i);
             [layout.log(&bft), layout.log(&app)]
         })
-        .collect())
+        .collect();
+    if only.is_none() {
+        files.extend(manifest.parties.iter().map(|p| layout.log(&party_process(p.entity))));
+    }
+    Ok(files)
+}
+
+/// The log file of party `entity`'s daemon.
+pub fn party_log(layout: &Layout, entity: EntityId) -> PathBuf {
+    layout.log(&party_process(entity))
 }
 
 /// The last `n` lines of a file, and its length (where following should resume).

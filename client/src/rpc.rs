@@ -155,8 +155,17 @@ impl Node {
         let err = |message: String| RpcError::Transport { url: url.to_owned(), message };
         let parsed: tendermint_rpc::HttpClientUrl =
             url.parse().map_err(|e| err(format!("bad url: {e}")))?;
+        // CometBFT's RPC server closes a connection idle for 10 s; a pooled connection must be
+        // dropped before that, or the next request on it fails ("error sending request").
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("lemal/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(4))
+            .build()
+            .map_err(|e| err(e.to_string()))?;
         let client = HttpClient::builder(parsed)
             .compat_mode(tendermint_rpc::client::CompatMode::V0_38)
+            .client(http)
             .build()
             .map_err(|e| err(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -233,8 +242,16 @@ impl Node {
     /// A transport error of this node. The RPC library's errors may carry a multi-line trace:
     /// the message keeps the first line.
     pub(crate) fn transport(&self, e: impl std::fmt::Display) -> RpcError {
+        // The library's errors may span several lines (a kind, then its detail): keep every
+        // non-empty line, on one.
         let text = e.to_string();
-        let message = text.lines().next().unwrap_or_default().to_owned();
+        let message = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(": ");
         RpcError::Transport { url: self.url.clone(), message }
     }
 
@@ -576,9 +593,7 @@ impl Node {
 
     /// The hashes of the transactions in block `height`, in block order.
     pub fn block_tx_hashes(&self, height: u64) -> Result<Vec<[u8; 32]>, RpcError> {
-        let h = self.height(height)?;
-        let block = self.runtime.block_on(self.client.block(h)).map_err(|e| self.transport(e))?;
-        Ok(block.block.data.iter().map(|b| Tx::hash(b)).collect())
+        Ok(self.block(height)?.data.iter().map(|b| Tx::hash(b)).collect())
     }
 
     /// The outcome (hash, code, log) of every transaction of block `height` that the node's
@@ -599,10 +614,11 @@ impl Node {
                 .map_err(|e| self.transport(e))?;
             let got = r.txs.len();
             for t in r.txs {
-                let hash: [u8; 32] = t.hash.as_bytes().try_into().map_err(|_| RpcError::Decode {
-                    path: "tx_search".into(),
-                    message: format!("block {height}: a transaction hash is not 32 bytes"),
-                })?;
+                let hash: [u8; 32] =
+                    t.hash.as_bytes().try_into().map_err(|_| RpcError::Decode {
+                        path: "tx_search".into(),
+                        message: format!("block {height}: a transaction hash is not 32 bytes"),
+                    })?;
                 out.push((hash, t.tx_result.code.value(), t.tx_result.log));
             }
             if got == 0 || out.len() >= r.total_count as usize {
@@ -640,6 +656,24 @@ impl Node {
             };
         }
         outcomes
+    }
+
+    /// Block `height` as the node serves it, unverified.
+    pub fn block(&self, height: u64) -> Result<tendermint::Block, RpcError> {
+        let h = self.height(height)?;
+        let r = self.runtime.block_on(self.client.block(h)).map_err(|e| self.transport(e))?;
+        Ok(r.block)
+    }
+
+    /// Broadcast bytes (`broadcast_tx_sync`) and return CheckTx's code and log as they are,
+    /// whatever the code; an error only when the node refused them before CheckTx or could not
+    /// be reached.
+    pub fn check_tx(&self, bytes: Vec<u8>) -> Result<(u32, String), RpcError> {
+        let r = self
+            .runtime
+            .block_on(self.client.broadcast_tx_sync(bytes))
+            .map_err(|e| self.transport(e))?;
+        Ok((r.code.value(), r.log))
     }
 
     /// Broadcast encoded transaction bytes (`broadcast_tx_sync`); its hash once CheckTx

@@ -232,13 +232,16 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
         }
         Action::Status => {
             let (manifest, nodes) = localnet::status(&layout)?;
-            let healthy = nodes.iter().all(localnet::NodeStatus::healthy);
+            let parties = localnet::party_status(&layout)?;
+            let healthy = nodes.iter().all(localnet::NodeStatus::healthy)
+                && parties.iter().all(|p| p.running);
             if global.json {
                 let doc = serde_json::json!({
                     "chain_id": manifest.chain_id,
                     "home": layout.home(),
                     "healthy": healthy,
                     "nodes": nodes,
+                    "parties": parties,
                 });
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
@@ -271,6 +274,18 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
                     );
                     if let Some(e) = &n.error {
                         println!("       {e}");
+                    }
+                }
+                if !parties.is_empty() {
+                    println!("{:<6} {:<8} {:<24} metrics", "party", "daemon", "endpoint");
+                    for p in &parties {
+                        println!(
+                            "{:<6} {:<8} {:<24} {}",
+                            p.entity.to_string(),
+                            if p.running { "running" } else { "stopped" },
+                            p.endpoint.as_deref().unwrap_or("-"),
+                            p.metrics
+                        );
                     }
                 }
             }
@@ -333,7 +348,7 @@ fn show_logs(files: &[PathBuf], lines: usize, follow: bool) -> std::io::Result<(
 mod tests {
     use clap::{CommandFactory, Parser};
 
-    use super::Action;
+    use super::{Action, Target};
     use crate::cli::{Cli, Command};
 
     #[test]

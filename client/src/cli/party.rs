@@ -38,7 +38,10 @@ pub enum LogFormat {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
@@ -87,7 +90,9 @@ pub struct DaemonArgs {
 
 impl DaemonArgs {
     fn state_dir(&self, global: &Global, keys: &PartyKeys) -> PathBuf {
-        self.state.clone().unwrap_or_else(|| global.home.join("parties").join(keys.entity.to_string()))
+        self.state
+            .clone()
+            .unwrap_or_else(|| global.home.join("parties").join(keys.entity.to_string()))
     }
 }
 
@@ -137,9 +142,11 @@ pub struct DpServeArgs {
 pub enum CnAction {
     /// Run a computing node: register queriers' queries, then aggregate, shuffle and
     /// key-switch each query that names it as soon as its inputs are on the ledger.
-    #[command(after_help = "Example:\n  lemal cn serve --key .lemal/keys/cn-0.json --listen 127.0.0.1:27100\n\
+    #[command(
+        after_help = "Example:\n  lemal cn serve --key .lemal/keys/cn-0.json --listen 127.0.0.1:27100\n\
                             Queriers register through POST http://ADDR/register; \
-                            metrics at GET http://ADDR/metrics.")]
+                            metrics at GET http://ADDR/metrics."
+    )]
     Serve(CnServeArgs),
 }
 
@@ -224,11 +231,15 @@ pub fn cn(action: CnAction, global: &Global) -> Result<ExitCode> {
     let (metrics, registry) = Metrics::new();
     let mut daemon = serve_common(global, &args.daemon, &keys, metrics.clone())?;
     let registrar = Registrar::new(daemon.chain_id.clone(), keys.clone(), &global.node, metrics)?;
-    let bound = crate::party::serve_http(&args.listen, registry, move |m, p, b| registrar.handle(m, p, b))?;
+    let bound =
+        crate::party::serve_http(&args.listen, registry, move |m, p, b| registrar.handle(m, p, b))?;
     tracing::info!(endpoint = %bound, "serving registrations and metrics");
     let roster = daemon.node.roster()?;
-    let config =
-        CnConfig { keys, cheat: args.cheat.clone(), cheat_orders: args.daemon.test_only_cheat_orders };
+    let config = CnConfig {
+        keys,
+        cheat: args.cheat.clone(),
+        cheat_orders: args.daemon.test_only_cheat_orders,
+    };
     let mut node = ComputingNode::resume(config, roster, &daemon)?;
     follow_forever(&mut daemon, &global.node, |d, block| node.on_block(d, block))?;
     Ok(ExitCode::SUCCESS)
@@ -238,8 +249,10 @@ pub fn cn(action: CnAction, global: &Global) -> Result<ExitCode> {
 #[derive(Debug, Subcommand)]
 pub enum QueryAction {
     /// Plan a query with a fresh querier key, have a computing node register it, print its id.
-    #[command(after_help = "Example:\n  lemal query submit --sql 'SELECT avg(x) FROM y WHERE z < 321' --noise 2\n  \
-                            lemal query result <ID>")]
+    #[command(
+        after_help = "Example:\n  lemal query submit --sql 'SELECT avg(x) FROM y WHERE z < 321' --noise 2\n  \
+                            lemal query result <ID>"
+    )]
     Submit(SubmitArgs),
     /// Wait for a query's skipblock, decrypt the result with the querier key and verify the
     /// block as a light client.
@@ -317,12 +330,16 @@ pub fn submit(args: &SubmitArgs, global: &Global) -> Result<(pipeline::QueryPlan
     let dps = args.dps.unwrap_or(roster.dps.len() as u32);
     let cns = args.cns.unwrap_or(roster.cns.len() as u32);
     ensure!(
-        (1..=roster.dps.len() as u32).contains(&dps) && (1..=roster.cns.len() as u32).contains(&cns),
+        (1..=roster.dps.len() as u32).contains(&dps)
+            && (1..=roster.cns.len() as u32).contains(&cns),
         "the roster has {} data providers and {} computing nodes; asked for {dps} and {cns}",
         roster.dps.len(),
         roster.cns.len()
     );
-    ensure!(dps >= cns, "--dps {dps} is below --cns {cns}: every computing node needs a data provider");
+    ensure!(
+        dps >= cns,
+        "--dps {dps} is below --cns {cns}: every computing node needs a data provider"
+    );
     let opts = PlanOptions {
         dps: (0..dps).collect(),
         cns: (0..cns).collect(),
@@ -372,11 +389,22 @@ fn result(id: &str, timeout: Duration, global: &Global) -> Result<ExitCode> {
     let q: QueryId = id.parse().map_err(|e| anyhow!("query id {id}: {e}"))?;
     let record = QuerierRecord::load(&querier_dir(&global.home), &q)?;
     let secret = record.secret()?;
+    let node = Node::connect(&global.node)?;
+    // A query just submitted may not be in a block yet: its registration says when it is.
+    if let Ok(hash) = <[u8; 32]>::try_from(hex::decode(&record.tx).unwrap_or_default()) {
+        let outcome = node.wait_tx(hash, timeout).context("waiting for the registration")?;
+        ensure!(
+            outcome.code == 0,
+            "the registration of query {q} was refused in block {} with code {}: {}",
+            outcome.height,
+            outcome.code,
+            outcome.log
+        );
+    }
     let block = querier::wait_skipblock(&global.node, &q, timeout)?;
     let BlockPayload::Query(payload) = &block.payload else {
         bail!("the skipblock of query {q} is not a query block");
     };
-    let node = Node::connect(&global.node)?;
     let spec = node
         .query_record(&q)?
         .ok_or_else(|| anyhow!("query {q} is not registered"))?
@@ -391,13 +419,19 @@ fn result(id: &str, timeout: Duration, global: &Global) -> Result<ExitCode> {
                 .result
                 .iter()
                 .enumerate()
-                .map(|(i, c)| table.decrypt(&secret, c).ok_or_else(|| anyhow!("result component {i} does not decrypt")))
+                .map(|(i, c)| {
+                    table
+                        .decrypt(&secret, c)
+                        .ok_or_else(|| anyhow!("result component {i} does not decrypt"))
+                })
                 .collect::<Result<_>>()?,
         )
     };
     let answer = components.as_ref().and_then(|c| data::answer(spec.operation, c));
     let verification = verify_skipblock(&node, &block, &q, global, timeout);
-    let names = |ids: &[lemal_contracts::ids::EntityId]| ids.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let names = |ids: &[lemal_contracts::ids::EntityId]| {
+        ids.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
     let doc = json!({
         "query_id": q.to_string(),
         "sql": record.sql,

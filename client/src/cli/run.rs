@@ -192,7 +192,8 @@ type Outcome = ([u8; 32], u32, String);
 /// each block, gives their codes, in one search per block however many transactions are
 /// awaited.
 fn block_outcomes(node: &Node, height: u64, awaited: &[InFlight]) -> Result<Option<Vec<Outcome>>> {
-    let in_block = node.block_tx_hashes(height).with_context(|| format!("fetching block {height}"))?;
+    let in_block =
+        node.block_tx_hashes(height).with_context(|| format!("fetching block {height}"))?;
     if !awaited.iter().any(|f| in_block.contains(&f.hash)) {
         return Ok(Some(Vec::new()));
     }
@@ -563,11 +564,10 @@ fn registered_or_refused(outcome: &crate::rpc::TxOutcome) -> Result<()> {
 /// Tell the daemon of `cheat.entity` to falsify its `cheat.kind` proof of query `q` only (the
 /// localnet starts its daemons with `--test-only-cheat-orders`).
 fn order_cheat(manifest: &Manifest, cheat: &Cheat, q: &QueryId) -> Result<()> {
-    let party = manifest
-        .parties
-        .iter()
-        .find(|p| p.entity == cheat.entity)
-        .ok_or_else(|| anyhow!("--cheat {}: the localnet runs no daemon for it", cheat.entity))?;
+    let party =
+        manifest.parties.iter().find(|p| p.entity == cheat.entity).ok_or_else(|| {
+            anyhow!("--cheat {}: the localnet runs no daemon for it", cheat.entity)
+        })?;
     let dir = party.state.join("cheat");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(q.to_string());
@@ -656,9 +656,8 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         args.cns
     );
     // A localnet of party daemons on this chain: they answer, this process only asks.
-    let daemons = Manifest::load(&layout)
-        .ok()
-        .filter(|m| !m.parties.is_empty() && m.chain_id == chain_id);
+    let daemons =
+        Manifest::load(&layout).ok().filter(|m| !m.parties.is_empty() && m.chain_id == chain_id);
     match &daemons {
         None => check_keys(&keys, &roster, args.dps, args.cns, &global.node)?,
         Some(m) => {
@@ -752,8 +751,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
             registered_or_refused(&outcome)?;
             progress(&format!("registered at height {}", outcome.height));
             let proofs_start = Instant::now();
-            let last_proof_height =
-                submit_proofs(&node, &session, range_txs, args.cheat, threads, timeout, &mut spans)?;
+            let last_proof_height = submit_proofs(
+                &node, &session, range_txs, args.cheat, threads, timeout, &mut spans,
+            )?;
             progress(&format!("every proof is on the ledger (height {last_proof_height})"));
             (outcome, proofs_start.elapsed())
         }
@@ -893,6 +893,8 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         "covered_dps": names(&payload.covered),
         "uncovered_dps": names(&payload.uncovered),
         "bitmap": { "0": counts[0], "1": counts[1], "2": counts[2], "3": counts[3] },
+        "parties": if daemons.is_some() { "daemons" } else { "in-process" },
+        "proofs_by_kind": proofs_by_kind(&payload.bitmap.proofs),
         "wrong_proofs": wrong,
         "cheat_detected": detected.map(|d| d.unwrap_or(false)),
         "verified": verification.verified,
@@ -906,6 +908,14 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         print_summary(&doc);
     }
     Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// How many proofs of each kind a query block judges, by kind name.
+fn proofs_by_kind(keys: &[ProofKey]) -> serde_json::Map<String, Value> {
+    ProofKind::ALL
+        .into_iter()
+        .map(|k| (k.as_str().to_owned(), json!(keys.iter().filter(|p| p.kind == k).count())))
+        .collect()
 }
 
 /// Entity names, in order.
@@ -938,6 +948,10 @@ fn print_summary(doc: &Value) {
         dps(&doc["covered_dps"]),
         dps(&doc["uncovered_dps"])
     );
+    if let Some(kinds) = doc["proofs_by_kind"].as_object() {
+        let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{} {k}", s(n))).collect();
+        println!("proofs    {}  (sent by {} parties)", list.join(", "), s(&doc["parties"]));
+    }
     let m = &doc["bitmap"];
     println!(
         "bitmap    {} wrong, {} correct, {} not selected, {} not received",
@@ -996,7 +1010,7 @@ fn print_summary(doc: &Value) {
 mod tests {
     use super::*;
     use lemal_contracts::proofs::range::Bounds;
-    use lemal_contracts::tx::{NoiseParams, Operation};
+    use lemal_contracts::tx::{NoiseParams, Operation, QuerySpec};
 
     fn spec(noise: NoiseParams) -> QuerySpec {
         QuerySpec {

@@ -19,6 +19,10 @@ use super::{label, Daemon, Metrics, PartyError, Reply};
 use crate::pipeline::{PartyKeys, Session};
 use crate::rpc::{BlockEvents, Node, RpcError};
 
+/// Blocks past the data-provider deadline during which a parent still waits for its child
+/// computing nodes' aggregations.
+pub const CHILD_GRACE: u64 = 10;
+
 /// A computing node's configuration.
 #[derive(Clone, Debug)]
 pub struct CnConfig {
@@ -45,7 +49,8 @@ impl ComputingNode {
     /// A computing node acting with `config` on a chain whose roster is `roster`; it takes up
     /// again the queries its journal lists, reading their proofs from the ledger.
     pub fn resume(config: CnConfig, roster: Roster, daemon: &Daemon) -> Result<Self, PartyError> {
-        let mut me = ComputingNode { config, roster, open: BTreeMap::new(), on_ledger: BTreeSet::new() };
+        let mut me =
+            ComputingNode { config, roster, open: BTreeMap::new(), on_ledger: BTreeSet::new() };
         for q in &daemon.journal.watching {
             let Ok(q) = q.parse::<QueryId>() else { continue };
             if let Some(record) = daemon.node.query_record(&q)? {
@@ -124,13 +129,22 @@ impl ComputingNode {
 
     /// Whether the proof `key` can be built at `height`: its inputs are on the ledger (an
     /// aggregation past the data-provider deadline goes ahead with those that are).
+    ///
+    /// After that deadline a child computing node's aggregation is still awaited for
+    /// [`CHILD_GRACE`] blocks: the chain refuses an aggregation that leaves out an input on the
+    /// ledger, and a child aggregates what it has as soon as the deadline passes.
     fn ready(&self, record: &QueryRecord, key: &ProofKey, height: u64) -> bool {
         let inputs = record.registration.spec.inputs_of(key);
-        let present = inputs.iter().filter(|k| self.on_ledger.contains(k)).count();
-        present == inputs.len()
-            || (key.kind == ProofKind::Aggregation
-                && present > 0
-                && height > record.dp_deadline_height())
+        let present = |k: &&ProofKey| self.on_ledger.contains(k);
+        if inputs.iter().all(|k| present(&k)) {
+            return true;
+        }
+        let deadline = record.dp_deadline_height();
+        key.kind == ProofKind::Aggregation
+            && height > deadline
+            && inputs.iter().any(|k| present(&k))
+            && (height > deadline + CHILD_GRACE
+                || inputs.iter().filter(|k| k.kind == ProofKind::Aggregation).all(|k| present(&k)))
     }
 
     /// Submit every proof of query `q` this node owes whose inputs are on the ledger.
@@ -141,7 +155,11 @@ impl ComputingNode {
         let owed: Vec<ProofKey> =
             reg.spec.expected_proofs(*q).into_iter().filter(|k| k.creator == me).collect();
         for key in owed {
-            if self.on_ledger.contains(&key) || daemon.signed(&key) || !self.ready(&record, &key, height) {
+            daemon.retry_if_outdated(&key)?;
+            if self.on_ledger.contains(&key)
+                || daemon.signed(&key)
+                || !self.ready(&record, &key, height)
+            {
                 continue;
             }
             let cheat = self.cheats(daemon, &key);
@@ -194,7 +212,12 @@ pub struct Registrar {
 
 impl Registrar {
     /// A registrar broadcasting to the node at `rpc`.
-    pub fn new(chain_id: String, keys: PartyKeys, rpc: &str, metrics: Metrics) -> Result<Self, RpcError> {
+    pub fn new(
+        chain_id: String,
+        keys: PartyKeys,
+        rpc: &str,
+        metrics: Metrics,
+    ) -> Result<Self, RpcError> {
         Ok(Registrar { chain_id, keys, node: Node::connect(rpc)?, metrics })
     }
 
@@ -207,11 +230,20 @@ impl Registrar {
         (status, doc)
     }
 
-    fn answer(&self, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value, &'static str) {
+    fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> (u16, serde_json::Value, &'static str) {
         match (method, path) {
             ("POST", "/register") => {}
             ("GET", "/") => {
-                return (200, json!({ "entity": self.keys.entity.to_string(), "chain_id": self.chain_id }), "-");
+                return (
+                    200,
+                    json!({ "entity": self.keys.entity.to_string(), "chain_id": self.chain_id }),
+                    "-",
+                );
             }
             _ => return (404, json!({ "error": format!("no {method} {path}") }), "-"),
         }

@@ -46,7 +46,9 @@ pub struct Policy {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Decline {
     /// Too few data providers take part.
-    #[error("the query names {named} data providers; this provider's policy asks for at least {min}")]
+    #[error(
+        "the query names {named} data providers; this provider's policy asks for at least {min}"
+    )]
     TooFewProviders {
         /// Data providers the query names.
         named: usize,
@@ -149,7 +151,10 @@ impl DpConfig {
         }
         let query = sql::parse(&spec.sql).map_err(|e| Decline::Sql(e.to_string()))?;
         if !self.policy.columns.is_empty() {
-            if let Some(c) = columns_read(&query).into_iter().find(|c| !self.policy.columns.iter().any(|s| s == c)) {
+            if let Some(c) = columns_read(&query)
+                .into_iter()
+                .find(|c| !self.policy.columns.iter().any(|s| s == c))
+            {
                 return Err(Decline::Column(c.to_owned()));
             }
         }
@@ -196,10 +201,8 @@ impl DataProvider {
 
     /// Handle one committed block: answer each registration that names this provider.
     pub fn on_block(&mut self, daemon: &mut Daemon, block: &BlockEvents) -> Result<(), PartyError> {
-        let registered: Vec<QueryId> = block
-            .of_kind("lemal.register")
-            .filter_map(|e| e.get("query")?.parse().ok())
-            .collect();
+        let registered: Vec<QueryId> =
+            block.of_kind("lemal.register").filter_map(|e| e.get("query")?.parse().ok()).collect();
         for q in registered {
             let Some(record) = daemon.node.query_record(&q)? else { continue };
             self.answer(daemon, &record, block.height)?;
@@ -207,7 +210,12 @@ impl DataProvider {
         Ok(())
     }
 
-    fn answer(&mut self, daemon: &mut Daemon, record: &QueryRecord, height: u64) -> Result<(), PartyError> {
+    fn answer(
+        &mut self,
+        daemon: &mut Daemon,
+        record: &QueryRecord,
+        height: u64,
+    ) -> Result<(), PartyError> {
         let me = self.config.keys.entity;
         let reg = &record.registration;
         let q = reg.query_id;
@@ -301,7 +309,9 @@ mod tests {
     #[test]
     fn the_answer_is_the_one_the_one_process_run_computes() {
         let c = config(Policy::default());
-        for sql in ["SELECT avg(x) FROM y WHERE z < 321", "SELECT sum(x) FROM t", "SELECT count(*) FROM t"] {
+        for sql in
+            ["SELECT avg(x) FROM y WHERE z < 321", "SELECT sum(x) FROM t", "SELECT count(*) FROM t"]
+        {
             let s = spec(sql, 4, 50);
             let query = sql::parse(sql).expect("sql");
             let bounds = c.bounds_of(&s).expect("bounds");

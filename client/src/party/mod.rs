@@ -35,6 +35,11 @@ pub mod querier;
 /// Blocks after which a signed transaction that is not on the ledger is broadcast again.
 pub const RESEND_AFTER: u64 = 5;
 
+/// Refusal code: an input is not on the ledger (yet).
+const OUTDATED_MISSING_INPUT: u32 = 24;
+/// Refusal code: an aggregation leaves out an input that is now on the ledger.
+const OUTDATED_INCOMPLETE: u32 = 27;
+
 /// Largest request body the daemons' HTTP endpoint reads.
 pub const MAX_REQUEST: usize = 1 << 20;
 
@@ -75,6 +80,9 @@ pub struct Sent {
     /// CheckTx's refusal, if it refused it (then it is not broadcast again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The refusal's code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_code: Option<u32>,
 }
 
 /// A daemon's durable memory: the last block handled and what it signed.
@@ -205,7 +213,11 @@ impl Metrics {
             "Submissions CheckTx refused, by code",
             m.refused.clone(),
         );
-        r.register("lemal_party_resent", "Journaled transactions broadcast again", m.resent.clone());
+        r.register(
+            "lemal_party_resent",
+            "Journaled transactions broadcast again",
+            m.resent.clone(),
+        );
         r.register("lemal_party_declined", "Queries declined, by reason", m.declined.clone());
         r.register(
             "lemal_cn_registrations",
@@ -262,6 +274,22 @@ impl Daemon {
         self.journal.sent.contains_key(&key.to_string())
     }
 
+    /// Forget the journaled transaction of `key` if CheckTx refused it because the ledger
+    /// moved under it (an input arrived or is missing: codes 24 and 27), so that it is built
+    /// again from the ledger as it is now. The refused transaction never reached a block.
+    pub fn retry_if_outdated(&mut self, key: &ProofKey) -> Result<(), PartyError> {
+        let k = key.to_string();
+        let outdated = self.journal.sent.get(&k).is_some_and(|s| {
+            matches!(s.refused_code, Some(OUTDATED_MISSING_INPUT | OUTDATED_INCOMPLETE))
+        });
+        if outdated {
+            tracing::info!(proof = %key, "the ledger moved under the refused proof; building it again");
+            self.journal.sent.remove(&k);
+            self.journal.save(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// Journal `tx` for `key`, then broadcast it. A refusal is journaled and logged (the proof
     /// is not signed again); a transport failure leaves it for [`Daemon::resend_due`].
     pub fn submit(&mut self, key: &ProofKey, tx: &Tx, height: u64) -> Result<(), PartyError> {
@@ -269,7 +297,13 @@ impl Daemon {
         let hash = hex::encode(Tx::hash(&bytes));
         self.journal.sent.insert(
             key.to_string(),
-            Sent { tx: hex::encode(&bytes), hash: hash.clone(), at: height, refused: None },
+            Sent {
+                tx: hex::encode(&bytes),
+                hash: hash.clone(),
+                at: height,
+                refused: None,
+                refused_code: None,
+            },
         );
         self.journal.save(&self.dir)?;
         self.metrics.submitted.get_or_create(&label("kind", key.kind)).inc();
@@ -285,9 +319,12 @@ impl Daemon {
                 self.metrics.refused.get_or_create(&label("code", code)).inc();
                 if let Some(s) = self.journal.sent.get_mut(&key.to_string()) {
                     s.refused = Some(format!("code {code}: {log}"));
+                    s.refused_code = Some(code);
                 }
             }
-            Err(e) => tracing::warn!(proof = %key, tx = hash, error = %e, "broadcast failed; will retry"),
+            Err(e) => {
+                tracing::warn!(proof = %key, tx = hash, error = %e, "broadcast failed; will retry")
+            }
         }
     }
 

@@ -58,13 +58,15 @@ impl QuerierRecord {
 
     /// The querier's secret key.
     pub fn secret(&self) -> Result<SecretKey, PartyError> {
-        let bytes: [u8; 32] = hex::decode(&self.secret)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| PartyError::Config(format!("query {}: bad secret key", self.query_id)))?;
-        Option::<curve25519_dalek::Scalar>::from(curve25519_dalek::Scalar::from_canonical_bytes(bytes))
-            .map(SecretKey::from_scalar)
-            .ok_or_else(|| PartyError::Config(format!("query {}: bad secret key", self.query_id)))
+        let bytes: [u8; 32] =
+            hex::decode(&self.secret).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                PartyError::Config(format!("query {}: bad secret key", self.query_id))
+            })?;
+        Option::<curve25519_dalek::Scalar>::from(curve25519_dalek::Scalar::from_canonical_bytes(
+            bytes,
+        ))
+        .map(SecretKey::from_scalar)
+        .ok_or_else(|| PartyError::Config(format!("query {}: bad secret key", self.query_id)))
     }
 
     /// The data bounds.

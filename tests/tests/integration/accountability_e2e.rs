@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use lemal_client::data::{DataBounds, Dataset};
 use lemal_client::localnet::{self, Layout};
-use lemal_client::pipeline::{self, PlanOptions, Session};
+use lemal_client::pipeline::{self, PlanOptions, QueryPlan, Session};
 use lemal_client::rpc::Node;
 use lemal_client::sql;
 use lemal_contracts::ids::{EntityId, ProofKey, ProofKind};
@@ -58,8 +58,12 @@ pub(crate) fn an_aggregation_that_leaves_out_a_dp_is_refused(net: &Localnet) -> 
     };
     let query = sql::parse(QUERY)?;
     let plan = pipeline::plan(&chain, query.clone(), &opts, &mut rng);
-    let session =
-        Session { chain_id: &chain, keys: &keys, roster: &roster, registration: &plan.registration };
+    let session = Session {
+        chain_id: &chain,
+        keys: &keys,
+        roster: &roster,
+        registration: &plan.registration,
+    };
     let (code, log) = sign_and_wait(&node, &session.register(&mut rng)?)?;
     ensure!(code == 0, "registration refused: {code} {log}");
     for d in 0..3u32 {
@@ -70,7 +74,7 @@ pub(crate) fn an_aggregation_that_leaves_out_a_dp_is_refused(net: &Localnet) -> 
         ensure!(code == 0, "range proof of dp-{d} refused: {code} {log}");
     }
     let q = plan.registration.query_id;
-    hostile_transactions_on_an_open_query_are_refused(&node, &session, &keys, &mut rng)?;
+    hostile_transactions_on_an_open_query_are_refused(&node, &session, &plan, &keys, &mut rng)?;
     let inputs: Vec<ProofKey> = (0..2)
         .map(|d| ProofKey { query: q, kind: ProofKind::Range, creator: EntityId::dp(d), index: 0 })
         .collect();
@@ -101,15 +105,16 @@ pub(crate) fn an_aggregation_that_leaves_out_a_dp_is_refused(net: &Localnet) -> 
 fn hostile_transactions_on_an_open_query_are_refused(
     node: &Node,
     session: &Session<'_>,
+    plan: &QueryPlan,
     keys: &lemal_client::keyring::Keyring,
     rng: &mut ChaCha20Rng,
 ) -> Result<()> {
     let chain = session.chain_id;
-    let spec = &session.plan.registration.spec;
-    let q = session.plan.registration.query_id;
-    let bounds = &session.plan.bounds;
-    let values = Dataset::synthetic(77, "x", "z", bounds.rows, bounds)
-        .local_values(&session.plan.query, bounds)?;
+    let spec = &plan.registration.spec;
+    let q = plan.registration.query_id;
+    let bounds = &plan.bounds;
+    let values =
+        Dataset::synthetic(77, "x", "z", bounds.rows, bounds).local_values(&plan.query, bounds)?;
     let sign = |signer: EntityId, body: TxBody, rng: &mut ChaCha20Rng| -> Result<Tx> {
         let key = keys.signing_key(signer).with_context(|| format!("{signer}'s key"))?;
         Ok(Tx::sign(chain, signer, body, key, rng))

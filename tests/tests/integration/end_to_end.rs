@@ -106,9 +106,23 @@ impl Localnet {
         self.lemal_with_env(args, &[])
     }
 
-    /// The arguments of `lemal localnet up` for this localnet: its `lemal-vn`, `cometbft`, base
-    /// port and chain id, then `extra`.
+    /// The arguments of `lemal localnet up` for this localnet without party daemons (`lemal
+    /// run` plays every party, and the test may send any party's transactions itself): its
+    /// `lemal-vn`, `cometbft`, base port and chain id, then `extra`.
     pub(crate) fn up_args(
+        &self,
+        cometbft: &Path,
+        base_port: u16,
+        chain_id: &str,
+        extra: &[&str],
+    ) -> Vec<String> {
+        let mut args = self.up_args_with_parties(cometbft, base_port, chain_id, extra);
+        args.push("--no-parties".into());
+        args
+    }
+
+    /// The arguments of `lemal localnet up` for this localnet, with a daemon per party.
+    pub(crate) fn up_args_with_parties(
         &self,
         cometbft: &Path,
         base_port: u16,
@@ -218,10 +232,7 @@ pub(crate) fn app_hashes_agree_on(rpcs: &[String]) -> Result<u64> {
     let (nodes, height) = common_height(rpcs)?;
     let mut hashes = Vec::new();
     for n in &nodes {
-        let (client, rt) = n.raw();
-        let h = tendermint::block::Height::try_from(height)?;
-        let block = rt.block_on(tendermint_rpc::Client::block(client, h))?;
-        hashes.push(block.block.header.app_hash.as_bytes().to_vec());
+        hashes.push(n.block(height)?.header.app_hash.as_bytes().to_vec());
     }
     ensure!(
         hashes.windows(2).all(|w| w[0] == w[1]),

@@ -121,12 +121,9 @@ fn transactions_agree() -> Result<(u64, usize)> {
     let (nodes, top) = common_height(&all_rpcs())?;
     let mut total = 0;
     for h in 1..=top {
-        let height = tendermint::block::Height::try_from(h)?;
         let mut first: Option<Vec<Vec<u8>>> = None;
         for (i, n) in nodes.iter().enumerate() {
-            let (client, rt) = n.raw();
-            let block = rt.block_on(tendermint_rpc::Client::block(client, height))?;
-            let txs = block.block.data;
+            let txs = n.block(h)?.data;
             match &first {
                 None => {
                     total += txs.len();

@@ -58,12 +58,9 @@ fn run_once(net: &Localnet) -> Result<f64> {
 /// Median interval between the block times of heights `from..=to`, in ms.
 fn block_interval(from: u64, to: u64) -> Result<f64> {
     let node = Node::connect(&rpc(0))?;
-    let (client, rt) = node.raw();
     let mut times = Vec::new();
     for h in from..=to {
-        let height = tendermint::block::Height::try_from(h)?;
-        let block = rt.block_on(tendermint_rpc::Client::block(client, height))?;
-        times.push(block.block.header.time);
+        times.push(node.block(h)?.header.time);
     }
     let gaps: Vec<f64> = times
         .windows(2)
@@ -135,11 +132,10 @@ fn scenario(net: &Localnet, cometbft: &std::path::Path) -> Result<()> {
                 let mut k = sender;
                 while !stop.load(Ordering::Relaxed) && began.elapsed() < FLOOD_LIMIT {
                     let node = &nodes[k % nodes.len()];
-                    let (client, rt) = node.raw();
                     let tx = txs[k % txs.len()].clone();
-                    let r = rt.block_on(tendermint_rpc::Client::broadcast_tx_sync(client, tx));
+                    let r = node.check_tx(tx);
                     sent.fetch_add(1, Ordering::Relaxed);
-                    if r.map_or(true, |r| r.code.is_err()) {
+                    if r.map_or(true, |(code, _)| code != 0) {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
                     k += 1;

@@ -20,27 +20,17 @@ const BY_COMETBFT: u32 = u32::MAX;
 
 /// Broadcast raw bytes; the CheckTx code and log, or [`BY_COMETBFT`] and the RPC's error.
 fn broadcast(node: &Node, bytes: Vec<u8>) -> (u32, String) {
-    let (client, rt) = node.raw();
-    match rt.block_on(tendermint_rpc::Client::broadcast_tx_sync(client, bytes)) {
-        Ok(r) => (r.code.value(), r.log),
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
-            (BY_COMETBFT, format!("refused by CometBFT: {first}"))
-        }
+    match node.check_tx(bytes) {
+        Ok(answer) => answer,
+        Err(e) => (BY_COMETBFT, format!("refused by CometBFT: {e}")),
     }
 }
 
 /// The committed transactions of blocks `from..=to`, decoded.
 fn committed(node: &Node, from: u64, to: u64) -> Result<Vec<(Vec<u8>, Tx)>> {
-    let (client, rt) = node.raw();
     let mut out = Vec::new();
     for h in from..=to {
-        let block = rt.block_on(tendermint_rpc::Client::block(
-            client,
-            tendermint::block::Height::try_from(h)?,
-        ))?;
-        for bytes in block.block.data {
+        for bytes in node.block(h)?.data {
             let tx = Tx::decode(&bytes).context("a committed transaction decodes")?;
             out.push((bytes, tx));
         }

@@ -24,6 +24,7 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod lying_proxy;
+mod parties;
 mod partition;
 mod rejections;
 mod restart;
