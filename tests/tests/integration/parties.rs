@@ -299,8 +299,16 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
         "verify without a node exited {:?}",
         unreachable.status
     );
-    let no_key = net.lemal(&["--node", node, "query", "result", cheat_id])?;
-    ensure!(!no_key.status.success(), "a result without the querier's key succeeded");
+    // `lemal run` keeps the querier key of its queries: `query result` reads them too.
+    let again = json(net, &["--node", node, "--json", "query", "result", cheat_id])?;
+    ensure!(again["result"] == cheat["result"], "{again} vs {cheat}");
+    let unknown = "00000000000000000000000000000000";
+    let no_key = net.lemal(&["--node", node, "query", "result", unknown])?;
+    ensure!(
+        no_key.status.code() == Some(1),
+        "a result without the querier's key: {:?}",
+        no_key.status
+    );
     ensure!(String::from_utf8_lossy(&no_key.stderr).contains("no key for query"));
 
     let rpcs: Vec<String> = (0..4).map(rpc).collect();
