@@ -1,5 +1,5 @@
 //! `lemal-vn`: one verifying node's application process — the ABCI server CometBFT connects to,
-//! and the verifier worker.
+//! the verifier worker and, with `--metrics`, a Prometheus endpoint.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -111,9 +111,9 @@ fn run() -> Result<()> {
             anyhow::anyhow!("the store at {} cannot be resumed: {why}", db.display())
         })?;
     }
-    let metrics = Arc::new(Metrics::default());
+    // Recorded always, exposed only when asked for.
     let metrics = match args.metrics {
-        None => metrics,
+        None => Arc::new(Metrics::default()),
         Some(addr) => {
             let mut registry = Registry::default();
             let metrics = Arc::new(Metrics::register(&mut registry));

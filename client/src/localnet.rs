@@ -17,9 +17,9 @@
 //! Node `i` listens on p2p `BASE + 100·i`, RPC `BASE + 1 + 100·i` and ABCI `BASE + 2 + 100·i`,
 //! and serves Prometheus metrics: its CometBFT's on `BASE + 4 + 100·i`, its `lemal-vn`'s on
 //! `BASE + 5 + 100·i` (both at `/metrics`), all on 127.0.0.1 (or on the address of its
-//! [`NodeHost`], in the network namespace the partition test made for it); pprof is off. [`up`] builds a fresh network each time it
-//! starts one (the previous `HOME/net` is replaced) and refuses to touch a network that is still
-//! running. Processes are started detached, each in its own process group, and [`down`] stops
+//! [`NodeHost`], in the network namespace the partition test made for it); pprof is off.
+//! [`up`] builds a fresh network each time it starts one (the previous `HOME/net` is replaced)
+//! and refuses to touch a network that is still running. Processes are started detached, each in its own process group, and [`down`] stops
 //! exactly the processes whose pid records still name them (same pid and same start time);
 //! [`stop`] does so for one node. [`start`] brings stopped nodes of the generated network back
 //! from their state; [`reset`] drops a stopped node's application state, which its CometBFT
