@@ -16,6 +16,9 @@
 //! the first block, so the first Commit makes genesis and block one durable together; after a
 //! crash before that Commit, CometBFT runs InitChain again.
 //!
+//! The adapter records CheckTx rejections and the durations of FinalizeBlock and Commit in
+//! [`crate::metrics`]; nothing there is read back.
+//!
 //! Nothing a client sends can panic a handler: every rejection is a code and a log. A store that
 //! fails to read or write panics, since continuing would fork this node from the others.
 
@@ -40,6 +43,7 @@ use tracing::{debug, error, info, warn};
 use crate::codes::TxError;
 use crate::ledger::{KvRead, KvWrite};
 use crate::machine::{BlockCtx, Event, GenesisValidator, Machine};
+use crate::metrics::{Metrics, Stopwatch};
 use crate::query;
 use crate::recheck::CheckCache;
 use crate::store::{Overlay, Prepared, Store, WriteSet};
@@ -91,6 +95,8 @@ struct Shared {
     checked: Mutex<CheckCache>,
     /// Stateless checks CheckTx ran (decoding and signature), for tests and diagnostics.
     stateless_checks: AtomicU64,
+    /// Recorded here, never read by the machine.
+    metrics: Arc<Metrics>,
 }
 
 /// The ABCI application; cheap to clone (one clone per CometBFT connection).
@@ -142,6 +148,12 @@ fn apply(overlay: &mut Overlay<'_>, writes: &WriteSet) {
 impl LemalApp {
     /// Wrap a store. The machine is loaded from committed state if genesis already ran.
     pub fn new(store: Arc<RwLock<Store>>) -> Self {
+        Self::with_metrics(store, Arc::default())
+    }
+
+    /// [`LemalApp::new`], recording CheckTx rejections and the durations of FinalizeBlock and
+    /// Commit into `metrics`.
+    pub fn with_metrics(store: Arc<RwLock<Store>>, metrics: Arc<Metrics>) -> Self {
         let machine = {
             let guard = store.read().unwrap_or_else(PoisonError::into_inner);
             let view = guard.overlay().unwrap_or_else(|e| panic!("store unreadable: {e}"));
@@ -155,6 +167,7 @@ impl LemalApp {
                 committed_tx: Mutex::new(None),
                 checked: Mutex::new(CheckCache::default()),
                 stateless_checks: AtomicU64::new(0),
+                metrics,
             }),
         }
     }
@@ -330,6 +343,7 @@ impl Application for LemalApp {
             Ok(()) => ResponseCheckTx { code: 0, ..Default::default() },
             Err(e) => {
                 debug!(code = e.code(), recheck, "check_tx rejected: {e:#}");
+                self.shared.metrics.check_tx_rejected(e.code(), recheck);
                 ResponseCheckTx {
                     code: e.code(),
                     log: e.to_string(),
@@ -370,6 +384,7 @@ impl Application for LemalApp {
     }
 
     fn finalize_block(&self, request: RequestFinalizeBlock) -> ResponseFinalizeBlock {
+        let stopwatch = Stopwatch::start();
         let ctx = BlockCtx { height: height_of(request.height), time: time_of(request.time) };
         let mut consensus = self.consensus();
         let Some(machine) = consensus.machine.clone() else {
@@ -426,6 +441,7 @@ impl Application for LemalApp {
         for u in &end.validator_updates {
             info!(height = ctx.height, key = %hex::encode(u.pub_key), power = u.power, "validator update");
         }
+        self.shared.metrics.finalize_block_took(stopwatch.seconds());
         ResponseFinalizeBlock {
             events: abci_events(end.events),
             tx_results,
@@ -436,6 +452,7 @@ impl Application for LemalApp {
     }
 
     fn commit(&self) -> ResponseCommit {
+        let stopwatch = Stopwatch::start();
         let mut consensus = self.consensus();
         let prepared = consensus.pending.take().expect("Commit without a finalized block");
         let committed = {
@@ -443,6 +460,8 @@ impl Application for LemalApp {
             store.commit(prepared).unwrap_or_else(|e| panic!("store commit failed: {e}"))
         };
         drop(consensus);
+        self.shared.metrics.commit_took(stopwatch.seconds());
+        self.shared.metrics.block_committed(committed.height);
         if let Some(tx) =
             self.shared.committed_tx.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
         {

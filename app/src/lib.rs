@@ -8,7 +8,9 @@
 //! - [`abci`], [`server`] and [`query`]: the thin ABCI adapter, the socket server CometBFT
 //!   connects to, and the query paths;
 //! - [`worker`]: the off-chain verifier that commits this node's bitmaps;
-//! - [`recheck`]: what CheckTx remembers of mempool transactions between blocks.
+//! - [`recheck`]: what CheckTx remembers of mempool transactions between blocks;
+//! - [`metrics`]: the Prometheus metrics the adapter and the worker record (never read by the
+//!   machine).
 
 pub mod abci;
 /// The state layout, shared with clients.
@@ -16,6 +18,7 @@ pub use lemal_contracts::keys;
 pub mod codes;
 pub mod ledger;
 pub mod machine;
+pub mod metrics;
 pub mod query;
 pub mod recheck;
 pub mod server;

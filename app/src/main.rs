@@ -1,5 +1,5 @@
 //! `lemal-vn`: one verifying node's application process — the ABCI server CometBFT connects to,
-//! and the verifier worker.
+//! the verifier worker and, with `--metrics`, a Prometheus endpoint.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -8,11 +8,13 @@ use std::sync::{mpsc, Arc, RwLock};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use lemal_app::abci::LemalApp;
+use lemal_app::metrics::Metrics;
 use lemal_app::server::{Address, Listener};
 use lemal_app::store::Store;
 use lemal_app::worker::{RpcBroadcast, Worker};
 use lemal_contracts::ids::Role;
 use lemal_contracts::sig::KeyFile;
+use prometheus_client::registry::Registry;
 use tracing::{error, info};
 
 /// The exit status of `lemal-vn` when its verifier worker dies.
@@ -45,6 +47,11 @@ struct Args {
     /// exercise challenges and exclusion. Never for a real node.
     #[arg(long, hide = true, env = "LEMAL_VN_TEST_ONLY_INVERT_VERDICTS")]
     test_only_invert_verdicts: bool,
+    /// Serve Prometheus metrics (OpenMetrics text) at `http://ADDR/metrics`, e.g.
+    /// `127.0.0.1:26661`; off unless given. Bind a loopback address unless a scraper on another
+    /// host must reach it.
+    #[arg(long, env = "LEMAL_VN_METRICS", value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Log lines as text, or as one JSON object per line (for log collectors).
     #[arg(long, env = "LEMAL_VN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -104,12 +111,26 @@ fn run() -> Result<()> {
             anyhow::anyhow!("the store at {} cannot be resumed: {why}", db.display())
         })?;
     }
-    let app = LemalApp::new(Arc::new(RwLock::new(store)));
+    // Recorded always, exposed only when asked for.
+    let metrics = match args.metrics {
+        None => Arc::new(Metrics::default()),
+        Some(addr) => {
+            let mut registry = Registry::default();
+            let metrics = Arc::new(Metrics::register(&mut registry));
+            let bound = lemal_app::metrics::serve(addr, Arc::new(registry))
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            info!(metrics = %format!("http://{bound}/metrics"), "serving metrics");
+            metrics
+        }
+    };
+    metrics.started_at(store.committed().height);
+    let app = LemalApp::with_metrics(Arc::new(RwLock::new(store)), metrics.clone());
 
     let (tx, rx) = mpsc::channel();
     app.on_commit(tx);
     let broadcast = RpcBroadcast::new(&args.rpc).map_err(anyhow::Error::msg)?;
-    let mut worker = Worker::new(key_file.entity, key, app.store(), broadcast, args.workers);
+    let mut worker = Worker::new(key_file.entity, key, app.store(), broadcast, args.workers)
+        .with_metrics(metrics);
     if args.test_only_invert_verdicts {
         tracing::warn!("test only: this node inverts its verdicts and will be found at fault");
         worker = worker.inverting_verdicts();

@@ -16,6 +16,9 @@
 //!    until the commit is on the ledger or the query is closed (the same bytes have the same
 //!    hash, so CometBFT's mempool keeps one copy).
 //!
+//! It records what it verified, how long each verification took, its bitmap broadcasts and how
+//! far behind the committed height it is in [`crate::metrics`].
+//!
 //! Consensus never waits for the worker: a slow worker only means this node's bitmap arrives
 //! late (or, after the commit window, not at all, and its entries become 3). A worker that
 //! stops — a panic in its thread — is not left to fail quietly: [`wait`] reports why, and
@@ -37,6 +40,7 @@ use tracing::{debug, info, warn};
 use crate::abci::CommittedBlock;
 use crate::ledger::get;
 use crate::machine::Machine;
+use crate::metrics::{Metrics, Stopwatch};
 use crate::store::Store;
 
 /// Blocks to wait before broadcasting a bitmap commit again.
@@ -128,6 +132,7 @@ pub struct Worker<B: Broadcast> {
     /// Test only: report every verified proof as the opposite of what it is (a lying verifying
     /// node, for the tests of challenges and exclusion).
     invert_verdicts: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl<B: Broadcast> Worker<B> {
@@ -148,7 +153,14 @@ impl<B: Broadcast> Worker<B> {
             queries: BTreeMap::new(),
             machine: None,
             invert_verdicts: false,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Record verifications, bitmap broadcasts and the worker's height into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Test only: make this worker lie, turning every 1 it finds into 0 and every 0 into 1.
@@ -166,6 +178,7 @@ impl<B: Broadcast> Worker<B> {
                 block = next;
             }
             self.on_commit(block.height);
+            self.metrics.worker_reached(block.height);
         }
     }
 
@@ -182,7 +195,7 @@ impl<B: Broadcast> Worker<B> {
     pub fn on_commit(&mut self, height: u64) -> Vec<QueryId> {
         let Some((chain_id, work, ready)) = self.gather() else { return Vec::new() };
         // Verification runs without holding the store, so Commit is never blocked by it.
-        let results = verify_all(&work, self.threads);
+        let results = verify_all(&work, self.threads, &self.metrics);
         for ((q, key, _), mut verdict) in work.iter().zip(results) {
             if self.invert_verdicts {
                 verdict = match verdict {
@@ -225,10 +238,12 @@ impl<B: Broadcast> Worker<B> {
             match self.broadcast.broadcast(signed.clone()) {
                 Ok(()) => {
                     info!(vn = %self.me, query = %q, "bitmap broadcast");
+                    self.metrics.bitmap_broadcast(true);
                     sent.push(q);
                 }
                 Err(e) => {
-                    warn!(vn = %self.me, query = %q, "bitmap broadcast failed, will retry: {e}")
+                    warn!(vn = %self.me, query = %q, "bitmap broadcast failed, will retry: {e}");
+                    self.metrics.bitmap_broadcast(false);
                 }
             }
         }
@@ -374,14 +389,16 @@ pub fn wait(handle: thread::JoinHandle<()>) -> WorkerExit {
 /// (or why the statement could not be resolved).
 type Job = (QueryId, ProofKey, Result<(proofs::Statement, Vec<u8>), String>);
 
-/// Verify each job on `threads` threads. A statement that cannot be resolved from the ledger
-/// makes the proof wrong.
-fn verify_all(work: &[Job], threads: usize) -> Vec<Verdict> {
+/// Verify each job on `threads` threads, recording each outcome and its time in `metrics`. A
+/// statement that cannot be resolved from the ledger makes the proof wrong.
+fn verify_all(work: &[Job], threads: usize, metrics: &Metrics) -> Vec<Verdict> {
     let one = |(_, key, job): &Job| {
+        let stopwatch = Stopwatch::start();
         let result = job
             .as_ref()
             .map_err(Clone::clone)
             .and_then(|(statement, proof)| statement.verify(proof).map_err(|e| e.to_string()));
+        metrics.proof_verified(key.kind, result.is_ok(), stopwatch.seconds());
         match result {
             Ok(()) => Verdict::Correct,
             Err(e) => {

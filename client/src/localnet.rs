@@ -15,10 +15,11 @@
 //! ```
 //!
 //! Node `i` listens on p2p `BASE + 100·i`, RPC `BASE + 1 + 100·i` and ABCI `BASE + 2 + 100·i`,
-//! all on 127.0.0.1 (or on the address of its [`NodeHost`], in the network namespace the
-//! partition test made for it); pprof and Prometheus are off. [`up`] builds a fresh network each time it
-//! starts one (the previous `HOME/net` is replaced) and refuses to touch a network that is still
-//! running. Processes are started detached, each in its own process group, and [`down`] stops
+//! and serves Prometheus metrics: its CometBFT's on `BASE + 4 + 100·i`, its `lemal-vn`'s on
+//! `BASE + 5 + 100·i` (both at `/metrics`), all on 127.0.0.1 (or on the address of its
+//! [`NodeHost`], in the network namespace the partition test made for it); pprof is off.
+//! [`up`] builds a fresh network each time it starts one (the previous `HOME/net` is replaced)
+//! and refuses to touch a network that is still running. Processes are started detached, each in its own process group, and [`down`] stops
 //! exactly the processes whose pid records still name them (same pid and same start time);
 //! [`stop`] does so for one node. [`start`] brings stopped nodes of the generated network back
 //! from their state; [`reset`] drops a stopped node's application state, which its CometBFT
@@ -36,7 +37,11 @@ use std::time::{Duration, Instant};
 use lemal_contracts::ids::{EntityId, Role};
 use lemal_contracts::sig::KeyFile;
 use lemal_contracts::state::Params;
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use toml_edit::{DocumentMut, Item, Value};
 
 use crate::keyring::{write_key_file, Keyring};
 use crate::rpc::{Node, RpcError};
@@ -234,6 +239,13 @@ pub struct Ports {
     pub rpc: u16,
     /// The application's ABCI server.
     pub abci: u16,
+    /// CometBFT's Prometheus metrics (0 in a manifest written before metrics: see
+    /// [`Manifest::load`]).
+    #[serde(default)]
+    pub cometbft_metrics: u16,
+    /// `lemal-vn`'s Prometheus metrics (0 likewise).
+    #[serde(default)]
+    pub vn_metrics: u16,
 }
 
 impl Ports {
@@ -241,12 +253,18 @@ impl Ports {
     pub fn of(base: u16, i: u32) -> Option<Ports> {
         let p2p = u32::from(base) + u32::from(PORT_STRIDE).checked_mul(i)?;
         let p = |off: u32| u16::try_from(p2p + off).ok();
-        Some(Ports { p2p: p(0)?, rpc: p(1)?, abci: p(2)? })
+        Some(Ports {
+            p2p: p(0)?,
+            rpc: p(1)?,
+            abci: p(2)?,
+            cometbft_metrics: p(4)?,
+            vn_metrics: p(5)?,
+        })
     }
 
     /// Every port, for clash checks.
-    pub fn all(&self) -> [u16; 3] {
-        [self.p2p, self.rpc, self.abci]
+    pub fn all(&self) -> [u16; 5] {
+        [self.p2p, self.rpc, self.abci, self.cometbft_metrics, self.vn_metrics]
     }
 }
 
@@ -308,6 +326,18 @@ pub struct NodeInfo {
     pub validator_address: String,
 }
 
+impl NodeInfo {
+    /// Where its `lemal-vn` serves Prometheus metrics.
+    pub fn vn_metrics_url(&self) -> String {
+        format!("http://{}:{}/metrics", self.host.ip, self.ports.vn_metrics)
+    }
+
+    /// Where its CometBFT serves Prometheus metrics.
+    pub fn cometbft_metrics_url(&self) -> String {
+        format!("http://{}:{}/metrics", self.host.ip, self.ports.cometbft_metrics)
+    }
+}
+
 /// One party daemon of the manifest (`lemal dp serve` or `lemal cn serve`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartyInfo {
@@ -362,7 +392,8 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Read the manifest of the localnet under `layout`.
+    /// Read the manifest of the localnet under `layout`. A manifest written before the
+    /// metrics ports were recorded gets them from the node's p2p port.
     pub fn load(layout: &Layout) -> Result<Self, LocalnetError> {
         let path = layout.manifest();
         let bytes = match fs::read(&path) {
@@ -372,8 +403,16 @@ impl Manifest {
             }
             Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
         };
-        serde_json::from_slice(&bytes)
-            .map_err(|e| LocalnetError::Config(format!("{}: {e}", path.display())))
+        let mut manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| LocalnetError::Config(format!("{}: {e}", path.display())))?;
+        for node in &mut manifest.nodes {
+            if node.ports.vn_metrics == 0 {
+                let p = |off: u16| node.ports.p2p.saturating_add(off);
+                node.ports.cometbft_metrics = p(4);
+                node.ports.vn_metrics = p(5);
+            }
+        }
+        Ok(manifest)
     }
 
     fn save(&self, layout: &Layout) -> Result<(), LocalnetError> {
@@ -544,16 +583,15 @@ impl ProcessRecord {
     }
 }
 
-fn signal_group(pid: u32, signal: &str) -> Result<(), LocalnetError> {
+fn signal_group(pid: u32, signal: Signal) -> Result<(), LocalnetError> {
+    let group = i32::try_from(pid)
+        .map_err(|_| LocalnetError::Config(format!("pid {pid} is not a process id")))?;
     // Each process leads its own group; signalling the group also reaches anything it started.
-    let status = Command::new("/bin/sh")
-        .args(["-c", &format!("kill -s {signal} -- -{pid} 2>/dev/null")])
-        .stdin(Stdio::null())
-        .status()
-        .map_err(io("running /bin/sh to send a signal"))?;
-    // A group that is already gone is fine: the process exited meanwhile.
-    let _ = status;
-    Ok(())
+    match killpg(Pid::from_raw(group), signal) {
+        // A group that is already gone is fine: the process exited meanwhile.
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(e) => Err(io(format!("sending {signal} to process group {pid}"))(e.into())),
+    }
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), LocalnetError> {
@@ -654,14 +692,14 @@ fn stop_records(
 ) -> Result<Vec<String>, LocalnetError> {
     let live: Vec<&ProcessRecord> = records.iter().filter(|p| p.is_running()).collect();
     for p in &live {
-        signal_group(p.pid, "TERM")?;
+        signal_group(p.pid, Signal::SIGTERM)?;
     }
     let start = Instant::now();
     while live.iter().any(|p| !p.has_exited()) && start.elapsed() < grace {
         std::thread::sleep(Duration::from_millis(50));
     }
     for p in live.iter().filter(|p| !p.has_exited()) {
-        signal_group(p.pid, "KILL")?;
+        signal_group(p.pid, Signal::SIGKILL)?;
     }
     let start = Instant::now();
     while live.iter().any(|p| !p.has_exited()) && start.elapsed() < Duration::from_secs(5) {
@@ -791,36 +829,32 @@ fn find_lemal_vn(explicit: Option<&Path>) -> Result<PathBuf, LocalnetError> {
     })
 }
 
-/// Set `key = value` in `[section]` (`""` for the top level) of a CometBFT `config.toml`;
-/// `value` is already in TOML syntax. The key must exist: CometBFT writes every key.
-fn set_toml(text: &str, section: &str, key: &str, value: &str) -> Result<String, LocalnetError> {
-    let mut current = String::new();
-    let mut found = false;
-    let mut out = String::with_capacity(text.len() + 64);
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') && trimmed.ends_with(']') {
-            current = trimmed[1..trimmed.len() - 1].trim().to_owned();
-        } else if !found
-            && current == section
-            && trimmed.split_once('=').is_some_and(|(k, _)| k.trim() == key)
-        {
-            out.push_str(&format!("{key} = {value}\n"));
-            found = true;
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if found {
-        Ok(out)
-    } else {
-        Err(LocalnetError::Config(format!("config.toml has no key {key} in section [{section}]")))
-    }
+/// Set `key = value` in `[section]` (`""` for the top level) of a CometBFT `config.toml`,
+/// keeping the comments around it. The key must exist: CometBFT writes every key.
+fn set_toml(
+    doc: &mut DocumentMut,
+    section: &str,
+    key: &str,
+    value: Value,
+) -> Result<(), LocalnetError> {
+    let table = match section {
+        "" => Some(doc.as_table_mut()),
+        _ => doc.get_mut(section).and_then(Item::as_table_mut),
+    };
+    let Some(old) = table.and_then(|t| t.get_mut(key)).and_then(Item::as_value_mut) else {
+        return Err(LocalnetError::Config(format!(
+            "config.toml has no key {key} in section [{section}]"
+        )));
+    };
+    let decor = old.decor().clone();
+    *old = value;
+    *old.decor_mut() = decor;
+    Ok(())
 }
 
-fn quoted(s: &str) -> String {
-    format!("\"{s}\"")
+/// A TOML integer.
+fn int(n: u64) -> Value {
+    i64::try_from(n).unwrap_or(i64::MAX).into()
 }
 
 /// The `config.toml` settings of node `i`: loopback addresses, the peers, and the timeouts and
@@ -832,38 +866,43 @@ fn node_settings(
     moniker: &str,
     peers: &str,
     block_time_ms: u64,
-) -> Vec<(&'static str, &'static str, String)> {
+) -> Vec<(&'static str, &'static str, Value)> {
     let ip = host.ip;
-    let tcp = |p: u16| quoted(&format!("tcp://{ip}:{p}"));
+    let tcp = |p: u16| Value::from(format!("tcp://{ip}:{p}"));
     vec![
-        ("", "proxy_app", quoted(abci)),
-        ("", "moniker", quoted(moniker)),
+        ("", "proxy_app", abci.into()),
+        ("", "moniker", moniker.into()),
         ("rpc", "laddr", tcp(ports.rpc)),
-        ("rpc", "grpc_laddr", quoted("")),
-        ("rpc", "pprof_laddr", quoted("")),
-        ("rpc", "max_body_bytes", RPC_MAX_BODY_BYTES.to_string()),
+        ("rpc", "grpc_laddr", "".into()),
+        ("rpc", "pprof_laddr", "".into()),
+        ("rpc", "max_body_bytes", int(RPC_MAX_BODY_BYTES)),
         ("p2p", "laddr", tcp(ports.p2p)),
-        ("p2p", "external_address", quoted(&format!("{ip}:{}", ports.p2p))),
-        ("p2p", "persistent_peers", quoted(peers)),
-        ("p2p", "addr_book_strict", "false".into()),
-        ("p2p", "allow_duplicate_ip", "true".into()),
-        ("p2p", "flush_throttle_timeout", quoted("10ms")),
-        ("p2p", "send_rate", (50u64 << 20).to_string()),
-        ("p2p", "recv_rate", (50u64 << 20).to_string()),
-        ("mempool", "max_tx_bytes", MEMPOOL_MAX_TX_BYTES.to_string()),
-        ("mempool", "max_txs_bytes", MEMPOOL_MAX_TXS_BYTES.to_string()),
-        ("consensus", "timeout_propose", quoted("500ms")),
-        ("consensus", "timeout_propose_delta", quoted("100ms")),
-        ("consensus", "timeout_prevote", quoted("200ms")),
-        ("consensus", "timeout_prevote_delta", quoted("100ms")),
-        ("consensus", "timeout_precommit", quoted("200ms")),
-        ("consensus", "timeout_precommit_delta", quoted("100ms")),
-        ("consensus", "timeout_commit", quoted(&format!("{block_time_ms}ms"))),
-        ("consensus", "create_empty_blocks", "true".into()),
-        ("consensus", "create_empty_blocks_interval", quoted("0s")),
-        ("consensus", "peer_gossip_sleep_duration", quoted("10ms")),
-        ("tx_index", "indexer", quoted("kv")),
-        ("instrumentation", "prometheus", "false".into()),
+        ("p2p", "external_address", format!("{ip}:{}", ports.p2p).into()),
+        ("p2p", "persistent_peers", peers.into()),
+        ("p2p", "addr_book_strict", false.into()),
+        ("p2p", "allow_duplicate_ip", true.into()),
+        ("p2p", "flush_throttle_timeout", "10ms".into()),
+        ("p2p", "send_rate", int(50 << 20)),
+        ("p2p", "recv_rate", int(50 << 20)),
+        ("mempool", "max_tx_bytes", int(MEMPOOL_MAX_TX_BYTES)),
+        ("mempool", "max_txs_bytes", int(MEMPOOL_MAX_TXS_BYTES)),
+        ("consensus", "timeout_propose", "500ms".into()),
+        ("consensus", "timeout_propose_delta", "100ms".into()),
+        ("consensus", "timeout_prevote", "200ms".into()),
+        ("consensus", "timeout_prevote_delta", "100ms".into()),
+        ("consensus", "timeout_precommit", "200ms".into()),
+        ("consensus", "timeout_precommit_delta", "100ms".into()),
+        ("consensus", "timeout_commit", format!("{block_time_ms}ms").into()),
+        ("consensus", "create_empty_blocks", true.into()),
+        ("consensus", "create_empty_blocks_interval", "0s".into()),
+        ("consensus", "peer_gossip_sleep_duration", "10ms".into()),
+        ("tx_index", "indexer", "kv".into()),
+        ("instrumentation", "prometheus", true.into()),
+        (
+            "instrumentation",
+            "prometheus_listen_addr",
+            format!("{ip}:{}", ports.cometbft_metrics).into(),
+        ),
     ]
 }
 
@@ -988,8 +1027,11 @@ fn generate(
             .collect();
         let vn = EntityId::vn(i as u32);
         let config_path = config_dir.join("config.toml");
-        let mut text = fs::read_to_string(&config_path)
+        let text = fs::read_to_string(&config_path)
             .map_err(io(format!("reading {}", config_path.display())))?;
+        let mut doc: DocumentMut = text
+            .parse()
+            .map_err(|e| LocalnetError::Config(format!("{}: {e}", config_path.display())))?;
         for (section, key, value) in node_settings(
             &opts.host(i),
             &ports[i],
@@ -998,10 +1040,11 @@ fn generate(
             &peers.join(","),
             opts.block_time_ms,
         ) {
-            text = set_toml(&text, section, key, &value)
+            set_toml(&mut doc, section, key, value)
                 .map_err(|e| LocalnetError::Config(format!("{}: {e}", config_path.display())))?;
         }
-        fs::write(&config_path, text).map_err(io(format!("writing {}", config_path.display())))?;
+        fs::write(&config_path, doc.to_string())
+            .map_err(io(format!("writing {}", config_path.display())))?;
         nodes.push(NodeInfo {
             name: format!("node{i}"),
             vn,
@@ -1278,6 +1321,8 @@ fn start_node(
             node.rpc.clone(),
             "--key".into(),
             layout.key_file(node.vn).to_string_lossy().into_owned(),
+            "--metrics".into(),
+            format!("{}:{}", node.host.ip, node.ports.vn_metrics),
         ],
     )?;
     wait_listening_unix(&app, &layout.abci_socket(i), Duration::from_secs(20))?;
@@ -1465,6 +1510,13 @@ pub struct NodeStatus {
     pub peers: Option<u64>,
     /// Why the RPC did not answer.
     pub error: Option<String>,
+    /// Blocks its `lemal-vn`'s verifier worker is behind the committed height
+    /// (`lemal_worker_lag_blocks`), when its metrics answered.
+    pub worker_lag: Option<u64>,
+    /// Where its `lemal-vn` serves Prometheus metrics.
+    pub vn_metrics: String,
+    /// Where its CometBFT serves Prometheus metrics.
+    pub cometbft_metrics: String,
 }
 
 impl NodeStatus {
@@ -1492,7 +1544,16 @@ pub fn status(layout: &Layout) -> Result<(Manifest, Vec<NodeStatus>), LocalnetEr
             app_hash: None,
             peers: None,
             error: None,
+            worker_lag: None,
+            vn_metrics: n.vn_metrics_url(),
+            cometbft_metrics: n.cometbft_metrics_url(),
         };
+        // The lag is shown when it can be read; an unreachable endpoint is not an error here.
+        s.worker_lag = crate::metrics::scrape(&s.vn_metrics)
+            .ok()
+            .and_then(|m| m.get("lemal_worker_lag_blocks", &[]))
+            .filter(|lag| *lag >= 0.0)
+            .map(|lag| lag as u64);
         let answer = Node::connect(&n.rpc).and_then(|c| Ok((c.status()?, c.peer_count()?)));
         match answer {
             Ok((st, peers)) => {
@@ -1627,18 +1688,27 @@ timeout_propose = \"3s\"
 timeout_propose_delta = \"500ms\"
 ";
 
+    fn set(section: &str, key: &str, value: Value) -> Result<String, LocalnetError> {
+        let mut doc: DocumentMut = CONFIG.parse().expect("valid TOML");
+        set_toml(&mut doc, section, key, value)?;
+        Ok(doc.to_string())
+    }
+
     #[test]
     fn set_toml_replaces_the_key_of_the_named_section_only() {
-        let out = set_toml(CONFIG, "p2p", "laddr", "\"tcp://127.0.0.1:1\"").expect("set");
-        assert!(out.contains("[p2p]\nladdr = \"tcp://127.0.0.1:1\"\n"));
+        let out = set("p2p", "laddr", "tcp://127.0.0.1:1".into()).expect("set");
+        assert!(out.contains("[p2p]\nladdr = \"tcp://127.0.0.1:1\"\n"), "{out}");
         assert!(out.contains("[rpc]\nladdr = \"tcp://127.0.0.1:26657\"\n"));
-        let out = set_toml(CONFIG, "", "moniker", "\"vn-0\"").expect("set");
+        let out = set("", "moniker", "vn-0".into()).expect("set");
         assert!(out.contains("moniker = \"vn-0\"\n"));
+        assert!(out.starts_with("# top comment\n"), "comments stay: {out}");
+        let out = set("rpc", "max_body_bytes", int(RPC_MAX_BODY_BYTES)).expect("set");
+        assert!(out.contains(&format!("max_body_bytes = {RPC_MAX_BODY_BYTES}\n")));
     }
 
     #[test]
     fn set_toml_tells_a_key_from_its_longer_namesakes() {
-        let out = set_toml(CONFIG, "consensus", "timeout_propose", "\"500ms\"").expect("set");
+        let out = set("consensus", "timeout_propose", "500ms".into()).expect("set");
         assert!(out.contains("timeout_propose = \"500ms\"\n"));
         assert!(out.contains("timeout_propose_delta = \"500ms\"\n"));
         assert!(!out.contains("\"3s\""));
@@ -1646,17 +1716,39 @@ timeout_propose_delta = \"500ms\"
 
     #[test]
     fn set_toml_refuses_a_key_that_is_not_in_its_section() {
-        assert!(set_toml(CONFIG, "rpc", "timeout_propose", "1").is_err());
-        assert!(set_toml(CONFIG, "mempool", "size", "1").is_err());
+        assert!(set("rpc", "timeout_propose", int(1)).is_err());
+        assert!(set("mempool", "size", int(1)).is_err());
+    }
+
+    #[test]
+    fn node_settings_turn_on_cometbft_prometheus_on_the_nodes_port() {
+        let ports = Ports::of(21656, 1).expect("ports");
+        let settings = node_settings(&NodeHost::default(), &ports, "unix:///a", "vn-1", "", 300);
+        let get = |s: &str, k: &str| {
+            settings.iter().find(|(a, b, _)| *a == s && *b == k).map(|(_, _, v)| v.to_string())
+        };
+        assert_eq!(get("instrumentation", "prometheus").as_deref(), Some("true"));
+        assert_eq!(
+            get("instrumentation", "prometheus_listen_addr").as_deref(),
+            Some("\"127.0.0.1:21760\"")
+        );
     }
 
     #[test]
     fn node_ports_follow_the_documented_layout() {
-        assert_eq!(Ports::of(26656, 0), Some(Ports { p2p: 26656, rpc: 26657, abci: 26658 }));
-        assert_eq!(Ports::of(26656, 3), Some(Ports { p2p: 26956, rpc: 26957, abci: 26958 }));
+        let node = |p2p: u16| Ports {
+            p2p,
+            rpc: p2p + 1,
+            abci: p2p + 2,
+            cometbft_metrics: p2p + 4,
+            vn_metrics: p2p + 5,
+        };
+        assert_eq!(Ports::of(26656, 0), Some(node(26656)));
+        assert_eq!(Ports::of(26656, 3), Some(node(26956)));
+        assert_eq!(node(26656).all(), [26656, 26657, 26658, 26660, 26661]);
         assert_eq!(Ports::of(65500, 1), None);
-        assert_eq!(Ports::of(65533, 0), Some(Ports { p2p: 65533, rpc: 65534, abci: 65535 }));
-        assert_eq!(Ports::of(65534, 0), None);
+        assert_eq!(Ports::of(65530, 0), Some(node(65530)));
+        assert_eq!(Ports::of(65531, 0), None);
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl Session<'_> {
         cheat: bool,
         rng: &mut R,
     ) -> Result<Tx, PipelineError> {
-        let key = proofs::query_key(self.roster, &self.registration)?;
+        let key = proofs::query_key(self.roster, self.registration)?;
         let spec = &self.registration.spec;
         let (mut statement, proof) = range::encrypt_and_prove(
             self.context(dp),
@@ -342,7 +342,7 @@ impl Session<'_> {
         };
         let proof = aggregation::Proof::prove(&statement)?;
         if cheat {
-            let key = proofs::query_key(self.roster, &self.registration)?;
+            let key = proofs::query_key(self.roster, self.registration)?;
             output[0] = output[0] + Ciphertext::encrypt(&key, &Scalar::ONE, &Scalar::random(rng));
         }
         self.sign(
@@ -363,7 +363,7 @@ impl Session<'_> {
     ) -> Result<Tx, PipelineError> {
         let q = self.registration.query_id;
         let spec = &self.registration.spec;
-        let key = proofs::query_key(self.roster, &self.registration)?;
+        let key = proofs::query_key(self.roster, self.registration)?;
         let inputs = match spec.shuffle_input(q, cn.index) {
             Some(prev) => ledger
                 .proof(&prev)
@@ -402,7 +402,7 @@ impl Session<'_> {
         cheat: bool,
         rng: &mut R,
     ) -> Result<Tx, PipelineError> {
-        let inputs = proofs::keyswitch_inputs(&self.registration, ledger)?;
+        let inputs = proofs::keyswitch_inputs(self.registration, ledger)?;
         let secret = self
             .keys
             .share(cn)

@@ -85,7 +85,8 @@ pub enum Action {
         #[arg(value_name = "I")]
         index: usize,
     },
-    /// Height, app hash and peers per node (exit code 1 unless every node is healthy).
+    /// Height, peers, worker lag and app hash per node, and the metrics URLs (exit code 1 unless
+    /// every node is healthy).
     Status,
     /// Show the end of every node's logs.
     Logs {
@@ -247,8 +248,8 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
             } else {
                 println!("localnet {} in {}", manifest.chain_id, layout.home().display());
                 println!(
-                    "{:<6} {:<5} {:<24} {:>8} {:>5}  {:<64}  processes",
-                    "node", "vn", "rpc", "height", "peers", "app hash"
+                    "{:<6} {:<5} {:<24} {:>8} {:>5} {:>4}  {:<64}  processes",
+                    "node", "vn", "rpc", "height", "peers", "lag", "app hash"
                 );
                 for n in &nodes {
                     let procs = match (n.cometbft_running, n.app_running) {
@@ -262,19 +263,27 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
                     };
                     let height = n.height.map_or("-".into(), |h| h.to_string());
                     let peers = n.peers.map_or("-".into(), |p| p.to_string());
+                    let lag = n.worker_lag.map_or("-".into(), |l| l.to_string());
                     let hash = n.app_hash.clone().unwrap_or_else(|| "-".into());
                     println!(
-                        "{:<6} {:<5} {:<24} {:>8} {:>5}  {:<64}  {procs}",
+                        "{:<6} {:<5} {:<24} {:>8} {:>5} {:>4}  {:<64}  {procs}",
                         n.name,
                         n.vn.to_string(),
                         n.rpc,
                         height,
                         peers,
+                        lag,
                         hash
                     );
                     if let Some(e) = &n.error {
                         println!("       {e}");
                     }
+                }
+                println!("lag: blocks each lemal-vn's verifier worker is behind its node");
+                println!("metrics (Prometheus):");
+                for n in &nodes {
+                    println!("  {:<6} lemal-vn {}", n.name, n.vn_metrics);
+                    println!("  {:<6} cometbft {}", "", n.cometbft_metrics);
                 }
                 if !parties.is_empty() {
                     println!("{:<6} {:<8} {:<24} metrics", "party", "daemon", "endpoint");

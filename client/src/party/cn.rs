@@ -267,7 +267,7 @@ impl Registrar {
             me,
             TxBody::RegisterQuery(Box::new(reg)),
             &self.keys.signing,
-            &mut rand_core::OsRng,
+            rand_core::OsRng,
         );
         match self.node.broadcast(&tx) {
             Ok(hash) => {

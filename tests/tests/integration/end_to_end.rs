@@ -6,7 +6,8 @@
 //! comes back: the others go on without it, and it catches up to their app hash. Along the way:
 //! key files of mode 0600, ABCI over unix sockets, `lemal-vn` refusing a readable key, and the
 //! trust-root checks of `trust_roots` (a lying proxy, and a second one-validator localnet on the
-//! ports 1000 above that reuses the chain id).
+//! ports 1000 above that reuses the chain id), and the Prometheus metrics of every `lemal-vn`
+//! and of a CometBFT.
 //!
 //! It needs the binaries `lemal` and `lemal-vn` of the same build profile as the test
 //! (`cargo build --bins`, which `make test` runs first) or in the folder named by
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use lemal_client::localnet::{self, Layout};
+use lemal_client::metrics;
 use lemal_client::rpc::Node;
 use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Verdict};
 use lemal_contracts::state::BlockPayload;
@@ -299,6 +301,47 @@ fn a_fresh_localnet_runs_the_reports_query_catches_a_cheater_and_outlives_a_stop
     outcome
 }
 
+/// Every verifying node's metrics, after the cheating run (every node verified every proof):
+/// range proofs counted correct and wrong and timed, bitmaps broadcast, blocks finalized and
+/// committed, a worker lag; node 2, which refused the hostile transactions, counted CheckTx
+/// rejections; and a CometBFT's own metrics report its consensus height.
+fn metrics_count_what_the_nodes_did(net: &Localnet) -> Result<()> {
+    let manifest = localnet::Manifest::load(&Layout::new(net.home.path())?)?;
+    for (i, node) in manifest.nodes.iter().enumerate() {
+        let url = node.vn_metrics_url();
+        let m = metrics::scrape(&url).with_context(|| format!("scraping {url}"))?;
+        let total = |name: &str, labels: &[(&str, &str)]| m.sum(name, labels).unwrap_or(0.0);
+        let range = |verdict| [("kind", "range"), ("verdict", verdict)];
+        let correct = total("lemal_proofs_verified_total", &range("correct"));
+        let wrong = total("lemal_proofs_verified_total", &range("wrong"));
+        let timed = total("lemal_verification_duration_seconds_count", &[("kind", "range")]);
+        let bitmaps = total("lemal_bitmaps_broadcast_total", &[]);
+        let blocks = total("lemal_finalize_block_duration_seconds_count", &[]);
+        let commits = total("lemal_commit_duration_seconds_count", &[]);
+        let lag = m.get("lemal_worker_lag_blocks", &[]).context("no lemal_worker_lag_blocks")?;
+        let refused = total("lemal_checktx_rejections_total", &[]);
+        eprintln!(
+            "e2e: {url}: range proofs {correct} correct, {wrong} wrong, {timed} timed; \
+             bitmaps {bitmaps}; blocks {blocks}, commits {commits}; worker lag {lag}; \
+             CheckTx rejections {refused}"
+        );
+        ensure!(correct > 0.0 && wrong >= 1.0, "{url}: range proofs {correct}, {wrong}");
+        ensure!(timed >= correct + wrong, "{url}: {timed} range verifications timed");
+        ensure!(bitmaps >= 1.0, "{url}: no bitmap broadcast");
+        ensure!(blocks > 0.0 && commits > 0.0, "{url}: blocks {blocks}, commits {commits}");
+        ensure!(lag >= 0.0, "{url}: worker lag {lag}");
+        if i == 2 {
+            ensure!(refused > 0.0, "{url}: the hostile transactions left no CheckTx rejection");
+        }
+    }
+    let url = manifest.nodes[0].cometbft_metrics_url();
+    let m = metrics::scrape(&url).with_context(|| format!("scraping {url}"))?;
+    let height = m.get("cometbft_consensus_height", &[]).context("no cometbft_consensus_height")?;
+    eprintln!("e2e: {url}: cometbft_consensus_height {height}");
+    ensure!(height > 0.0, "{url}: consensus height {height}");
+    Ok(())
+}
+
 fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     let first_port = base_port();
     let up_args = net.up_args(cometbft, first_port, "lemal-e2e", &[]);
@@ -314,6 +357,7 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     ensure!(status["healthy"] == Value::Bool(true), "status after a second up: {status}");
     for node in status["nodes"].as_array().context("nodes")? {
         ensure!(node["peers"] == (VALIDATORS - 1) as u64, "a node misses peers: {node}");
+        ensure!(node["worker_lag"].is_u64(), "status reads no worker lag: {node}");
     }
 
     // The report's query, honest: the decrypted result is the plaintext answer.
@@ -397,6 +441,7 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
 
     let height = app_hashes_agree()?;
     eprintln!("e2e: app hashes agree at height {height}");
+    metrics_count_what_the_nodes_did(net)?;
 
     // Node 3 fails; the other three hold 3/4 of the voting power and go on. A query run
     // meanwhile closes when its commit window ends, with vn-3 absent (3 for each of its
