@@ -734,6 +734,8 @@ impl KnownChain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::light::check_header;
+    use crate::light::testkit::{header, sign, validators, Validators, CHAIN};
 
     fn key(seed: u8) -> tendermint::PublicKey {
         let sk = ed25519_consensus::SigningKey::from([seed; 32]);
@@ -884,5 +886,130 @@ mod tests {
         for bad in ["42", "0:00", &format!("x:{}", "ab".repeat(32)), "42:abc"] {
             assert!(TrustRoot::header_pin(bad, "flag").is_err(), "{bad}");
         }
+    }
+
+    fn genesis_json(vals: &Validators, chain: &str, address: Option<String>) -> Vec<u8> {
+        let validators: Vec<serde_json::Value> = vals
+            .trusted
+            .set()
+            .validators()
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "address": address.clone().unwrap_or_else(|| hex::encode_upper(v.address.as_bytes())),
+                    "pub_key": v.pub_key,
+                    "power": v.power().to_string(),
+                    "name": "",
+                })
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "genesis_time": "2024-01-01T00:00:00Z",
+            "chain_id": chain,
+            "initial_height": "1",
+            "consensus_params": {},
+            "validators": validators,
+            "app_hash": "",
+            "app_state": {"params": {}},
+        }))
+        .expect("json")
+    }
+
+    fn genesis_root(json: &[u8]) -> Result<TrustedValidators, LightError> {
+        let genesis = GenesisInfo::from_json(json, "test")?;
+        Ok(TrustedValidators {
+            set: genesis.validators().clone(),
+            chain_id: Some(genesis.chain_id().to_owned()),
+            from: None,
+            root: TrustRoot::Genesis { genesis, source: "test".into() }.report(),
+        })
+    }
+
+    #[test]
+    fn genesis_document_yields_its_validators_and_chain_id() {
+        let vals = validators(1, &[10, 20, 30]);
+        let trusted = genesis_root(&genesis_json(&vals, CHAIN, None)).expect("valid genesis");
+        assert_eq!(trusted.hash(), vals.trusted.hash());
+        assert_eq!(trusted.chain_id(), Some(CHAIN));
+        assert_eq!(trusted.root().kind, TrustKind::Genesis);
+        assert_eq!(trusted.root().fingerprint.len(), 64);
+        let signed = sign(&vals, header(&vals, CHAIN, 2, [1; 32]), &[0, 1, 2]);
+        assert_eq!(check_header(&signed, &trusted, 2).expect("verifies").total, 60);
+    }
+
+    #[test]
+    fn genesis_validator_whose_address_is_not_its_key_is_refused() {
+        let vals = validators(1, &[10, 10]);
+        let json = genesis_json(&vals, CHAIN, Some("AB".repeat(20)));
+        assert!(matches!(genesis_root(&json), Err(LightError::Trust(_))));
+    }
+
+    #[test]
+    fn genesis_without_validators_or_not_json_is_refused() {
+        let empty =
+            br#"{"chain_id": "c", "genesis_time": "2024-01-01T00:00:00Z", "validators": []}"#;
+        assert!(genesis_root(empty).is_err());
+        assert!(genesis_root(b"{").is_err());
+        assert!(genesis_root(b"").is_err());
+    }
+
+    #[test]
+    fn validator_sets_with_zero_duplicate_or_excessive_power_are_refused() {
+        let vals = validators(1, &[10, 10]);
+        let infos = vals.trusted.set().validators().clone();
+        let mut zero = infos.clone();
+        zero[0].power = 0u32.into();
+        assert!(validator_set(zero).is_err());
+        let duplicate = vec![infos[0].clone(), infos[0].clone()];
+        assert!(validator_set(duplicate).is_err());
+        let mut huge = infos.clone();
+        for v in &mut huge {
+            v.power = tendermint::vote::Power::try_from(ValidatorSet::MAX_TOTAL_VOTING_POWER)
+                .expect("power");
+        }
+        assert!(validator_set(huge).is_err());
+        assert!(validator_set(Vec::new()).is_err());
+        assert!(validator_set(infos).is_ok());
+    }
+
+    #[test]
+    fn pinned_hash_accepts_only_the_set_it_names() {
+        let vals = validators(1, &[10, 10, 10]);
+        let infos = vals.trusted.set().validators().clone();
+        let pinned = vals.trusted.hash();
+        check_pinned_set(vals.trusted.set(), &pinned).expect("the pinned set");
+        let mut other = pinned;
+        other[0] ^= 1;
+        assert!(check_pinned_set(vals.trusted.set(), &other).is_err());
+        let fewer = validator_set(infos[..2].to_vec()).expect("set");
+        assert!(check_pinned_set(&fewer, &pinned).is_err());
+        assert!(TrustRoot::validators_hash_hex(&hex::encode(pinned), None).is_ok());
+        assert!(TrustRoot::validators_hash_hex("abc", None).is_err());
+    }
+
+    #[test]
+    fn pinned_header_accepts_only_that_header_and_the_sets_it_names() {
+        let vals = validators(1, &[10, 10, 10]);
+        let set = vals.trusted.set();
+        let signed = sign(&vals, header(&vals, CHAIN, 7, [4; 32]), &[0, 1, 2]);
+        let pin = hash_bytes(&signed.header.hash());
+        let chain = check_pinned_header(&signed, set, set, 7, &pin).expect("pinned");
+        assert_eq!(chain, CHAIN);
+        // Another chain's header at that height (another app hash): a different chain.
+        let other = sign(&vals, header(&vals, CHAIN, 7, [5; 32]), &[0, 1, 2]);
+        assert!(matches!(
+            check_pinned_header(&other, set, set, 7, &pin),
+            Err(LightError::DifferentChain { .. })
+        ));
+        // The right header with another validator set, or next set, served beside it.
+        let others = validators(50, &[10, 10, 10]);
+        for (v, n) in [(others.trusted.set(), set), (set, others.trusted.set())] {
+            assert!(matches!(
+                check_pinned_header(&signed, v, n, 7, &pin),
+                Err(LightError::Header { .. })
+            ));
+        }
+        // The right header served for another height.
+        assert!(check_pinned_header(&signed, set, set, 8, &pin).is_err());
     }
 }
