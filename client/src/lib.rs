@@ -10,6 +10,7 @@ pub mod data;
 pub mod keyring;
 pub mod light;
 pub mod localnet;
+pub mod parallel;
 pub mod pipeline;
 pub mod rpc;
 pub mod sql;

@@ -324,7 +324,8 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use crate::cli::{Cli, Command};
-    use crate::light::{Disagreement, ProofFinding, VerifierFinding};
+    use crate::light::{Disagreement, ProofFailure, ProofFinding, VerifierFinding, VrfStatus};
+    use lemal_contracts::error::ProofError;
 
     const Q: QueryId = QueryId([0xab; 16]);
 
@@ -379,7 +380,7 @@ mod tests {
             key: key(text),
             creator: text.split('/').nth(1).unwrap_or_default().to_owned(),
             correct,
-            error: (!correct).then(|| "does not verify".to_owned()),
+            error: (!correct).then_some(ProofFailure::Invalid(ProofError::Equation("test"))),
         }
     }
 
@@ -405,7 +406,7 @@ mod tests {
                 VerifierFinding {
                     vn: "vn-0".into(),
                     reported: true,
-                    vrf: "valid".into(),
+                    vrf: VrfStatus::Valid,
                     selected: 3,
                     disagreements: vec![
                         // Said wrong of a right proof: a challenge finds vn-0 at fault.
@@ -422,7 +423,7 @@ mod tests {
                 VerifierFinding {
                     vn: "vn-1".into(),
                     reported: true,
-                    vrf: "valid".into(),
+                    vrf: VrfStatus::Valid,
                     selected: 1,
                     disagreements: vec![
                         // A selection dispute is not for a challenge to settle.

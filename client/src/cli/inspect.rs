@@ -24,7 +24,7 @@ use serde::Serialize;
 use super::{connect, emit, exit, exit_code_of_light, trust::trust_root, Global};
 use crate::light::{
     self, AncestryReport, AuditReport, BlockRef, LightClient, LightError, VerdictSummary,
-    VerifyReport,
+    VerifyReport, VrfStatus,
 };
 use crate::rpc::Node;
 
@@ -716,7 +716,7 @@ pub(super) fn render_audit(r: &AuditReport) -> String {
             "  WRONG   {} by {}: {}",
             p.key,
             p.creator,
-            p.error.as_deref().unwrap_or("does not verify")
+            p.error.as_ref().map_or("does not verify".to_owned(), ToString::to_string)
         );
     }
     for m in &f.missing {
@@ -726,7 +726,7 @@ pub(super) fn render_audit(r: &AuditReport) -> String {
     for v in &f.verifiers {
         let state = if !v.reported {
             "absent".to_owned()
-        } else if v.vrf == "valid" {
+        } else if v.vrf == VrfStatus::Valid {
             format!("reported, VRF valid, {} proofs selected", v.selected)
         } else {
             format!("reported, VRF unusable: {}", v.vrf)

@@ -2,17 +2,83 @@
 //! verifying node's column of the bitmap held against those verdicts and its VRF selection.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use lemal_contracts::ids::{ProofKey, QueryId, Verdict};
-use lemal_contracts::proofs;
-use lemal_contracts::sampling;
+use lemal_contracts::error::ProofError;
+use lemal_contracts::ids::{EntityId, ProofKey, QueryId, Verdict};
+use lemal_contracts::proofs::{self, ResolveError};
+use lemal_contracts::sampling::{self, VrfError};
 use lemal_contracts::state::{BitmapCommitRecord, BlockPayload, ProofRecord, QueryPayload, Roster};
 use lemal_contracts::tx::RegisterQuery;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::report::VerifyReport;
 use super::{BlockRef, LightClient, LightError, TrustRoot};
+use crate::parallel::{parallel_map, Panicked};
 use crate::rpc::Node;
+
+/// Why a received proof is wrong; in JSON, its text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProofFailure {
+    /// Its statement cannot be built from the ledger.
+    #[error("{0}")]
+    Unresolved(#[from] ResolveError),
+    /// It does not verify against its statement.
+    #[error("{0}")]
+    Invalid(#[from] ProofError),
+    /// Its verification did not finish.
+    #[error("verification panicked")]
+    Panicked(#[from] Panicked),
+}
+
+/// A verifying node's VRF as the audit found it; in JSON, `valid`, `absent` or why its
+/// selection cannot be recomputed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VrfStatus {
+    /// Its VRF proof verifies against its roster key: its selection is recomputed.
+    Valid,
+    /// It reported nothing.
+    Absent,
+    /// It reported, but its selection cannot be recomputed.
+    Unusable(VrfProblem),
+}
+
+/// Why a reporting node's selection cannot be recomputed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VrfProblem {
+    /// The node listing the commits serves none for it.
+    #[error("no bitmap commit on the ledger")]
+    NoCommit,
+    /// It has no key in the roster to verify the VRF with.
+    #[error("{0} is not in the roster")]
+    NotInRoster(EntityId),
+    /// The VRF proof of its commit does not verify.
+    #[error(transparent)]
+    Invalid(#[from] VrfError),
+}
+
+impl fmt::Display for VrfStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VrfStatus::Valid => f.write_str("valid"),
+            VrfStatus::Absent => f.write_str("absent"),
+            VrfStatus::Unusable(why) => why.fmt(f),
+        }
+    }
+}
+
+impl Serialize for VrfStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn as_text<T: fmt::Display, S: Serializer>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
 
 /// The local verdict on one received proof.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -24,7 +90,8 @@ pub struct ProofFinding {
     /// Whether it verifies against the statement built from ledger state.
     pub correct: bool,
     /// Why not.
-    pub error: Option<String>,
+    #[serde(serialize_with = "as_text")]
+    pub error: Option<ProofFailure>,
 }
 
 /// A verdict of a verifying node that the audit contradicts.
@@ -45,8 +112,8 @@ pub struct VerifierFinding {
     pub vn: String,
     /// Whether it committed a bitmap.
     pub reported: bool,
-    /// Its VRF: `valid`, or why its selection could not be recomputed.
-    pub vrf: String,
+    /// Its VRF: valid, absent, or why its selection could not be recomputed.
+    pub vrf: VrfStatus,
     /// How many received proofs its VRF selected.
     pub selected: usize,
     /// Verdicts that contradict the audit.
@@ -57,7 +124,7 @@ impl VerifierFinding {
     /// Whether the node did its part: absent nodes have nothing to answer for here (the bitmap
     /// records their absence); a reporting node needs a valid VRF and no disagreement.
     pub fn faithful(&self) -> bool {
-        self.disagreements.is_empty() && (!self.reported || self.vrf == "valid")
+        self.disagreements.is_empty() && (!self.reported || self.vrf == VrfStatus::Valid)
     }
 }
 
@@ -123,25 +190,14 @@ pub fn audit_proofs(
 ) -> Findings {
     let ledger =
         |k: &ProofKey| records.binary_search_by(|r| r.key.cmp(k)).ok().map(|i| records[i].clone());
-    let verdict_of = |r: &ProofRecord| -> Result<(), String> {
-        let statement = proofs::resolve(chain_id, roster, registration, r, &ledger)
-            .map_err(|e| e.to_string())?;
-        statement.verify(&r.proof).map_err(|e| e.to_string())
+    let verify = |r: &ProofRecord| -> Result<(), ProofFailure> {
+        let statement = proofs::resolve(chain_id, roster, registration, r, &ledger)?;
+        Ok(statement.verify(&r.proof)?)
     };
-    let verdict_of = &verdict_of;
-    let chunk = records.len().div_ceil(threads.clamp(1, 64)).max(1);
-    let outcomes: Vec<Result<(), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = records
-            .chunks(chunk)
-            .map(|part| (part.len(), s.spawn(move || part.iter().map(verdict_of).collect())))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|(n, h)| {
-                h.join().unwrap_or_else(|_| vec![Err("verification panicked".to_owned()); n])
-            })
-            .collect()
-    });
+    let outcomes: Vec<Result<(), ProofFailure>> = parallel_map(records, threads.min(64), verify)
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|panicked| Err(panicked.into())))
+        .collect();
     let proofs: Vec<ProofFinding> = records
         .iter()
         .zip(&outcomes)
@@ -152,50 +208,43 @@ pub fn audit_proofs(
             error: outcome.as_ref().err().cloned(),
         })
         .collect();
-    let local: BTreeMap<ProofKey, Verdict> = records
-        .iter()
-        .zip(&outcomes)
-        .map(|(r, o)| (r.key, if o.is_ok() { Verdict::Correct } else { Verdict::Wrong }))
-        .collect();
+    // Whether each received proof verifies here.
+    let local: BTreeMap<ProofKey, bool> =
+        records.iter().zip(&outcomes).map(|(r, o)| (r.key, o.is_ok())).collect();
     let bitmap = &payload.bitmap;
     let missing =
         bitmap.proofs.iter().filter(|k| !local.contains_key(k)).map(|k| k.to_string()).collect();
-    let cols = bitmap.verifiers.len();
     let verifiers = bitmap
         .verifiers
         .iter()
-        .enumerate()
-        .map(|(col, &vn)| {
+        .map(|&vn| {
             let reported = payload.reported.contains(&vn);
             let vrf = match (commits.iter().find(|c| c.vn == vn), roster.signing_key(vn)) {
-                (None, _) => Err("no bitmap commit on the ledger".to_owned()),
-                (Some(_), None) => Err(format!("{vn} is not in the roster")),
+                (None, _) => Err(VrfProblem::NoCommit),
+                (Some(_), None) => Err(VrfProblem::NotInRoster(vn)),
                 (Some(c), Some(key)) => {
                     sampling::verify(key, chain_id, &payload.query_id, vn, &c.vrf)
-                        .map_err(|e| e.to_string())
+                        .map_err(VrfProblem::from)
                 }
             };
             let mut selected = 0;
             let mut disagreements = Vec::new();
-            for (row, key) in bitmap.proofs.iter().enumerate() {
-                let Some(&verdict) = bitmap.verdicts.get(row * cols + col) else {
-                    continue;
-                };
-                let expected = match (reported, local.get(key), &vrf) {
-                    (false, _, _) | (true, None, _) => Verdict::NotReceived,
-                    (true, Some(&mine), Ok(output)) => {
-                        if sampling::is_selected(output, key, registration.threshold_ppm) {
-                            selected += 1;
-                            mine
-                        } else {
-                            Verdict::NotSelected
-                        }
-                    }
-                    // Without its VRF the selection is unknown: only a 0/1 verdict is checked.
-                    (true, Some(&mine), Err(_)) => match verdict {
-                        Verdict::Wrong | Verdict::Correct => mine,
-                        other => other,
-                    },
+            for (key, verdict) in bitmap.column(vn) {
+                let valid = local.get(key).copied();
+                let received = reported && valid.is_some();
+                let chosen = vrf
+                    .as_ref()
+                    .ok()
+                    .map(|output| sampling::is_selected(output, key, registration.threshold_ppm));
+                if received && chosen == Some(true) {
+                    selected += 1;
+                }
+                let expected = match chosen {
+                    Some(chosen) => Verdict::rule(received, chosen, valid == Some(true)),
+                    // Without its VRF the selection is unknown: any verdict the rule allows for
+                    // either selection stands, and a 0/1 verdict is held against the proof.
+                    None if verdict.allowed(received, None, valid) => verdict,
+                    None => Verdict::rule(received, true, valid == Some(true)),
                 };
                 if verdict != expected {
                     disagreements.push(Disagreement {
@@ -208,10 +257,10 @@ pub fn audit_proofs(
             VerifierFinding {
                 vn: vn.to_string(),
                 reported,
-                vrf: match (&vrf, reported) {
-                    (Ok(_), _) => "valid".to_owned(),
-                    (Err(_), false) => "absent".to_owned(),
-                    (Err(e), true) => e.clone(),
+                vrf: match (vrf, reported) {
+                    (Ok(_), _) => VrfStatus::Valid,
+                    (Err(_), false) => VrfStatus::Absent,
+                    (Err(why), true) => VrfStatus::Unusable(why),
                 },
                 selected,
                 disagreements,
@@ -263,7 +312,7 @@ mod tests {
         let findings = run.audit();
         assert!(findings.clean(), "{findings:#?}");
         assert_eq!(findings.proofs.len(), 7);
-        assert!(findings.verifiers.iter().all(|v| v.vrf == "valid" && v.reported));
+        assert!(findings.verifiers.iter().all(|v| v.vrf == VrfStatus::Valid && v.reported));
         assert!(findings.verifiers.iter().map(|v| v.selected).sum::<usize>() > 0);
         assert!(check_proofs_root(&run.payload, &run.records).passed);
         assert!(run.bitmap_check().passed, "{:?}", run.bitmap_check());
@@ -328,7 +377,7 @@ mod tests {
         let findings = run.audit();
         let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn.clone()).collect();
         assert_eq!(faulty, ["vn-0"]);
-        assert_ne!(findings.verifiers[0].vrf, "valid");
+        assert_ne!(findings.verifiers[0].vrf, VrfStatus::Valid);
         // A reporting node whose commit is not listed cannot show its selection either.
         run.commits.remove(0);
         assert_eq!(run.audit().faulty_verifiers().count(), 1);
@@ -340,15 +389,15 @@ mod tests {
         run.payload.reported.retain(|v| *v != EntityId::vn(2));
         run.payload.absent.push(EntityId::vn(2));
         run.commits.retain(|c| c.vn != EntityId::vn(2));
-        for row in 0..run.payload.bitmap.proofs.len() {
-            run.set_verdict(row, 2, Verdict::NotReceived);
+        for key in run.payload.bitmap.proofs.clone() {
+            run.set_verdict(key, 2, Verdict::NotReceived);
         }
         let findings = run.audit();
         assert!(findings.clean(), "{findings:#?}");
-        assert_eq!(findings.verifiers[2].vrf, "absent");
+        assert_eq!(findings.verifiers[2].vrf, VrfStatus::Absent);
         assert!(run.bitmap_check().passed);
         // An absent node with a verdict in the block is a contradiction.
-        run.set_verdict(0, 2, Verdict::Correct);
+        run.set_verdict(run.payload.bitmap.proofs[0], 2, Verdict::Correct);
         assert_eq!(run.audit().faulty_verifiers().count(), 1);
         assert!(!run.bitmap_check().passed);
     }
@@ -358,9 +407,8 @@ mod tests {
         let mut run = run(None, 1_000_000);
         let gone = key_of(&run, ProofKind::KeySwitch, EntityId::cn(1));
         run.records.retain(|r| r.key != gone);
-        let row = run.row(&gone);
         for vn in 0..3 {
-            run.set_verdict(row, vn, Verdict::NotReceived);
+            run.set_verdict(gone, vn, Verdict::NotReceived);
         }
         run.payload.result = Vec::new();
         let findings = run.audit();

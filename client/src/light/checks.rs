@@ -3,7 +3,7 @@
 //! [`SkipchainState`] they read is authenticated by the caller.
 
 use lemal_contracts::commitment::verify_proof;
-use lemal_contracts::ids::{EntityId, ProofKey, Verdict};
+use lemal_contracts::ids::{EntityId, ProofKey};
 use lemal_contracts::proofs;
 use lemal_contracts::state::{
     back_link_target, forward_link_target, proofs_root, skip_height, GenesisRecord, Params,
@@ -396,7 +396,7 @@ pub fn check_bitmap(
         return Check::fail(NAME, "its columns are not verifying nodes of the roster, in order");
     }
     let cols = bitmap.verifiers.len();
-    if bitmap.proofs.len().checked_mul(cols) != Some(bitmap.verdicts.len()) {
+    if !bitmap.is_well_formed() {
         return Check::fail(
             NAME,
             format!(
@@ -421,16 +421,11 @@ pub fn check_bitmap(
     if split != bitmap.verifiers {
         return Check::fail(NAME, "reported and absent nodes do not split the verifiers");
     }
-    for (row, key) in bitmap.proofs.iter().enumerate() {
+    for (key, row) in bitmap.rows() {
         let got = received.binary_search_by(|r| r.key.cmp(key)).is_ok();
-        for (col, vn) in bitmap.verifiers.iter().enumerate() {
-            let v = bitmap.verdicts[row * cols + col];
-            let ok = if !payload.reported.contains(vn) || !got {
-                v == Verdict::NotReceived
-            } else {
-                v != Verdict::NotReceived
-            };
-            if !ok {
+        for (vn, &v) in bitmap.verifiers.iter().zip(row) {
+            // Neither the node's selection nor the proof's validity is known here.
+            if !v.allowed(got && payload.reported.contains(vn), None, None) {
                 return Check::fail(
                     NAME,
                     format!(
@@ -488,7 +483,7 @@ mod tests {
     use crate::light::state_key;
     use crate::light::testkit::{header, params, run, sign, validators, MemChain, CHAIN};
     use lemal_contracts::group::to_borsh;
-    use lemal_contracts::ids::QueryId;
+    use lemal_contracts::ids::{QueryId, Verdict};
     use tendermint::block::CommitSig;
 
     // ----- signed headers ------------------------------------------------------------------
@@ -984,13 +979,13 @@ mod tests {
     #[test]
     fn bitmap_must_mark_exactly_the_proofs_never_received_as_not_received() {
         let mut run = run(None, 600_000);
-        let (row, vn) = run.find(false, None);
-        run.set_verdict(row, vn, Verdict::NotReceived);
+        let (key, vn) = run.find(false, None);
+        run.set_verdict(key, vn, Verdict::NotReceived);
         assert!(!run.bitmap_check().passed);
-        run.set_verdict(row, vn, Verdict::NotSelected);
+        run.set_verdict(key, vn, Verdict::NotSelected);
         assert!(run.bitmap_check().passed);
-        let gone = run.records.remove(row);
-        assert!(!run.bitmap_check().passed, "{} still has verdicts 0..2", gone.key);
+        run.records.retain(|r| r.key != key);
+        assert!(!run.bitmap_check().passed, "{key} still has verdicts 0..2");
     }
 
     #[test]

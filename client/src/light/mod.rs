@@ -75,7 +75,8 @@ mod report;
 mod trust;
 
 pub use audit::{
-    audit, audit_proofs, AuditReport, Disagreement, Findings, ProofFinding, VerifierFinding,
+    audit, audit_proofs, AuditReport, Disagreement, Findings, ProofFailure, ProofFinding,
+    VerifierFinding, VrfProblem, VrfStatus,
 };
 pub use checks::{
     check_answer, check_bitmap, check_coverage, check_genesis_record, check_header, check_links,

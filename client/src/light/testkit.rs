@@ -330,17 +330,14 @@ pub(crate) fn run(cheat: Option<(EntityId, ProofKind)>, threshold_ppm: u32) -> R
         })
         .collect();
     let verifiers = roster.vn_ids();
-    let mut verdicts = Vec::new();
-    for row in 0..expected.len() {
-        for c in &commits {
-            verdicts.push(c.verdicts[row]);
-        }
-    }
+    let bitmap = Bitmap::from_columns(expected, verifiers.clone(), |vn| {
+        commits.iter().find(|c| c.vn == vn).map(|c| &c.verdicts[..])
+    });
     let hashes: Vec<[u8; 32]> = records.iter().map(ProofRecord::hash).collect();
     let get = |k: &ProofKey| ledger.get(k).cloned();
     let payload = QueryPayload {
         query_id: q,
-        bitmap: Bitmap { proofs: expected, verifiers: verifiers.clone(), verdicts },
+        bitmap,
         threshold_ppm,
         reported: verifiers,
         absent: Vec::new(),
@@ -378,8 +375,8 @@ impl Run {
         proof: Option<ProofKey>,
         verdict: Verdict,
     ) -> (Findings, Disagreement) {
-        let (row, vn) = self.find(selected, proof);
-        self.set_verdict(row, vn, verdict);
+        let (key, vn) = self.find(selected, proof);
+        self.set_verdict(key, vn, verdict);
         let findings = self.audit();
         let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn.clone()).collect();
         assert_eq!(faulty, [format!("vn-{vn}")]);
@@ -387,17 +384,12 @@ impl Run {
         (findings, first)
     }
 
-    pub(crate) fn set_verdict(&mut self, row: usize, vn: u32, v: Verdict) {
-        let cols = self.payload.bitmap.verifiers.len();
-        self.payload.bitmap.verdicts[row * cols + vn as usize] = v;
+    pub(crate) fn set_verdict(&mut self, key: ProofKey, vn: u32, v: Verdict) {
+        *self.payload.bitmap.get_mut(&key, EntityId::vn(vn)).expect("bitmap entry") = v;
     }
 
-    pub(crate) fn row(&self, key: &ProofKey) -> usize {
-        self.payload.bitmap.proofs.iter().position(|k| k == key).expect("expected proof")
-    }
-
-    /// A (row, verifier) pair whose VRF selects (or does not select) a received proof.
-    pub(crate) fn find(&self, selected: bool, proof: Option<ProofKey>) -> (usize, u32) {
+    /// A (proof, verifier) pair whose VRF selects (or does not select) a received proof.
+    pub(crate) fn find(&self, selected: bool, proof: Option<ProofKey>) -> (ProofKey, u32) {
         for c in &self.commits {
             let key = self.roster.signing_key(c.vn).expect("vn key");
             let out = sampling::verify(key, CHAIN, &self.payload.query_id, c.vn, &c.vrf)
@@ -407,7 +399,7 @@ impl Run {
                     continue;
                 }
                 if sampling::is_selected(&out, &r.key, self.payload.threshold_ppm) == selected {
-                    return (self.row(&r.key), c.vn.index);
+                    return (r.key, c.vn.index);
                 }
             }
         }
