@@ -61,6 +61,7 @@ use borsh::BorshDeserialize;
 use lemal_contracts::group::from_borsh;
 use lemal_contracts::ids::{ProofKey, QueryId};
 use lemal_contracts::proofs;
+use lemal_contracts::query_path::{Lookup, QueryPath};
 use lemal_contracts::state::{
     BlockPayload, ChallengeVerdict, Params, ProofRecord, QueryRecord, Roster, SkipBlock,
     VerdictRecord,
@@ -191,22 +192,20 @@ impl fmt::Display for BlockRef {
 }
 
 impl BlockRef {
-    fn path(&self) -> String {
+    fn path(&self) -> QueryPath {
         match self {
-            BlockRef::Latest => "/skipchain/latest".into(),
-            BlockRef::Index(i) => format!("/skipchain/index/{i}"),
-            BlockRef::Hash(h) => format!("/skipchain/hash/{}", hex::encode(h)),
-            BlockRef::Query(q) => format!("/skipchain/query/{q}"),
+            BlockRef::Latest => QueryPath::LatestBlock,
+            BlockRef::Index(i) => QueryPath::Block(*i),
+            BlockRef::Hash(h) => QueryPath::BlockByHash(*h),
+            BlockRef::Query(q) => QueryPath::BlockOfQuery(*q),
         }
     }
 
-    /// The key whose absence shows that the block does not exist.
+    /// The key whose absence shows that the block does not exist: the block key itself, or the
+    /// index key that would name it.
     fn lookup_key(&self) -> Vec<u8> {
-        match self {
-            BlockRef::Latest => state_key::SKIP_HEAD.to_vec(),
-            BlockRef::Index(i) => state_key::block(*i),
-            BlockRef::Hash(h) => state_key::block_by_hash(h),
-            BlockRef::Query(q) => state_key::block_by_query(q),
+        match self.path().lookup() {
+            Lookup::Key(key) | Lookup::Indexed(key) | Lookup::List(key, _) => key,
         }
     }
 
@@ -338,6 +337,17 @@ impl<'a> LightClient<'a> {
             .transpose()
     }
 
+    /// The proven value of a path stored under one state key, the key the path names.
+    fn get_path<T: BorshDeserialize>(&self, path: QueryPath) -> Result<Option<T>, LightError> {
+        let Lookup::Key(key) = path.lookup() else {
+            return Err(LightError::Proof {
+                path: path.to_string(),
+                reason: "the path is not stored under one state key".into(),
+            });
+        };
+        self.get(&path.to_string(), &key)
+    }
+
     /// The value bytes of `path`, proven under the state key `key` (or proven absent).
     pub fn get_bytes(&self, path: &str, key: &[u8]) -> Result<Option<Vec<u8>>, LightError> {
         let cached = self.proven.borrow().get(key).cloned();
@@ -354,33 +364,32 @@ impl<'a> LightClient<'a> {
 
     /// The proven chain parameters.
     pub fn params(&self) -> Result<Params, LightError> {
-        self.get("/params", state_key::PARAMS)?
+        self.get_path(QueryPath::Params)?
             .ok_or_else(|| LightError::NotFound("the chain parameters".into()))
     }
 
     /// The proven roster.
     pub fn roster(&self) -> Result<Roster, LightError> {
-        self.get("/roster", state_key::ROSTER)?
-            .ok_or_else(|| LightError::NotFound("the roster".into()))
+        self.get_path(QueryPath::Roster)?.ok_or_else(|| LightError::NotFound("the roster".into()))
     }
 
     /// The proven roster as genesis set it (block 0 records its hash).
     pub fn genesis_roster(&self) -> Result<Roster, LightError> {
-        self.get("/roster/genesis", state_key::GENESIS_ROSTER)?
+        self.get_path(QueryPath::GenesisRoster)?
             .ok_or_else(|| LightError::NotFound("the genesis roster".into()))
     }
 
     /// A proven accepted proof.
     pub fn proof_record(&self, key: &ProofKey) -> Result<Option<ProofRecord>, LightError> {
-        let path = format!("/proof/{}/{}/{}/{}", key.query, key.kind, key.creator, key.index);
-        self.get(&path, &state_key::proof(key))
+        self.get_path(QueryPath::Proof(*key))
     }
 
     /// The verdicts of a query's challenged proofs, each proven by its own skipblock: the list
     /// comes unproven from the node, and every entry must equal the verdict block it names
     /// (a node can leave verdicts out of the list, not forge one).
     pub fn verdicts(&self, id: &QueryId) -> Result<Vec<VerdictRecord>, LightError> {
-        let records: Vec<VerdictRecord> = self.node.list(&format!("/verdicts/{id}"))?;
+        let records: Vec<VerdictRecord> =
+            self.node.list(&QueryPath::Verdicts(*id, 0).to_string())?;
         for r in &records {
             let block = self.block(BlockRef::Index(r.block))?;
             match &block.payload {
@@ -468,14 +477,14 @@ impl<'a> LightClient<'a> {
 
     /// A query's proven registration.
     pub fn query_record(&self, id: &QueryId) -> Result<QueryRecord, LightError> {
-        self.get(&format!("/query/{id}"), &state_key::query(id))?
+        self.get_path(QueryPath::Query(*id))?
             .ok_or_else(|| LightError::NotFound(format!("query {id}")))
     }
 
     /// A proven skipblock: the value is proven under the block key of its own index, is the
     /// block asked for, and, for the latest block, its successor is proven absent.
     pub fn block(&self, which: BlockRef) -> Result<SkipBlock, LightError> {
-        let path = which.path();
+        let path = which.path().to_string();
         let answer = self.query(&path)?;
         let Some(bytes) = &answer.value else {
             check_answer(&self.app_hash, &path, &which.lookup_key(), &answer)?;
@@ -585,9 +594,7 @@ impl SkipchainState for LightClient<'_> {
     }
 
     fn forward_links(&self, index: u64) -> Result<Vec<[u8; 32]>, LightError> {
-        Ok(self
-            .get(&format!("/skipchain/forward/{index}"), &state_key::forward(index))?
-            .unwrap_or_default())
+        Ok(self.get_path(QueryPath::Forward(index))?.unwrap_or_default())
     }
 }
 
