@@ -190,10 +190,7 @@ pub fn audit_proofs(
 ) -> Findings {
     let ledger =
         |k: &ProofKey| records.binary_search_by(|r| r.key.cmp(k)).ok().map(|i| records[i].clone());
-    let verify = |r: &ProofRecord| -> Result<(), ProofFailure> {
-        let statement = proofs::resolve(chain_id, roster, registration, r, &ledger)?;
-        Ok(statement.verify(&r.proof)?)
-    };
+    let verify = |r: &ProofRecord| reverify(chain_id, roster, registration, r, &ledger);
     let outcomes: Vec<Result<(), ProofFailure>> = parallel_map(records, threads.min(64), verify)
         .into_iter()
         .map(|outcome| outcome.unwrap_or_else(|panicked| Err(panicked.into())))
@@ -269,6 +266,19 @@ pub fn audit_proofs(
         .collect();
     let result = proofs::result_ciphertexts(registration, &ledger).unwrap_or_default();
     Findings { proofs, missing, verifiers, result_consistent: result == payload.result }
+}
+
+/// Verify a proof record against its statement built from the ledger, as the verifying nodes
+/// and the chain's challenge settlement do.
+pub(super) fn reverify(
+    chain_id: &str,
+    roster: &Roster,
+    registration: &RegisterQuery,
+    record: &ProofRecord,
+    ledger: &impl proofs::Ledger,
+) -> Result<(), ProofFailure> {
+    let statement = proofs::resolve(chain_id, roster, registration, record, ledger)?;
+    Ok(statement.verify(&record.proof)?)
 }
 
 /// `lemal audit`: verify the query's block as a light client, then re-verify every proof

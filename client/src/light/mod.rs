@@ -60,7 +60,6 @@ use std::fmt;
 use borsh::BorshDeserialize;
 use lemal_contracts::group::from_borsh;
 use lemal_contracts::ids::{ProofKey, QueryId};
-use lemal_contracts::proofs;
 use lemal_contracts::query_path::{Lookup, QueryPath};
 use lemal_contracts::state::{
     BlockPayload, ChallengeVerdict, Params, ProofRecord, QueryRecord, Roster, SkipBlock,
@@ -434,9 +433,7 @@ impl<'a> LightClient<'a> {
         let registration = self.query_record(&key.query)?.registration;
         let ledger = |k: &ProofKey| self.proof_record(k).ok().flatten();
         let outcome =
-            proofs::resolve(&self.header.chain_id, roster, &registration, &record, &ledger)
-                .map_err(|e| e.to_string())
-                .and_then(|st| st.verify(&record.proof).map_err(|e| e.to_string()));
+            audit::reverify(&self.header.chain_id, roster, &registration, &record, &ledger);
         if outcome.is_ok() != v.valid {
             return Ok(Check::fail(
                 NAME,

@@ -78,8 +78,9 @@ impl GenesisInfo {
             }
             infos.push(info);
         }
-        let validators = validator_set(infos).map_err(fail)?;
-        let (fingerprint, time, initial_height) = genesis_fingerprint(&doc).map_err(fail)?;
+        let validators = validator_set(infos).map_err(|e| fail(e.to_string()))?;
+        let (fingerprint, time, initial_height) =
+            genesis_fingerprint(&doc).map_err(|e| fail(e.to_string()))?;
         Ok(GenesisInfo { chain_id, time, initial_height, validators, fingerprint })
     }
 
@@ -121,23 +122,57 @@ struct GenesisValidator {
     power: tendermint::vote::Power,
 }
 
+/// Why a genesis document has no fingerprint.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GenesisError {
+    /// It has no genesis time.
+    #[error("no genesis_time")]
+    NoTime,
+    /// Its genesis time is not an RFC 3339 time.
+    #[error("genesis_time {text:?}: {error}")]
+    Time {
+        /// The time as written.
+        text: String,
+        /// Why it does not parse.
+        error: tendermint::Error,
+    },
+    /// Its initial height, written as a string, is not a number.
+    #[error("initial_height {text:?}: {error}")]
+    HeightText {
+        /// The height as written.
+        text: String,
+        /// Why it does not parse.
+        error: std::num::ParseIntError,
+    },
+    /// Its initial height is neither a string nor a non-negative integer.
+    #[error("initial_height {0} is not a height")]
+    Height(serde_json::Value),
+    /// Its app hash is not a string.
+    #[error("app_hash {0} is not a string")]
+    AppHash(serde_json::Value),
+}
+
 /// The fingerprint, genesis time and initial height of a genesis document.
 fn genesis_fingerprint(
     doc: &serde_json::Value,
-) -> Result<([u8; 32], tendermint::Time, u64), String> {
+) -> Result<([u8; 32], tendermint::Time, u64), GenesisError> {
     use serde_json::Value;
     let field = |name: &str| doc.get(name).cloned().unwrap_or(Value::Null);
     let genesis_time = match doc.get("genesis_time").and_then(Value::as_str) {
         Some(t) => tendermint::Time::parse_from_rfc3339(t)
-            .map_err(|e| format!("genesis_time {t:?}: {e}"))?,
-        None => return Err("no genesis_time".into()),
+            .map_err(|error| GenesisError::Time { text: t.to_owned(), error })?,
+        None => return Err(GenesisError::NoTime),
     };
     let time = genesis_time.to_rfc3339();
     let initial_height = match field("initial_height") {
         Value::Null => 1,
-        Value::String(s) => s.parse::<u64>().map_err(|e| format!("initial_height {s:?}: {e}"))?,
-        Value::Number(n) => n.as_u64().ok_or(format!("initial_height {n} is not a height"))?,
-        other => return Err(format!("initial_height {other} is not a height")),
+        Value::String(s) => {
+            s.parse::<u64>().map_err(|error| GenesisError::HeightText { text: s.clone(), error })?
+        }
+        Value::Number(n) => {
+            n.as_u64().ok_or_else(|| GenesisError::Height(Value::Number(n.clone())))?
+        }
+        other => return Err(GenesisError::Height(other)),
     };
     // CometBFT reads an initial height of 0 as 1, and serves it so.
     let initial_height = initial_height.max(1);
@@ -156,7 +191,7 @@ fn genesis_fingerprint(
     let app_hash = match field("app_hash") {
         Value::Null => String::new(),
         Value::String(s) => s.to_ascii_lowercase(),
-        other => return Err(format!("app_hash {other} is not a string")),
+        other => return Err(GenesisError::AppHash(other)),
     };
     let canonical = serde_json::json!({
         "chain_id": field("chain_id"),
@@ -374,15 +409,17 @@ impl TrustRoot {
                 Ok(TrustedValidators::genesis(&served, root))
             }
             TrustRoot::ValidatorsHash { hash, chain_id } => {
-                let set = validator_set(node.validators(height)?).map_err(LightError::Trust)?;
+                let set = validator_set(node.validators(height)?)
+                    .map_err(|e| LightError::Trust(e.to_string()))?;
                 check_pinned_set(&set, hash)?;
                 Ok(TrustedValidators { set, chain_id: chain_id.clone(), from: None, root })
             }
             TrustRoot::Header { height: pinned, hash, .. } => {
                 let signed = node.signed_header(*pinned)?;
-                let set = validator_set(node.validators(*pinned)?).map_err(LightError::Trust)?;
-                let next =
-                    validator_set(node.validators(pinned + 1)?).map_err(LightError::Trust)?;
+                let set = validator_set(node.validators(*pinned)?)
+                    .map_err(|e| LightError::Trust(e.to_string()))?;
+                let next = validator_set(node.validators(pinned + 1)?)
+                    .map_err(|e| LightError::Trust(e.to_string()))?;
                 let chain_id = check_pinned_header(&signed, &set, &next, *pinned, hash)?;
                 Ok(TrustedValidators {
                     set: next,
@@ -530,29 +567,49 @@ impl TrustedValidators {
     }
 }
 
+/// Why a list of validators is refused as a validator set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ValidatorSetError {
+    /// The list is empty.
+    #[error("no validators")]
+    Empty,
+    /// The list is longer than [`MAX_VALIDATORS`].
+    #[error("{0} validators, more than {MAX_VALIDATORS}")]
+    TooMany(usize),
+    /// A validator, by address, has no voting power.
+    #[error("validator {0} has no voting power")]
+    NoPower(tendermint::account::Id),
+    /// The powers add up to more than CometBFT allows.
+    #[error("total voting power above CometBFT's maximum")]
+    TooMuchPower,
+    /// Two validators share an address.
+    #[error("a validator address appears twice")]
+    DuplicateAddress,
+}
+
 /// A validator set from its members, refusing what would make the verifier misbehave: no
 /// members, a zero or excessive power, or one address twice.
-pub(super) fn validator_set(infos: Vec<ValidatorInfo>) -> Result<ValidatorSet, String> {
+pub(super) fn validator_set(infos: Vec<ValidatorInfo>) -> Result<ValidatorSet, ValidatorSetError> {
     if infos.is_empty() {
-        return Err("no validators".into());
+        return Err(ValidatorSetError::Empty);
     }
     if infos.len() > MAX_VALIDATORS {
-        return Err(format!("{} validators, more than {MAX_VALIDATORS}", infos.len()));
+        return Err(ValidatorSetError::TooMany(infos.len()));
     }
     let mut total = 0u64;
     for v in &infos {
         if v.power() == 0 {
-            return Err(format!("validator {} has no voting power", v.address));
+            return Err(ValidatorSetError::NoPower(v.address));
         }
         total = total
             .checked_add(v.power())
             .filter(|t| *t <= ValidatorSet::MAX_TOTAL_VOTING_POWER)
-            .ok_or("total voting power above CometBFT's maximum")?;
+            .ok_or(ValidatorSetError::TooMuchPower)?;
     }
     let mut addresses: Vec<_> = infos.iter().map(|v| v.address).collect();
     addresses.sort_unstable();
     if addresses.windows(2).any(|w| w[0] == w[1]) {
-        return Err("a validator address appears twice".into());
+        return Err(ValidatorSetError::DuplicateAddress);
     }
     // The total is within bounds, so construction cannot fail.
     Ok(ValidatorSet::without_proposer(infos))
