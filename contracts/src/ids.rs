@@ -274,6 +274,13 @@ pub enum Verdict {
     NotReceived = 3,
 }
 
+/// JSON as the report's integer value.
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.value())
+    }
+}
+
 impl Verdict {
     /// The report's integer value.
     pub fn value(self) -> u8 {
@@ -394,6 +401,12 @@ mod tests {
         assert!(!Verdict::Wrong.allowed(true, Some(true), Some(true)));
         assert!(Verdict::NotSelected.allowed(true, None, Some(true)));
         assert!(!Verdict::Wrong.allowed(true, None, Some(true)));
+    }
+
+    #[test]
+    fn verdicts_serialize_as_their_integer_value() {
+        let json = serde_json::to_string(&ALL).expect("json");
+        assert_eq!(json, "[0,1,2,3]");
     }
 
     #[test]

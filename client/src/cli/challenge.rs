@@ -215,8 +215,8 @@ fn challenge_targets(findings: &Findings) -> Result<Vec<ProofKey>> {
             .rsplit_once('/')
             .ok_or_else(|| anyhow!("the audit names {:?}, which is not a bitmap entry", d.entry))?;
         let contradicts = match correct.get(key) {
-            Some(true) => d.verdict == Verdict::Wrong.value(),
-            Some(false) => d.verdict == Verdict::Correct.value(),
+            Some(true) => d.verdict == Verdict::Wrong,
+            Some(false) => d.verdict == Verdict::Correct,
             None => false,
         };
         if contradicts {
@@ -385,11 +385,7 @@ mod tests {
     }
 
     fn disagreement(text: &str, vn: &str, verdict: Verdict, expected: Verdict) -> Disagreement {
-        Disagreement {
-            entry: format!("{}/{vn}", key(text)),
-            verdict: verdict.value(),
-            expected: expected.value(),
-        }
+        Disagreement { entry: format!("{}/{vn}", key(text)), verdict, expected }
     }
 
     #[test]

@@ -734,8 +734,13 @@ pub(super) fn render_audit(r: &AuditReport) -> String {
         let verdict = if v.faithful() { "ok" } else { "FAULTY" };
         let _ = writeln!(s, "  {:<6} {verdict:<7} {state}", v.vn);
         for d in &v.disagreements {
-            let _ =
-                writeln!(s, "           {}: said {}, expected {}", d.entry, d.verdict, d.expected);
+            let _ = writeln!(
+                s,
+                "           {}: said {}, expected {}",
+                d.entry,
+                d.verdict.value(),
+                d.expected.value()
+            );
         }
     }
     let _ = writeln!(

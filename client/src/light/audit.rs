@@ -100,9 +100,9 @@ pub struct Disagreement {
     /// The bitmap key (`query/kind/creator/index/verifier`).
     pub entry: String,
     /// The node's verdict.
-    pub verdict: u8,
+    pub verdict: Verdict,
     /// The verdict the audit expects.
-    pub expected: u8,
+    pub expected: Verdict,
 }
 
 /// What the audit found about one verifying node.
@@ -246,8 +246,8 @@ pub fn audit_proofs(
                 if verdict != expected {
                     disagreements.push(Disagreement {
                         entry: key.bitmap_key(vn),
-                        verdict: verdict.value(),
-                        expected: expected.value(),
+                        verdict,
+                        expected,
                     });
                 }
             }
@@ -356,7 +356,11 @@ mod tests {
         let (findings, d) = run.blame(true, Some(bad), Verdict::Correct);
         assert_eq!(
             d,
-            Disagreement { entry: bad.bitmap_key(EntityId::vn(vn)), verdict: 1, expected: 0 }
+            Disagreement {
+                entry: bad.bitmap_key(EntityId::vn(vn)),
+                verdict: Verdict::Correct,
+                expected: Verdict::Wrong
+            }
         );
         assert_eq!(findings.faulty_verifiers().next().expect("one").disagreements.len(), 1);
     }
@@ -370,13 +374,13 @@ mod tests {
     #[test]
     fn audit_names_a_verifier_that_skipped_a_proof_it_was_selected_for() {
         let (_, d) = run(None, 600_000).blame(true, None, Verdict::NotSelected);
-        assert_eq!((d.verdict, d.expected), (2, 1));
+        assert_eq!((d.verdict, d.expected), (Verdict::NotSelected, Verdict::Correct));
     }
 
     #[test]
     fn audit_names_a_verifier_that_claims_a_proof_it_was_not_selected_for() {
         let (_, d) = run(None, 600_000).blame(false, None, Verdict::Correct);
-        assert_eq!((d.verdict, d.expected), (1, 2));
+        assert_eq!((d.verdict, d.expected), (Verdict::Correct, Verdict::NotSelected));
     }
 
     #[test]
