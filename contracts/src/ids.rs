@@ -250,6 +250,8 @@ impl FromStr for ProofKey {
     }
 }
 
+serde_as_text!(ProofKey);
+
 impl ProofKey {
     /// The report's bitmap key string: `queryID/kind/creator/index/verifier`.
     pub fn bitmap_key(&self, verifier: EntityId) -> String {

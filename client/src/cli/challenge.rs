@@ -199,31 +199,21 @@ pub fn challenge(args: ChallengeArgs, global: &Global) -> Result<ExitCode> {
 /// verify here, and those on which a verifying node's 0/1 verdict contradicts the local
 /// verification (the verdicts a challenge settles; a disagreement over selection or receipt is
 /// not one a challenge can decide).
-fn challenge_targets(findings: &Findings) -> Result<Vec<ProofKey>> {
-    let parse = |key: &str| -> Result<ProofKey> {
-        key.parse().map_err(|e| anyhow!("the audit names {key:?}, which is not a proof key: {e}"))
-    };
-    let correct: BTreeMap<&str, bool> =
-        findings.proofs.iter().map(|p| (p.key.as_str(), p.correct)).collect();
-    let mut targets = BTreeSet::new();
-    for p in findings.wrong_proofs() {
-        targets.insert(parse(&p.key)?);
-    }
+fn challenge_targets(findings: &Findings) -> Vec<ProofKey> {
+    let correct: BTreeMap<ProofKey, bool> =
+        findings.proofs.iter().map(|p| (p.key, p.correct)).collect();
+    let mut targets: BTreeSet<ProofKey> = findings.wrong_proofs().map(|p| p.key).collect();
     for d in findings.verifiers.iter().flat_map(|v| &v.disagreements) {
-        let (key, _vn) = d
-            .entry
-            .rsplit_once('/')
-            .ok_or_else(|| anyhow!("the audit names {:?}, which is not a bitmap entry", d.entry))?;
-        let contradicts = match correct.get(key) {
+        let contradicts = match correct.get(&d.proof) {
             Some(true) => d.verdict == Verdict::Wrong,
             Some(false) => d.verdict == Verdict::Correct,
             None => false,
         };
         if contradicts {
-            targets.insert(parse(key)?);
+            targets.insert(d.proof);
         }
     }
-    Ok(targets.into_iter().collect())
+    targets.into_iter().collect()
 }
 
 /// `lemal audit ID --challenge` as one JSON document.
@@ -262,7 +252,7 @@ pub fn audit_and_challenge(
     }
     let mut challenges = Vec::new();
     let summary = if report.verification.verified {
-        let targets = challenge_targets(&report.findings)?;
+        let targets = challenge_targets(&report.findings);
         if !global.json {
             println!("\nchallenges as {}: {} proofs to settle", signer.entity, targets.len());
         }
@@ -333,6 +323,10 @@ mod tests {
         format!("{Q}/{text}")
     }
 
+    fn proof(text: &str) -> ProofKey {
+        key(text).parse().expect("proof key")
+    }
+
     #[test]
     fn a_proof_argument_is_kind_creator_index_or_a_full_proof_key_of_the_query() {
         let short = parse_proof(&Q, "keyswitch/cn-1/0").expect("short form");
@@ -377,15 +371,15 @@ mod tests {
 
     fn finding(text: &str, correct: bool) -> ProofFinding {
         ProofFinding {
-            key: key(text),
-            creator: text.split('/').nth(1).unwrap_or_default().to_owned(),
+            key: proof(text),
+            creator: proof(text).creator,
             correct,
             error: (!correct).then_some(ProofFailure::Invalid(ProofError::Equation("test"))),
         }
     }
 
     fn disagreement(text: &str, vn: &str, verdict: Verdict, expected: Verdict) -> Disagreement {
-        Disagreement { entry: format!("{}/{vn}", key(text)), verdict, expected }
+        Disagreement { proof: proof(text), vn: vn.parse().expect("vn"), verdict, expected }
     }
 
     #[test]
@@ -397,10 +391,10 @@ mod tests {
                 finding("range/dp-2/0", true),
                 finding("aggregation/cn-0/0", false),
             ],
-            missing: vec![key("keyswitch/cn-0/0")],
+            missing: vec![proof("keyswitch/cn-0/0")],
             verifiers: vec![
                 VerifierFinding {
-                    vn: "vn-0".into(),
+                    vn: EntityId::vn(0),
                     reported: true,
                     vrf: VrfStatus::Valid,
                     selected: 3,
@@ -417,7 +411,7 @@ mod tests {
                     ],
                 },
                 VerifierFinding {
-                    vn: "vn-1".into(),
+                    vn: EntityId::vn(1),
                     reported: true,
                     vrf: VrfStatus::Valid,
                     selected: 1,
@@ -441,11 +435,8 @@ mod tests {
             ],
             result_consistent: true,
         };
-        let targets: Vec<String> = challenge_targets(&findings)
-            .expect("targets")
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let targets: Vec<String> =
+            challenge_targets(&findings).iter().map(ToString::to_string).collect();
         assert_eq!(targets, [key("range/dp-1/0"), key("aggregation/cn-0/0")]);
     }
 
@@ -457,7 +448,7 @@ mod tests {
             verifiers: Vec::new(),
             result_consistent: true,
         };
-        assert!(challenge_targets(&findings).expect("targets").is_empty());
+        assert!(challenge_targets(&findings).is_empty());
     }
 
     fn verdict_summary() -> VerdictSummary {

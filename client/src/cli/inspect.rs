@@ -732,12 +732,12 @@ pub(super) fn render_audit(r: &AuditReport) -> String {
             format!("reported, VRF unusable: {}", v.vrf)
         };
         let verdict = if v.faithful() { "ok" } else { "FAULTY" };
-        let _ = writeln!(s, "  {:<6} {verdict:<7} {state}", v.vn);
+        let _ = writeln!(s, "  {:<6} {verdict:<7} {state}", v.vn.to_string());
         for d in &v.disagreements {
             let _ = writeln!(
                 s,
                 "           {}: said {}, expected {}",
-                d.entry,
+                d.entry(),
                 d.verdict.value(),
                 d.expected.value()
             );
@@ -755,8 +755,8 @@ pub(super) fn render_audit(r: &AuditReport) -> String {
     if r.ok {
         let _ = writeln!(s, "AUDIT PASSED");
     } else {
-        let creators: Vec<&str> = wrong.iter().map(|p| p.creator.as_str()).collect();
-        let faulty: Vec<&str> = f.faulty_verifiers().map(|v| v.vn.as_str()).collect();
+        let creators: Vec<String> = wrong.iter().map(|p| p.creator.to_string()).collect();
+        let faulty: Vec<String> = f.faulty_verifiers().map(|v| v.vn.to_string()).collect();
         let _ = writeln!(
             s,
             "AUDIT FAILED: block {}; wrong proofs by [{}]; {} missing; faulty verifiers [{}]",

@@ -84,9 +84,9 @@ fn as_text<T: fmt::Display, S: Serializer>(value: &Option<T>, s: S) -> Result<S:
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProofFinding {
     /// The proof key (`query/kind/creator/index`).
-    pub key: String,
+    pub key: ProofKey,
     /// The party that submitted it.
-    pub creator: String,
+    pub creator: EntityId,
     /// Whether it verifies against the statement built from ledger state.
     pub correct: bool,
     /// Why not.
@@ -94,22 +94,43 @@ pub struct ProofFinding {
     pub error: Option<ProofFailure>,
 }
 
-/// A verdict of a verifying node that the audit contradicts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A verdict of a verifying node that the audit contradicts; in JSON, its bitmap entry as
+/// `entry` (`query/kind/creator/index/verifier`), `verdict` and `expected`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Disagreement {
-    /// The bitmap key (`query/kind/creator/index/verifier`).
-    pub entry: String,
+    /// The proof judged.
+    pub proof: ProofKey,
+    /// The verifying node.
+    pub vn: EntityId,
     /// The node's verdict.
     pub verdict: Verdict,
     /// The verdict the audit expects.
     pub expected: Verdict,
 }
 
+impl Disagreement {
+    /// The bitmap entry: `query/kind/creator/index/verifier`.
+    pub fn entry(&self) -> String {
+        self.proof.bitmap_key(self.vn)
+    }
+}
+
+impl Serialize for Disagreement {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("Disagreement", 3)?;
+        out.serialize_field("entry", &self.entry())?;
+        out.serialize_field("verdict", &self.verdict)?;
+        out.serialize_field("expected", &self.expected)?;
+        out.end()
+    }
+}
+
 /// What the audit found about one verifying node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VerifierFinding {
     /// The node.
-    pub vn: String,
+    pub vn: EntityId,
     /// Whether it committed a bitmap.
     pub reported: bool,
     /// Its VRF: valid, absent, or why its selection could not be recomputed.
@@ -134,7 +155,7 @@ pub struct Findings {
     /// Each received proof with its local verdict.
     pub proofs: Vec<ProofFinding>,
     /// Expected proofs that never arrived.
-    pub missing: Vec<String>,
+    pub missing: Vec<ProofKey>,
     /// Each verifying node.
     pub verifiers: Vec<VerifierFinding>,
     /// Whether the block's result ciphertexts are those the ledger's key switches give.
@@ -199,8 +220,8 @@ pub fn audit_proofs(
         .iter()
         .zip(&outcomes)
         .map(|(r, outcome)| ProofFinding {
-            key: r.key.to_string(),
-            creator: r.key.creator.to_string(),
+            key: r.key,
+            creator: r.key.creator,
             correct: outcome.is_ok(),
             error: outcome.as_ref().err().cloned(),
         })
@@ -209,8 +230,7 @@ pub fn audit_proofs(
     let local: BTreeMap<ProofKey, bool> =
         records.iter().zip(&outcomes).map(|(r, o)| (r.key, o.is_ok())).collect();
     let bitmap = &payload.bitmap;
-    let missing =
-        bitmap.proofs.iter().filter(|k| !local.contains_key(k)).map(|k| k.to_string()).collect();
+    let missing = bitmap.proofs.iter().filter(|k| !local.contains_key(k)).copied().collect();
     let verifiers = bitmap
         .verifiers
         .iter()
@@ -244,15 +264,11 @@ pub fn audit_proofs(
                     None => Verdict::rule(received, true, valid == Some(true)),
                 };
                 if verdict != expected {
-                    disagreements.push(Disagreement {
-                        entry: key.bitmap_key(vn),
-                        verdict,
-                        expected,
-                    });
+                    disagreements.push(Disagreement { proof: *key, vn, verdict, expected });
                 }
             }
             VerifierFinding {
-                vn: vn.to_string(),
+                vn,
                 reported,
                 vrf: match (vrf, reported) {
                     (Ok(_), _) => VrfStatus::Valid,
@@ -332,8 +348,8 @@ mod tests {
     fn audit_names_the_data_provider_whose_range_proof_is_wrong() {
         let run = run(Some((EntityId::dp(1), ProofKind::Range)), 1_000_000);
         let findings = run.audit();
-        let wrong: Vec<_> = findings.wrong_proofs().map(|p| p.creator.as_str()).collect();
-        assert_eq!(wrong, ["dp-1"]);
+        let wrong: Vec<_> = findings.wrong_proofs().map(|p| p.creator).collect();
+        assert_eq!(wrong, [EntityId::dp(1)]);
         assert!(findings.wrong_proofs().all(|p| p.error.is_some()));
         // Every verifier checked everything and said so: none of them is at fault.
         assert_eq!(findings.faulty_verifiers().count(), 0);
@@ -344,8 +360,8 @@ mod tests {
     fn audit_names_a_computing_node_whose_key_switch_is_wrong() {
         let run = run(Some((EntityId::cn(1), ProofKind::KeySwitch)), 1_000_000);
         let findings = run.audit();
-        let wrong: Vec<_> = findings.wrong_proofs().map(|p| p.key.clone()).collect();
-        assert_eq!(wrong, [key_of(&run, ProofKind::KeySwitch, EntityId::cn(1)).to_string()]);
+        let wrong: Vec<_> = findings.wrong_proofs().map(|p| p.key).collect();
+        assert_eq!(wrong, [key_of(&run, ProofKind::KeySwitch, EntityId::cn(1))]);
     }
 
     #[test]
@@ -357,7 +373,8 @@ mod tests {
         assert_eq!(
             d,
             Disagreement {
-                entry: bad.bitmap_key(EntityId::vn(vn)),
+                proof: bad,
+                vn: EntityId::vn(vn),
                 verdict: Verdict::Correct,
                 expected: Verdict::Wrong
             }
@@ -369,6 +386,32 @@ mod tests {
     fn audit_names_a_verifier_that_condemned_a_correct_proof() {
         let (findings, _) = run(None, 600_000).blame(true, None, Verdict::Wrong);
         assert_eq!(findings.wrong_proofs().count(), 0);
+    }
+
+    #[test]
+    fn findings_serialize_to_the_same_json_text_as_the_report_shows() {
+        let mut run = run(Some((EntityId::dp(1), ProofKind::Range)), 1_000_000);
+        let bad = key_of(&run, ProofKind::Range, EntityId::dp(1));
+        run.set_verdict(bad, 0, Verdict::Correct);
+        let gone = key_of(&run, ProofKind::KeySwitch, EntityId::cn(1));
+        run.records.retain(|r| r.key != gone);
+        let json = serde_json::to_value(run.audit()).expect("json");
+        let wrong = json["proofs"]
+            .as_array()
+            .expect("proofs")
+            .iter()
+            .find(|p| !p["correct"].as_bool().unwrap_or(true))
+            .expect("a wrong proof");
+        assert_eq!(wrong["key"], bad.to_string());
+        assert_eq!(wrong["creator"], "dp-1");
+        assert!(wrong["error"].is_string());
+        assert_eq!(json["missing"][0], gone.to_string());
+        let vn0 = &json["verifiers"][0];
+        assert_eq!(vn0["vn"], "vn-0");
+        assert_eq!(vn0["vrf"], "valid");
+        let d = &vn0["disagreements"][0];
+        assert_eq!(d["entry"], bad.bitmap_key(EntityId::vn(0)));
+        assert_eq!((d["verdict"].as_u64(), d["expected"].as_u64()), (Some(1), Some(0)));
     }
 
     #[test]
@@ -389,8 +432,8 @@ mod tests {
         let other = run.commits[1].vrf;
         run.commits[0].vrf = other;
         let findings = run.audit();
-        let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn.clone()).collect();
-        assert_eq!(faulty, ["vn-0"]);
+        let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn).collect();
+        assert_eq!(faulty, [EntityId::vn(0)]);
         assert_ne!(findings.verifiers[0].vrf, VrfStatus::Valid);
         // A reporting node whose commit is not listed cannot show its selection either.
         run.commits.remove(0);
@@ -426,7 +469,7 @@ mod tests {
         }
         run.payload.result = Vec::new();
         let findings = run.audit();
-        assert_eq!(findings.missing, [gone.to_string()]);
+        assert_eq!(findings.missing, [gone]);
         assert_eq!(findings.faulty_verifiers().count(), 0);
         assert!(findings.result_consistent);
         assert!(!findings.clean());

@@ -378,8 +378,8 @@ impl Run {
         let (key, vn) = self.find(selected, proof);
         self.set_verdict(key, vn, verdict);
         let findings = self.audit();
-        let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn.clone()).collect();
-        assert_eq!(faulty, [format!("vn-{vn}")]);
+        let faulty: Vec<_> = findings.faulty_verifiers().map(|v| v.vn).collect();
+        assert_eq!(faulty, [EntityId::vn(vn)]);
         let first = findings.faulty_verifiers().next().expect("one").disagreements[0].clone();
         (findings, first)
     }
