@@ -11,7 +11,7 @@
 //! runs before its first write, and the caller executes each transaction in an overlay that it
 //! drops on error, so a rejected transaction leaves no trace.
 
-use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Role, Verdict};
+use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Role};
 use lemal_contracts::sampling;
 use lemal_contracts::sig::VerifyingKey;
 use lemal_contracts::state::{
@@ -1108,20 +1108,13 @@ impl Machine {
         }
         let threshold = record.registration.threshold_ppm;
         for ((k, &received), &v) in expected.iter().zip(&judged.received).zip(&c.verdicts) {
-            let ok = match (received, sampling::is_selected(&output, k, threshold)) {
-                (false, _) => v == Verdict::NotReceived,
-                (true, false) => v == Verdict::NotSelected,
-                (true, true) => matches!(v, Verdict::Wrong | Verdict::Correct),
-            };
-            if !ok {
+            // The chain knows the selection, not the validity: that is the worker's to find.
+            let selected = sampling::is_selected(&output, k, threshold);
+            if !v.allowed(received, Some(selected), None) {
                 return Err(TxError::BadVerdicts(format!(
                     "verdict {} on {k} contradicts {} (received: {received})",
                     v.value(),
-                    if sampling::is_selected(&output, k, threshold) {
-                        "its selection"
-                    } else {
-                        "its non-selection"
-                    }
+                    if selected { "its selection" } else { "its non-selection" }
                 )));
             }
         }
@@ -1230,23 +1223,20 @@ impl Machine {
         let judged = progress.judged.as_ref().expect("a committing query has a judged set");
         let verifiers = judged.verifiers.clone();
         let commits = get::commits(state, &q);
-        let mut verdicts = Vec::with_capacity(expected.len() * verifiers.len());
-        for row in 0..expected.len() {
-            for vn in &verifiers {
-                let v = commits
-                    .iter()
-                    .find(|c| c.vn == *vn)
-                    .map_or(Verdict::NotReceived, |c| c.verdicts[row]);
-                verdicts.push(v);
-            }
-        }
+        assert!(
+            commits.iter().all(|c| c.verdicts.len() == expected.len()),
+            "a bitmap commit of {q} was accepted with another number of verdicts than proofs"
+        );
+        let bitmap = Bitmap::from_columns(expected, verifiers.clone(), |vn| {
+            commits.iter().find(|c| c.vn == vn).map(|c| &c.verdicts[..])
+        });
         let reported: Vec<EntityId> = commits.iter().map(|c| c.vn).collect();
         let absent = verifiers.iter().filter(|v| !reported.contains(v)).copied().collect();
         let ledger = |k: &ProofKey| get::proof(state, k);
         let covered = lemal_contracts::proofs::covered_dps(reg, &ledger);
         let payload = QueryPayload {
             query_id: q,
-            bitmap: Bitmap { proofs: expected, verifiers, verdicts },
+            bitmap,
             threshold_ppm: reg.threshold_ppm,
             reported,
             absent,

@@ -112,7 +112,8 @@ impl Broadcast for RpcBroadcast {
 /// What the worker knows about one query.
 struct QueryWork {
     vrf: (VrfOutput, VrfProof),
-    verdicts: BTreeMap<ProofKey, Verdict>,
+    /// Every proof seen: `None` when the VRF did not select it, else whether it verifies.
+    seen: BTreeMap<ProofKey, Option<bool>>,
     last_broadcast: Option<u64>,
     /// The signed bitmap commit, kept until it is on the ledger: every re-broadcast sends
     /// these bytes again.
@@ -196,16 +197,12 @@ impl<B: Broadcast> Worker<B> {
         let Some((chain_id, work, ready)) = self.gather() else { return Vec::new() };
         // Verification runs without holding the store, so Commit is never blocked by it.
         let results = verify_all(&work, self.threads, &self.metrics);
-        for ((q, key, _), mut verdict) in work.iter().zip(results) {
-            if self.invert_verdicts {
-                verdict = match verdict {
-                    Verdict::Correct => Verdict::Wrong,
-                    _ => Verdict::Correct,
-                };
-            }
+        for ((q, key, _), valid) in work.iter().zip(results) {
+            let valid = if self.invert_verdicts { !valid } else { valid };
+            let verdict = Verdict::rule(true, true, valid);
             info!(vn = %self.me, key = %key, verdict = verdict.value(), "verified");
             if let Some(entry) = self.queries.get_mut(q) {
-                entry.verdicts.insert(*key, verdict);
+                entry.seen.insert(*key, Some(valid));
             }
         }
         let mut sent = Vec::new();
@@ -220,10 +217,10 @@ impl<B: Broadcast> Worker<B> {
                 let verdicts = expected
                     .iter()
                     .zip(&judged.received)
-                    .map(|(k, &received)| match received {
+                    .map(|(k, &received)| {
                         // Selected proofs were verified above; the rest were not assigned.
-                        true => *entry.verdicts.get(k).unwrap_or(&Verdict::NotSelected),
-                        false => Verdict::NotReceived,
+                        let valid = entry.seen.get(k).copied().flatten();
+                        Verdict::rule(received, valid.is_some(), valid == Some(true))
                     })
                     .collect();
                 let body = TxBody::CommitBitmap(CommitBitmap {
@@ -290,19 +287,19 @@ impl<B: Broadcast> Worker<B> {
                         self.me,
                         rand_core::OsRng,
                     ),
-                    verdicts: BTreeMap::new(),
+                    seen: BTreeMap::new(),
                     last_broadcast: None,
                     signed: None,
                 });
-                // Every proof seen has a verdict: nothing new unless the count grew.
-                if progress.received as usize > entry.verdicts.len() {
+                // Every proof seen is recorded: nothing new unless the count grew.
+                if progress.received as usize > entry.seen.len() {
                     let threshold = record.registration.threshold_ppm;
                     for proof in get::proofs(&view, q) {
-                        if entry.verdicts.contains_key(&proof.key) {
+                        if entry.seen.contains_key(&proof.key) {
                             continue;
                         }
                         if !sampling::is_selected(&entry.vrf.0, &proof.key, threshold) {
-                            entry.verdicts.insert(proof.key, Verdict::NotSelected);
+                            entry.seen.insert(proof.key, None);
                             continue;
                         }
                         new.push((record.registration.clone(), proof));
@@ -389,9 +386,10 @@ pub fn wait(handle: thread::JoinHandle<()>) -> WorkerExit {
 /// (or why the statement could not be resolved).
 type Job = (QueryId, ProofKey, Result<(proofs::Statement, Vec<u8>), String>);
 
-/// Verify each job on `threads` threads, recording each outcome and its time in `metrics`. A
-/// statement that cannot be resolved from the ledger makes the proof wrong.
-fn verify_all(work: &[Job], threads: usize, metrics: &Metrics) -> Vec<Verdict> {
+/// Verify each job on `threads` threads, recording each outcome and its time in `metrics`:
+/// whether each proof verifies. A statement that cannot be resolved from the ledger makes the
+/// proof wrong.
+fn verify_all(work: &[Job], threads: usize, metrics: &Metrics) -> Vec<bool> {
     let one = |(_, key, job): &Job| {
         let stopwatch = Stopwatch::start();
         let result = job
@@ -399,13 +397,10 @@ fn verify_all(work: &[Job], threads: usize, metrics: &Metrics) -> Vec<Verdict> {
             .map_err(Clone::clone)
             .and_then(|(statement, proof)| statement.verify(proof).map_err(|e| e.to_string()));
         metrics.proof_verified(key.kind, result.is_ok(), stopwatch.seconds());
-        match result {
-            Ok(()) => Verdict::Correct,
-            Err(e) => {
-                warn!(key = %key, "proof rejected: {e}");
-                Verdict::Wrong
-            }
+        if let Err(e) = &result {
+            warn!(key = %key, "proof rejected: {e}");
         }
+        result.is_ok()
     };
     if threads <= 1 || work.len() <= 1 {
         return work.iter().map(one).collect();

@@ -13,6 +13,7 @@ use lemal_contracts::group::from_borsh;
 use lemal_contracts::ids::{ProofKey, QueryId};
 use lemal_contracts::page::{page_path, Page};
 use lemal_contracts::proofs::Ledger;
+use lemal_contracts::query_path::QueryPath;
 use lemal_contracts::state::{
     BitmapCommitRecord, ProofRecord, ProposalRecord, QueryProgress, QueryRecord, Roster, SkipBlock,
     StandingRecord, ValidatorRecord, VerdictRecord,
@@ -379,31 +380,28 @@ impl Node {
 
     /// The roster.
     pub fn roster(&self) -> Result<Roster, RpcError> {
-        self.get("/roster")?.ok_or_else(|| RpcError::Query {
-            path: "/roster".into(),
-            code: 2,
-            log: "no roster".into(),
-        })
+        let path = QueryPath::Roster.to_string();
+        self.get(&path)?.ok_or_else(|| RpcError::Query { path, code: 2, log: "no roster".into() })
     }
 
     /// A query's registration.
     pub fn query_record(&self, id: &QueryId) -> Result<Option<QueryRecord>, RpcError> {
-        self.get(&format!("/query/{id}"))
+        self.get(&QueryPath::Query(*id).to_string())
     }
 
     /// A query's progress.
     pub fn progress(&self, id: &QueryId) -> Result<Option<QueryProgress>, RpcError> {
-        self.get(&format!("/query/{id}/progress"))
+        self.get(&QueryPath::Progress(*id).to_string())
     }
 
     /// The bitmap commits of a query so far (every page).
     pub fn bitmaps(&self, id: &QueryId) -> Result<Vec<BitmapCommitRecord>, RpcError> {
-        self.list(&format!("/query/{id}/bitmaps"))
+        self.list(&QueryPath::Bitmaps(*id, 0).to_string())
     }
 
     /// Every accepted proof of a query (every page).
     pub fn proofs(&self, id: &QueryId) -> Result<Vec<ProofRecord>, RpcError> {
-        self.list(&format!("/proofs/{id}"))
+        self.list(&QueryPath::Proofs(*id, 0).to_string())
     }
 
     /// Every entry of the list path `list`, page by page ([`lemal_contracts::page`]), all pages
@@ -445,43 +443,44 @@ impl Node {
 
     /// One accepted proof.
     pub fn proof(&self, key: &ProofKey) -> Result<Option<ProofRecord>, RpcError> {
-        self.get(&format!("/proof/{}/{}/{}/{}", key.query, key.kind, key.creator, key.index))
+        self.get(&QueryPath::Proof(*key).to_string())
     }
 
     /// The verdict of the challenge that settled a proof, `None` while it is unchallenged.
     pub fn verdict(&self, key: &ProofKey) -> Result<Option<VerdictRecord>, RpcError> {
-        self.get(&format!("/verdict/{}/{}/{}/{}", key.query, key.kind, key.creator, key.index))
+        self.get(&QueryPath::Verdict(*key).to_string())
     }
 
     /// Every entity out of good standing (every page); an entity not listed is in good standing.
     pub fn standings(&self) -> Result<Vec<StandingRecord>, RpcError> {
-        self.list("/standings")
+        self.list(&QueryPath::Standings(0).to_string())
     }
 
     /// The validator record of verifying node `vn-{vn}`.
     pub fn validator_record(&self, vn: u32) -> Result<Option<ValidatorRecord>, RpcError> {
-        self.get(&format!("/validator/{vn}"))
+        self.get(&QueryPath::Validator(vn).to_string())
     }
 
     /// The verifying nodes' validator records, in verifying-node order (every page).
     pub fn validator_records(&self) -> Result<Vec<ValidatorRecord>, RpcError> {
-        self.list("/validators")
+        self.list(&QueryPath::Validators(0).to_string())
     }
 
     /// A roster proposal.
     pub fn proposal(&self, id: u64) -> Result<Option<ProposalRecord>, RpcError> {
-        self.get(&format!("/proposal/{id}"))
+        self.get(&QueryPath::Proposal(id).to_string())
     }
 
     /// Every roster proposal, open or closed (every page).
     pub fn proposals(&self) -> Result<Vec<ProposalRecord>, RpcError> {
-        self.list("/proposals")
+        self.list(&QueryPath::Proposals(0).to_string())
     }
 
     /// The latest skipblock.
     pub fn block_latest(&self) -> Result<SkipBlock, RpcError> {
-        self.get("/skipchain/latest")?.ok_or_else(|| RpcError::Query {
-            path: "/skipchain/latest".into(),
+        let path = QueryPath::LatestBlock.to_string();
+        self.get(&path)?.ok_or_else(|| RpcError::Query {
+            path,
             code: 2,
             log: "empty skipchain".into(),
         })
@@ -489,22 +488,22 @@ impl Node {
 
     /// A skipblock by index.
     pub fn block_by_index(&self, index: u64) -> Result<Option<SkipBlock>, RpcError> {
-        self.get(&format!("/skipchain/index/{index}"))
+        self.get(&QueryPath::Block(index).to_string())
     }
 
     /// A skipblock by hash.
     pub fn block_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SkipBlock>, RpcError> {
-        self.get(&format!("/skipchain/hash/{}", hex::encode(hash)))
+        self.get(&QueryPath::BlockByHash(*hash).to_string())
     }
 
     /// The skipblock of a query.
     pub fn block_by_query(&self, id: &QueryId) -> Result<Option<SkipBlock>, RpcError> {
-        self.get(&format!("/skipchain/query/{id}"))
+        self.get(&QueryPath::BlockOfQuery(*id).to_string())
     }
 
     /// A skipblock's forward links.
     pub fn forward_links(&self, index: u64) -> Result<Vec<[u8; 32]>, RpcError> {
-        Ok(self.get(&format!("/skipchain/forward/{index}"))?.unwrap_or_default())
+        Ok(self.get(&QueryPath::Forward(index).to_string())?.unwrap_or_default())
     }
 
     /// Poll until `f` returns `Some`, every `every`, at most `timeout`.

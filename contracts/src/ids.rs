@@ -250,6 +250,8 @@ impl FromStr for ProofKey {
     }
 }
 
+serde_as_text!(ProofKey);
+
 impl ProofKey {
     /// The report's bitmap key string: `queryID/kind/creator/index/verifier`.
     pub fn bitmap_key(&self, verifier: EntityId) -> String {
@@ -274,10 +276,54 @@ pub enum Verdict {
     NotReceived = 3,
 }
 
+/// JSON as the report's integer value.
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.value())
+    }
+}
+
 impl Verdict {
     /// The report's integer value.
     pub fn value(self) -> u8 {
         self as u8
+    }
+
+    /// The verdict rule: what a verifying node owes on one expected proof. A proof it did not
+    /// receive (missing at its deadline, or the node absent) is 3, one its VRF did not select
+    /// 2, and one it verified 1 when the proof holds and 0 when it does not.
+    ///
+    /// The chain checks bitmap commits with it, the verifying nodes fill them with it, and the
+    /// light client and the auditor hold bitmaps against it ([`Verdict::allowed`]).
+    ///
+    /// ```
+    /// use lemal_contracts::ids::Verdict;
+    /// assert_eq!(Verdict::rule(false, true, true), Verdict::NotReceived);
+    /// assert_eq!(Verdict::rule(true, false, false), Verdict::NotSelected);
+    /// assert_eq!(Verdict::rule(true, true, false), Verdict::Wrong);
+    /// assert_eq!(Verdict::rule(true, true, true), Verdict::Correct);
+    /// ```
+    pub fn rule(received: bool, selected: bool, valid: bool) -> Verdict {
+        match (received, selected, valid) {
+            (false, _, _) => Verdict::NotReceived,
+            (true, false, _) => Verdict::NotSelected,
+            (true, true, false) => Verdict::Wrong,
+            (true, true, true) => Verdict::Correct,
+        }
+    }
+
+    /// Whether [`Verdict::rule`] can give `self` on a proof so `received`, when the node's
+    /// selection and the proof's validity are known (`Some`) or not (`None`). The chain knows
+    /// the selection of a bitmap commit but not the validity; a light client holding only the
+    /// bitmap knows neither.
+    pub fn allowed(self, received: bool, selected: Option<bool>, valid: Option<bool>) -> bool {
+        let cases = |known: Option<bool>| match known {
+            Some(b) => vec![b],
+            None => vec![false, true],
+        };
+        cases(selected)
+            .into_iter()
+            .any(|s| cases(valid).into_iter().any(|v| Verdict::rule(received, s, v) == self))
     }
 }
 
@@ -306,6 +352,63 @@ mod tests {
         }
         assert!("abc".parse::<QueryId>().is_err());
         assert!("range2".parse::<ProofKind>().is_err());
+    }
+
+    const ALL: [Verdict; 4] =
+        [Verdict::Wrong, Verdict::Correct, Verdict::NotSelected, Verdict::NotReceived];
+
+    #[test]
+    fn verdict_rule_gives_each_value_for_one_case_only() {
+        for received in [false, true] {
+            for selected in [false, true] {
+                for valid in [false, true] {
+                    let v = Verdict::rule(received, selected, valid);
+                    let want = match (received, selected, valid) {
+                        (false, ..) => 3,
+                        (true, false, _) => 2,
+                        (true, true, false) => 0,
+                        (true, true, true) => 1,
+                    };
+                    assert_eq!(v.value(), want, "{received} {selected} {valid}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_proof_not_received_allows_only_not_received() {
+        for v in ALL {
+            let ok = v.allowed(false, None, None);
+            assert_eq!(ok, v == Verdict::NotReceived, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn a_received_proof_allows_any_verdict_but_not_received_when_nothing_else_is_known() {
+        for v in ALL {
+            assert_eq!(v.allowed(true, None, None), v != Verdict::NotReceived, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn a_known_selection_fixes_whether_the_proof_was_verified() {
+        let allowed = |selected| ALL.into_iter().filter(move |v| v.allowed(true, selected, None));
+        assert_eq!(allowed(Some(false)).collect::<Vec<_>>(), [Verdict::NotSelected]);
+        assert_eq!(allowed(Some(true)).collect::<Vec<_>>(), [Verdict::Wrong, Verdict::Correct]);
+    }
+
+    #[test]
+    fn a_known_validity_fixes_the_verdict_of_a_selected_proof() {
+        assert!(Verdict::Correct.allowed(true, Some(true), Some(true)));
+        assert!(!Verdict::Wrong.allowed(true, Some(true), Some(true)));
+        assert!(Verdict::NotSelected.allowed(true, None, Some(true)));
+        assert!(!Verdict::Wrong.allowed(true, None, Some(true)));
+    }
+
+    #[test]
+    fn verdicts_serialize_as_their_integer_value() {
+        let json = serde_json::to_string(&ALL).expect("json");
+        assert_eq!(json, "[0,1,2,3]");
     }
 
     #[test]

@@ -477,11 +477,58 @@ pub struct Bitmap {
 }
 
 impl Bitmap {
-    /// The verdict of `verifier` on `proof`.
-    pub fn get(&self, proof: &ProofKey, verifier: EntityId) -> Option<Verdict> {
+    /// The bitmap of `proofs` × `verifiers` from each verifier's column (its committed verdicts,
+    /// in `proofs` order): a verifier without a column is absent, and its column is all 3 (not
+    /// received).
+    pub fn from_columns<'c>(
+        proofs: Vec<ProofKey>,
+        verifiers: Vec<EntityId>,
+        column: impl Fn(EntityId) -> Option<&'c [Verdict]>,
+    ) -> Self {
+        let columns: Vec<Option<&[Verdict]>> = verifiers.iter().map(|&vn| column(vn)).collect();
+        let verdicts = (0..proofs.len())
+            .flat_map(|row| {
+                columns.iter().map(move |c| {
+                    c.and_then(|c| c.get(row)).copied().unwrap_or(Verdict::NotReceived)
+                })
+            })
+            .collect();
+        Bitmap { proofs, verifiers, verdicts }
+    }
+
+    /// Whether it holds one verdict per proof and verifier.
+    pub fn is_well_formed(&self) -> bool {
+        self.proofs.len().checked_mul(self.verifiers.len()) == Some(self.verdicts.len())
+    }
+
+    /// Position of `(proof, verifier)` in `verdicts`.
+    fn position(&self, proof: &ProofKey, verifier: EntityId) -> Option<usize> {
         let r = self.proofs.binary_search(proof).ok()?;
         let c = self.verifiers.iter().position(|v| *v == verifier)?;
-        self.verdicts.get(r * self.verifiers.len() + c).copied()
+        Some(r * self.verifiers.len() + c)
+    }
+
+    /// The verdict of `verifier` on `proof`.
+    pub fn get(&self, proof: &ProofKey, verifier: EntityId) -> Option<Verdict> {
+        self.verdicts.get(self.position(proof, verifier)?).copied()
+    }
+
+    /// The verdict of `verifier` on `proof`, to change it.
+    pub fn get_mut(&mut self, proof: &ProofKey, verifier: EntityId) -> Option<&mut Verdict> {
+        let i = self.position(proof, verifier)?;
+        self.verdicts.get_mut(i)
+    }
+
+    /// The rows: each expected proof with its verdicts, one per verifier in column order.
+    pub fn rows(&self) -> impl Iterator<Item = (&ProofKey, &[Verdict])> + '_ {
+        self.proofs.iter().zip(self.verdicts.chunks(self.verifiers.len().max(1)))
+    }
+
+    /// The column of `verifier`: each expected proof with its verdict (empty when it is not a
+    /// column of this bitmap).
+    pub fn column(&self, verifier: EntityId) -> impl Iterator<Item = (&ProofKey, Verdict)> + '_ {
+        let c = self.verifiers.iter().position(|v| *v == verifier);
+        self.rows().filter_map(move |(p, row)| Some((p, *row.get(c?)?)))
     }
 
     /// The verifiers whose verdict on `proof` contradicts its true validity: 1 (correct) on a
@@ -494,11 +541,8 @@ impl Bitmap {
 
     /// The entries as the report's `queryID/kind/creator/index/verifier` strings.
     pub fn entries(&self) -> impl Iterator<Item = (String, Verdict)> + '_ {
-        self.proofs.iter().enumerate().flat_map(move |(r, p)| {
-            self.verifiers
-                .iter()
-                .enumerate()
-                .map(move |(c, v)| (p.bitmap_key(*v), self.verdicts[r * self.verifiers.len() + c]))
+        self.rows().flat_map(move |(p, row)| {
+            self.verifiers.iter().zip(row).map(move |(v, &verdict)| (p.bitmap_key(*v), verdict))
         })
     }
 
@@ -853,6 +897,69 @@ pub fn forward_link_target(index: u64, level: usize, base: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ProofKind;
+
+    fn key(creator: EntityId) -> ProofKey {
+        ProofKey { query: QueryId([7; 16]), kind: ProofKind::Range, creator, index: 0 }
+    }
+
+    /// Two proofs (dp-0, dp-1) × three verifiers; vn-1 absent.
+    fn bitmap() -> Bitmap {
+        let proofs = vec![key(EntityId::dp(0)), key(EntityId::dp(1))];
+        let verifiers = vec![EntityId::vn(0), EntityId::vn(1), EntityId::vn(2)];
+        let vn0 = [Verdict::Correct, Verdict::NotSelected];
+        let vn2 = [Verdict::NotSelected, Verdict::Wrong];
+        Bitmap::from_columns(proofs, verifiers, |vn| match vn.index {
+            0 => Some(&vn0[..]),
+            2 => Some(&vn2[..]),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn bitmap_from_columns_is_row_major_with_absent_columns_not_received() {
+        let b = bitmap();
+        assert!(b.is_well_formed());
+        use Verdict::{Correct, NotReceived, NotSelected, Wrong};
+        assert_eq!(
+            b.verdicts,
+            [Correct, NotReceived, NotSelected, NotSelected, NotReceived, Wrong]
+        );
+        assert_eq!(b.get(&key(EntityId::dp(1)), EntityId::vn(2)), Some(Wrong));
+        assert_eq!(b.get(&key(EntityId::dp(1)), EntityId::vn(3)), None);
+    }
+
+    #[test]
+    fn bitmap_rows_columns_and_entries_agree_with_get() {
+        let b = bitmap();
+        for (proof, row) in b.rows() {
+            for (vn, v) in b.verifiers.iter().zip(row) {
+                assert_eq!(b.get(proof, *vn), Some(*v));
+            }
+        }
+        for &vn in &b.verifiers {
+            for (proof, v) in b.column(vn) {
+                assert_eq!(b.get(proof, vn), Some(v));
+            }
+            assert_eq!(b.column(vn).count(), b.proofs.len());
+        }
+        assert_eq!(b.column(EntityId::vn(9)).count(), 0);
+        assert_eq!(b.entries().count(), 6);
+        let (entry, v) = b.entries().last().expect("entries");
+        assert_eq!(entry, key(EntityId::dp(1)).bitmap_key(EntityId::vn(2)));
+        assert_eq!(v, Verdict::Wrong);
+    }
+
+    #[test]
+    fn bitmap_entry_changed_through_get_mut_is_read_back() {
+        let mut b = bitmap();
+        let (proof, vn) = (key(EntityId::dp(0)), EntityId::vn(2));
+        *b.get_mut(&proof, vn).expect("entry") = Verdict::Correct;
+        assert_eq!(b.get(&proof, vn), Some(Verdict::Correct));
+        assert_eq!(b.contradicting(&proof, false), [EntityId::vn(0), vn]);
+        b.verdicts.pop();
+        assert!(!b.is_well_formed());
+    }
 
     /// Plain reference: scan backwards for the latest earlier block taller than `level`.
     fn reference_back(index: u64, level: usize, base: u32, hmax: u8) -> u64 {

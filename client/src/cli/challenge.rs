@@ -199,31 +199,21 @@ pub fn challenge(args: ChallengeArgs, global: &Global) -> Result<ExitCode> {
 /// verify here, and those on which a verifying node's 0/1 verdict contradicts the local
 /// verification (the verdicts a challenge settles; a disagreement over selection or receipt is
 /// not one a challenge can decide).
-fn challenge_targets(findings: &Findings) -> Result<Vec<ProofKey>> {
-    let parse = |key: &str| -> Result<ProofKey> {
-        key.parse().map_err(|e| anyhow!("the audit names {key:?}, which is not a proof key: {e}"))
-    };
-    let correct: BTreeMap<&str, bool> =
-        findings.proofs.iter().map(|p| (p.key.as_str(), p.correct)).collect();
-    let mut targets = BTreeSet::new();
-    for p in findings.wrong_proofs() {
-        targets.insert(parse(&p.key)?);
-    }
+fn challenge_targets(findings: &Findings) -> Vec<ProofKey> {
+    let correct: BTreeMap<ProofKey, bool> =
+        findings.proofs.iter().map(|p| (p.key, p.correct)).collect();
+    let mut targets: BTreeSet<ProofKey> = findings.wrong_proofs().map(|p| p.key).collect();
     for d in findings.verifiers.iter().flat_map(|v| &v.disagreements) {
-        let (key, _vn) = d
-            .entry
-            .rsplit_once('/')
-            .ok_or_else(|| anyhow!("the audit names {:?}, which is not a bitmap entry", d.entry))?;
-        let contradicts = match correct.get(key) {
-            Some(true) => d.verdict == Verdict::Wrong.value(),
-            Some(false) => d.verdict == Verdict::Correct.value(),
+        let contradicts = match correct.get(&d.proof) {
+            Some(true) => d.verdict == Verdict::Wrong,
+            Some(false) => d.verdict == Verdict::Correct,
             None => false,
         };
         if contradicts {
-            targets.insert(parse(key)?);
+            targets.insert(d.proof);
         }
     }
-    Ok(targets.into_iter().collect())
+    targets.into_iter().collect()
 }
 
 /// `lemal audit ID --challenge` as one JSON document.
@@ -262,7 +252,7 @@ pub fn audit_and_challenge(
     }
     let mut challenges = Vec::new();
     let summary = if report.verification.verified {
-        let targets = challenge_targets(&report.findings)?;
+        let targets = challenge_targets(&report.findings);
         if !global.json {
             println!("\nchallenges as {}: {} proofs to settle", signer.entity, targets.len());
         }
@@ -324,12 +314,17 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use crate::cli::{Cli, Command};
-    use crate::light::{Disagreement, ProofFinding, VerifierFinding};
+    use crate::light::{Disagreement, ProofFailure, ProofFinding, VerifierFinding, VrfStatus};
+    use lemal_contracts::error::ProofError;
 
     const Q: QueryId = QueryId([0xab; 16]);
 
     fn key(text: &str) -> String {
         format!("{Q}/{text}")
+    }
+
+    fn proof(text: &str) -> ProofKey {
+        key(text).parse().expect("proof key")
     }
 
     #[test]
@@ -376,19 +371,15 @@ mod tests {
 
     fn finding(text: &str, correct: bool) -> ProofFinding {
         ProofFinding {
-            key: key(text),
-            creator: text.split('/').nth(1).unwrap_or_default().to_owned(),
+            key: proof(text),
+            creator: proof(text).creator,
             correct,
-            error: (!correct).then(|| "does not verify".to_owned()),
+            error: (!correct).then_some(ProofFailure::Invalid(ProofError::Equation("test"))),
         }
     }
 
     fn disagreement(text: &str, vn: &str, verdict: Verdict, expected: Verdict) -> Disagreement {
-        Disagreement {
-            entry: format!("{}/{vn}", key(text)),
-            verdict: verdict.value(),
-            expected: expected.value(),
-        }
+        Disagreement { proof: proof(text), vn: vn.parse().expect("vn"), verdict, expected }
     }
 
     #[test]
@@ -400,12 +391,12 @@ mod tests {
                 finding("range/dp-2/0", true),
                 finding("aggregation/cn-0/0", false),
             ],
-            missing: vec![key("keyswitch/cn-0/0")],
+            missing: vec![proof("keyswitch/cn-0/0")],
             verifiers: vec![
                 VerifierFinding {
-                    vn: "vn-0".into(),
+                    vn: EntityId::vn(0),
                     reported: true,
-                    vrf: "valid".into(),
+                    vrf: VrfStatus::Valid,
                     selected: 3,
                     disagreements: vec![
                         // Said wrong of a right proof: a challenge finds vn-0 at fault.
@@ -420,9 +411,9 @@ mod tests {
                     ],
                 },
                 VerifierFinding {
-                    vn: "vn-1".into(),
+                    vn: EntityId::vn(1),
                     reported: true,
-                    vrf: "valid".into(),
+                    vrf: VrfStatus::Valid,
                     selected: 1,
                     disagreements: vec![
                         // A selection dispute is not for a challenge to settle.
@@ -444,11 +435,8 @@ mod tests {
             ],
             result_consistent: true,
         };
-        let targets: Vec<String> = challenge_targets(&findings)
-            .expect("targets")
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let targets: Vec<String> =
+            challenge_targets(&findings).iter().map(ToString::to_string).collect();
         assert_eq!(targets, [key("range/dp-1/0"), key("aggregation/cn-0/0")]);
     }
 
@@ -460,7 +448,7 @@ mod tests {
             verifiers: Vec::new(),
             result_consistent: true,
         };
-        assert!(challenge_targets(&findings).expect("targets").is_empty());
+        assert!(challenge_targets(&findings).is_empty());
     }
 
     fn verdict_summary() -> VerdictSummary {

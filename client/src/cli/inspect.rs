@@ -24,7 +24,7 @@ use serde::Serialize;
 use super::{connect, emit, exit, exit_code_of_light, trust::trust_root, Global};
 use crate::light::{
     self, AncestryReport, AuditReport, BlockRef, LightClient, LightError, VerdictSummary,
-    VerifyReport,
+    VerifyReport, VrfStatus,
 };
 use crate::rpc::Node;
 
@@ -716,7 +716,7 @@ pub(super) fn render_audit(r: &AuditReport) -> String {
             "  WRONG   {} by {}: {}",
             p.key,
             p.creator,
-            p.error.as_deref().unwrap_or("does not verify")
+            p.error.as_ref().map_or("does not verify".to_owned(), ToString::to_string)
         );
     }
     for m in &f.missing {
@@ -726,16 +726,21 @@ pub(super) fn render_audit(r: &AuditReport) -> String {
     for v in &f.verifiers {
         let state = if !v.reported {
             "absent".to_owned()
-        } else if v.vrf == "valid" {
+        } else if v.vrf == VrfStatus::Valid {
             format!("reported, VRF valid, {} proofs selected", v.selected)
         } else {
             format!("reported, VRF unusable: {}", v.vrf)
         };
         let verdict = if v.faithful() { "ok" } else { "FAULTY" };
-        let _ = writeln!(s, "  {:<6} {verdict:<7} {state}", v.vn);
+        let _ = writeln!(s, "  {:<6} {verdict:<7} {state}", v.vn.to_string());
         for d in &v.disagreements {
-            let _ =
-                writeln!(s, "           {}: said {}, expected {}", d.entry, d.verdict, d.expected);
+            let _ = writeln!(
+                s,
+                "           {}: said {}, expected {}",
+                d.entry(),
+                d.verdict.value(),
+                d.expected.value()
+            );
         }
     }
     let _ = writeln!(
@@ -750,8 +755,8 @@ pub(super) fn render_audit(r: &AuditReport) -> String {
     if r.ok {
         let _ = writeln!(s, "AUDIT PASSED");
     } else {
-        let creators: Vec<&str> = wrong.iter().map(|p| p.creator.as_str()).collect();
-        let faulty: Vec<&str> = f.faulty_verifiers().map(|v| v.vn.as_str()).collect();
+        let creators: Vec<String> = wrong.iter().map(|p| p.creator.to_string()).collect();
+        let faulty: Vec<String> = f.faulty_verifiers().map(|v| v.vn.to_string()).collect();
         let _ = writeln!(
             s,
             "AUDIT FAILED: block {}; wrong proofs by [{}]; {} missing; faulty verifiers [{}]",

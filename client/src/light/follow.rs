@@ -29,8 +29,9 @@ use tendermint_light_client_verifier::options::Options;
 use tendermint_light_client_verifier::types::{TrustedBlockState, UntrustedBlockState};
 use tendermint_light_client_verifier::{ProdVerifier, Verdict, Verifier};
 
+use super::checks::{check_position, full_tally};
 use super::trust::{hash_bytes, validator_set};
-use super::{check_position, full_tally, LightError, SignedPower};
+use super::{LightError, SignedPower};
 use crate::rpc::Node;
 
 /// Most headers one walk fetches and verifies.

@@ -78,8 +78,9 @@ impl GenesisInfo {
             }
             infos.push(info);
         }
-        let validators = validator_set(infos).map_err(fail)?;
-        let (fingerprint, time, initial_height) = genesis_fingerprint(&doc).map_err(fail)?;
+        let validators = validator_set(infos).map_err(|e| fail(e.to_string()))?;
+        let (fingerprint, time, initial_height) =
+            genesis_fingerprint(&doc).map_err(|e| fail(e.to_string()))?;
         Ok(GenesisInfo { chain_id, time, initial_height, validators, fingerprint })
     }
 
@@ -121,23 +122,57 @@ struct GenesisValidator {
     power: tendermint::vote::Power,
 }
 
+/// Why a genesis document has no fingerprint.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GenesisError {
+    /// It has no genesis time.
+    #[error("no genesis_time")]
+    NoTime,
+    /// Its genesis time is not an RFC 3339 time.
+    #[error("genesis_time {text:?}: {error}")]
+    Time {
+        /// The time as written.
+        text: String,
+        /// Why it does not parse.
+        error: tendermint::Error,
+    },
+    /// Its initial height, written as a string, is not a number.
+    #[error("initial_height {text:?}: {error}")]
+    HeightText {
+        /// The height as written.
+        text: String,
+        /// Why it does not parse.
+        error: std::num::ParseIntError,
+    },
+    /// Its initial height is neither a string nor a non-negative integer.
+    #[error("initial_height {0} is not a height")]
+    Height(serde_json::Value),
+    /// Its app hash is not a string.
+    #[error("app_hash {0} is not a string")]
+    AppHash(serde_json::Value),
+}
+
 /// The fingerprint, genesis time and initial height of a genesis document.
 fn genesis_fingerprint(
     doc: &serde_json::Value,
-) -> Result<([u8; 32], tendermint::Time, u64), String> {
+) -> Result<([u8; 32], tendermint::Time, u64), GenesisError> {
     use serde_json::Value;
     let field = |name: &str| doc.get(name).cloned().unwrap_or(Value::Null);
     let genesis_time = match doc.get("genesis_time").and_then(Value::as_str) {
         Some(t) => tendermint::Time::parse_from_rfc3339(t)
-            .map_err(|e| format!("genesis_time {t:?}: {e}"))?,
-        None => return Err("no genesis_time".into()),
+            .map_err(|error| GenesisError::Time { text: t.to_owned(), error })?,
+        None => return Err(GenesisError::NoTime),
     };
     let time = genesis_time.to_rfc3339();
     let initial_height = match field("initial_height") {
         Value::Null => 1,
-        Value::String(s) => s.parse::<u64>().map_err(|e| format!("initial_height {s:?}: {e}"))?,
-        Value::Number(n) => n.as_u64().ok_or(format!("initial_height {n} is not a height"))?,
-        other => return Err(format!("initial_height {other} is not a height")),
+        Value::String(s) => {
+            s.parse::<u64>().map_err(|error| GenesisError::HeightText { text: s.clone(), error })?
+        }
+        Value::Number(n) => {
+            n.as_u64().ok_or_else(|| GenesisError::Height(Value::Number(n.clone())))?
+        }
+        other => return Err(GenesisError::Height(other)),
     };
     // CometBFT reads an initial height of 0 as 1, and serves it so.
     let initial_height = initial_height.max(1);
@@ -156,7 +191,7 @@ fn genesis_fingerprint(
     let app_hash = match field("app_hash") {
         Value::Null => String::new(),
         Value::String(s) => s.to_ascii_lowercase(),
-        other => return Err(format!("app_hash {other} is not a string")),
+        other => return Err(GenesisError::AppHash(other)),
     };
     let canonical = serde_json::json!({
         "chain_id": field("chain_id"),
@@ -374,15 +409,17 @@ impl TrustRoot {
                 Ok(TrustedValidators::genesis(&served, root))
             }
             TrustRoot::ValidatorsHash { hash, chain_id } => {
-                let set = validator_set(node.validators(height)?).map_err(LightError::Trust)?;
+                let set = validator_set(node.validators(height)?)
+                    .map_err(|e| LightError::Trust(e.to_string()))?;
                 check_pinned_set(&set, hash)?;
                 Ok(TrustedValidators { set, chain_id: chain_id.clone(), from: None, root })
             }
             TrustRoot::Header { height: pinned, hash, .. } => {
                 let signed = node.signed_header(*pinned)?;
-                let set = validator_set(node.validators(*pinned)?).map_err(LightError::Trust)?;
-                let next =
-                    validator_set(node.validators(pinned + 1)?).map_err(LightError::Trust)?;
+                let set = validator_set(node.validators(*pinned)?)
+                    .map_err(|e| LightError::Trust(e.to_string()))?;
+                let next = validator_set(node.validators(pinned + 1)?)
+                    .map_err(|e| LightError::Trust(e.to_string()))?;
                 let chain_id = check_pinned_header(&signed, &set, &next, *pinned, hash)?;
                 Ok(TrustedValidators {
                     set: next,
@@ -530,29 +567,49 @@ impl TrustedValidators {
     }
 }
 
+/// Why a list of validators is refused as a validator set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ValidatorSetError {
+    /// The list is empty.
+    #[error("no validators")]
+    Empty,
+    /// The list is longer than [`MAX_VALIDATORS`].
+    #[error("{0} validators, more than {MAX_VALIDATORS}")]
+    TooMany(usize),
+    /// A validator, by address, has no voting power.
+    #[error("validator {0} has no voting power")]
+    NoPower(tendermint::account::Id),
+    /// The powers add up to more than CometBFT allows.
+    #[error("total voting power above CometBFT's maximum")]
+    TooMuchPower,
+    /// Two validators share an address.
+    #[error("a validator address appears twice")]
+    DuplicateAddress,
+}
+
 /// A validator set from its members, refusing what would make the verifier misbehave: no
 /// members, a zero or excessive power, or one address twice.
-pub(super) fn validator_set(infos: Vec<ValidatorInfo>) -> Result<ValidatorSet, String> {
+pub(super) fn validator_set(infos: Vec<ValidatorInfo>) -> Result<ValidatorSet, ValidatorSetError> {
     if infos.is_empty() {
-        return Err("no validators".into());
+        return Err(ValidatorSetError::Empty);
     }
     if infos.len() > MAX_VALIDATORS {
-        return Err(format!("{} validators, more than {MAX_VALIDATORS}", infos.len()));
+        return Err(ValidatorSetError::TooMany(infos.len()));
     }
     let mut total = 0u64;
     for v in &infos {
         if v.power() == 0 {
-            return Err(format!("validator {} has no voting power", v.address));
+            return Err(ValidatorSetError::NoPower(v.address));
         }
         total = total
             .checked_add(v.power())
             .filter(|t| *t <= ValidatorSet::MAX_TOTAL_VOTING_POWER)
-            .ok_or("total voting power above CometBFT's maximum")?;
+            .ok_or(ValidatorSetError::TooMuchPower)?;
     }
     let mut addresses: Vec<_> = infos.iter().map(|v| v.address).collect();
     addresses.sort_unstable();
     if addresses.windows(2).any(|w| w[0] == w[1]) {
-        return Err("a validator address appears twice".into());
+        return Err(ValidatorSetError::DuplicateAddress);
     }
     // The total is within bounds, so construction cannot fail.
     Ok(ValidatorSet::without_proposer(infos))
@@ -734,6 +791,8 @@ impl KnownChain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::light::check_header;
+    use crate::light::testkit::{header, sign, validators, Validators, CHAIN};
 
     fn key(seed: u8) -> tendermint::PublicKey {
         let sk = ed25519_consensus::SigningKey::from([seed; 32]);
@@ -884,5 +943,130 @@ mod tests {
         for bad in ["42", "0:00", &format!("x:{}", "ab".repeat(32)), "42:abc"] {
             assert!(TrustRoot::header_pin(bad, "flag").is_err(), "{bad}");
         }
+    }
+
+    fn genesis_json(vals: &Validators, chain: &str, address: Option<String>) -> Vec<u8> {
+        let validators: Vec<serde_json::Value> = vals
+            .trusted
+            .set()
+            .validators()
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "address": address.clone().unwrap_or_else(|| hex::encode_upper(v.address.as_bytes())),
+                    "pub_key": v.pub_key,
+                    "power": v.power().to_string(),
+                    "name": "",
+                })
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "genesis_time": "2024-01-01T00:00:00Z",
+            "chain_id": chain,
+            "initial_height": "1",
+            "consensus_params": {},
+            "validators": validators,
+            "app_hash": "",
+            "app_state": {"params": {}},
+        }))
+        .expect("json")
+    }
+
+    fn genesis_root(json: &[u8]) -> Result<TrustedValidators, LightError> {
+        let genesis = GenesisInfo::from_json(json, "test")?;
+        Ok(TrustedValidators {
+            set: genesis.validators().clone(),
+            chain_id: Some(genesis.chain_id().to_owned()),
+            from: None,
+            root: TrustRoot::Genesis { genesis, source: "test".into() }.report(),
+        })
+    }
+
+    #[test]
+    fn genesis_document_yields_its_validators_and_chain_id() {
+        let vals = validators(1, &[10, 20, 30]);
+        let trusted = genesis_root(&genesis_json(&vals, CHAIN, None)).expect("valid genesis");
+        assert_eq!(trusted.hash(), vals.trusted.hash());
+        assert_eq!(trusted.chain_id(), Some(CHAIN));
+        assert_eq!(trusted.root().kind, TrustKind::Genesis);
+        assert_eq!(trusted.root().fingerprint.len(), 64);
+        let signed = sign(&vals, header(&vals, CHAIN, 2, [1; 32]), &[0, 1, 2]);
+        assert_eq!(check_header(&signed, &trusted, 2).expect("verifies").total, 60);
+    }
+
+    #[test]
+    fn genesis_validator_whose_address_is_not_its_key_is_refused() {
+        let vals = validators(1, &[10, 10]);
+        let json = genesis_json(&vals, CHAIN, Some("AB".repeat(20)));
+        assert!(matches!(genesis_root(&json), Err(LightError::Trust(_))));
+    }
+
+    #[test]
+    fn genesis_without_validators_or_not_json_is_refused() {
+        let empty =
+            br#"{"chain_id": "c", "genesis_time": "2024-01-01T00:00:00Z", "validators": []}"#;
+        assert!(genesis_root(empty).is_err());
+        assert!(genesis_root(b"{").is_err());
+        assert!(genesis_root(b"").is_err());
+    }
+
+    #[test]
+    fn validator_sets_with_zero_duplicate_or_excessive_power_are_refused() {
+        let vals = validators(1, &[10, 10]);
+        let infos = vals.trusted.set().validators().clone();
+        let mut zero = infos.clone();
+        zero[0].power = 0u32.into();
+        assert!(validator_set(zero).is_err());
+        let duplicate = vec![infos[0].clone(), infos[0].clone()];
+        assert!(validator_set(duplicate).is_err());
+        let mut huge = infos.clone();
+        for v in &mut huge {
+            v.power = tendermint::vote::Power::try_from(ValidatorSet::MAX_TOTAL_VOTING_POWER)
+                .expect("power");
+        }
+        assert!(validator_set(huge).is_err());
+        assert!(validator_set(Vec::new()).is_err());
+        assert!(validator_set(infos).is_ok());
+    }
+
+    #[test]
+    fn pinned_hash_accepts_only_the_set_it_names() {
+        let vals = validators(1, &[10, 10, 10]);
+        let infos = vals.trusted.set().validators().clone();
+        let pinned = vals.trusted.hash();
+        check_pinned_set(vals.trusted.set(), &pinned).expect("the pinned set");
+        let mut other = pinned;
+        other[0] ^= 1;
+        assert!(check_pinned_set(vals.trusted.set(), &other).is_err());
+        let fewer = validator_set(infos[..2].to_vec()).expect("set");
+        assert!(check_pinned_set(&fewer, &pinned).is_err());
+        assert!(TrustRoot::validators_hash_hex(&hex::encode(pinned), None).is_ok());
+        assert!(TrustRoot::validators_hash_hex("abc", None).is_err());
+    }
+
+    #[test]
+    fn pinned_header_accepts_only_that_header_and_the_sets_it_names() {
+        let vals = validators(1, &[10, 10, 10]);
+        let set = vals.trusted.set();
+        let signed = sign(&vals, header(&vals, CHAIN, 7, [4; 32]), &[0, 1, 2]);
+        let pin = hash_bytes(&signed.header.hash());
+        let chain = check_pinned_header(&signed, set, set, 7, &pin).expect("pinned");
+        assert_eq!(chain, CHAIN);
+        // Another chain's header at that height (another app hash): a different chain.
+        let other = sign(&vals, header(&vals, CHAIN, 7, [5; 32]), &[0, 1, 2]);
+        assert!(matches!(
+            check_pinned_header(&other, set, set, 7, &pin),
+            Err(LightError::DifferentChain { .. })
+        ));
+        // The right header with another validator set, or next set, served beside it.
+        let others = validators(50, &[10, 10, 10]);
+        for (v, n) in [(others.trusted.set(), set), (set, others.trusted.set())] {
+            assert!(matches!(
+                check_pinned_header(&signed, v, n, 7, &pin),
+                Err(LightError::Header { .. })
+            ));
+        }
+        // The right header served for another height.
+        assert!(check_pinned_header(&signed, set, set, 8, &pin).is_err());
     }
 }
