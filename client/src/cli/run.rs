@@ -30,6 +30,7 @@ use crate::data::{self, DataBounds, Dataset};
 use crate::keyring::Keyring;
 use crate::light::{self, BlockRef, LightClient};
 use crate::localnet::{self, Layout, Manifest};
+use crate::parallel::{parallel_map, parallel_map_with};
 use crate::party::follow::Follower;
 use crate::party::querier::{self, QuerierRecord};
 use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
@@ -211,46 +212,20 @@ fn range_submissions(
     cheat: Option<Cheat>,
     threads: usize,
 ) -> Result<BTreeMap<ProofKey, Tx>> {
-    let reg = &session.registration;
-    let dps = &reg.spec.dps;
-    let chunk = dps.len().div_ceil(threads.max(1)).max(1);
-    let built: Vec<Result<Vec<(ProofKey, Tx)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = dps
-            .chunks(chunk)
-            .zip(inputs.values.chunks(chunk))
-            .map(|(ids, values)| {
-                s.spawn(move || {
-                    let mut rng = rand_core::OsRng;
-                    ids.iter()
-                        .zip(values)
-                        .map(|(&d, v)| {
-                            let dp = EntityId::dp(d);
-                            let key = ProofKey {
-                                query: reg.query_id,
-                                kind: ProofKind::Range,
-                                creator: dp,
-                                index: 0,
-                            };
-                            let cheats = cheat.is_some_and(|c| c.covers(&key));
-                            let tx = session
-                                .range(dp, v, cheats, &mut rng)
-                                .with_context(|| format!("{dp} preparing its range proof"))?;
-                            Ok((key, tx))
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a range-proof thread panicked"))))
-            .collect()
-    });
-    let mut out = BTreeMap::new();
-    for part in built {
-        out.extend(part?);
-    }
-    Ok(out)
+    let reg = session.registration;
+    let jobs: Vec<(u32, &Vec<i64>)> = reg.spec.dps.iter().copied().zip(&inputs.values).collect();
+    parallel_map(&jobs, threads, |&(d, values)| {
+        let dp = EntityId::dp(d);
+        let key = ProofKey { query: reg.query_id, kind: ProofKind::Range, creator: dp, index: 0 };
+        let cheats = cheat.is_some_and(|c| c.covers(&key));
+        let tx = session
+            .range(dp, values, cheats, &mut rand_core::OsRng)
+            .with_context(|| format!("{dp} preparing its range proof"))?;
+        Ok((key, tx))
+    })
+    .into_iter()
+    .map(|r| r.map_err(|p| anyhow!("preparing a range proof: {p}"))?)
+    .collect()
 }
 
 /// Build the computing nodes' submissions for `keys` (their inputs are on the ledger) on one
@@ -261,50 +236,22 @@ fn build_in_parallel(
     keys: &[ProofKey],
     cheat: Option<Cheat>,
 ) -> Result<Vec<(ProofKey, Tx)>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let chunk = keys.len().div_ceil(readers.len().max(1)).max(1);
-    let parts: Vec<Result<Vec<(ProofKey, Tx)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = keys
-            .chunks(chunk)
-            .zip(readers)
-            .map(|(part, node)| {
-                s.spawn(move || {
-                    let mut rng = rand_core::OsRng;
-                    part.iter()
-                        .map(|&key| {
-                            let who = key.creator;
-                            let cheats = cheat.is_some_and(|c| c.covers(&key));
-                            let tx = match key.kind {
-                                ProofKind::Aggregation => {
-                                    session.aggregation(who, node, cheats, &mut rng)
-                                }
-                                ProofKind::Shuffle => session.shuffle(who, node, cheats, &mut rng),
-                                ProofKind::KeySwitch => {
-                                    session.keyswitch(who, node, cheats, &mut rng)
-                                }
-                                ProofKind::Range => {
-                                    return Err(anyhow!("{who}'s submission was not prepared"))
-                                }
-                            }
-                            .with_context(|| format!("{who} preparing its {} proof", key.kind))?;
-                            Ok((key, tx))
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a proving thread panicked"))))
-            .collect()
-    });
-    let mut out = Vec::with_capacity(keys.len());
-    for part in parts {
-        out.extend(part?);
-    }
-    Ok(out)
+    parallel_map_with(keys, readers, |node, &key| {
+        let who = key.creator;
+        let cheats = cheat.is_some_and(|c| c.covers(&key));
+        let mut rng = rand_core::OsRng;
+        let tx = match key.kind {
+            ProofKind::Aggregation => session.aggregation(who, node, cheats, &mut rng),
+            ProofKind::Shuffle => session.shuffle(who, node, cheats, &mut rng),
+            ProofKind::KeySwitch => session.keyswitch(who, node, cheats, &mut rng),
+            ProofKind::Range => return Err(anyhow!("{who}'s submission was not prepared")),
+        }
+        .with_context(|| format!("{who} preparing its {} proof", key.kind))?;
+        Ok((key, tx))
+    })
+    .into_iter()
+    .map(|r| r.map_err(|p| anyhow!("preparing a proof: {p}"))?)
+    .collect()
 }
 
 /// Broadcast every transaction at once (`broadcast_tx_sync`, concurrently); their hashes, in
