@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test lint fmt doc unit e2e faults soak flood fuzz release demo down bench
+.PHONY: test lint fmt doc unit e2e parties faults soak flood fuzz release demo down bench
 
 ## Run the whole suite: formatting, lints, docs and every test.
 test: lint doc unit
@@ -27,6 +27,12 @@ unit:
 e2e:
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --locked -p lemal-tests --test integration end_to_end
+
+## The parties test alone: a daemon per data provider and computing node on a 4-validator
+## localnet (127.0.0.1, ports 25656+ or LEMAL_PARTIES_BASE_PORT); part of `make test`.
+parties:
+	$(CARGO) build --workspace --all-targets --locked
+	$(CARGO) test --locked -p lemal-tests --test integration parties -- --nocapture
 
 ## The fault tests alone (crashes, two of four validators down, a damaged store) on their own
 ## 4-validator localnet (127.0.0.1, ports 23656+ or LEMAL_FAULTS_BASE_PORT); part of `make test`.
@@ -82,7 +88,7 @@ demo: release
 	else \
 	  $(LEMAL) localnet up --validators 4; \
 	fi
-	$(LEMAL) run --query "SELECT avg(x) FROM y WHERE z < 321"
+	$(LEMAL) run --query "SELECT avg(x) FROM y WHERE z < 321" --noise 2
 
 ## Stop the localnet the demo started.
 down:
