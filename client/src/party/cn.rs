@@ -282,3 +282,68 @@ impl Registrar {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lemal_contracts::elgamal::PossessionProof;
+    use lemal_contracts::sig::SigningKey;
+    use lemal_contracts::tx::{NoiseParams, Operation, QuerySpec};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    /// A registrar of cn-2 whose node is never reached (the requests below are refused first).
+    fn registrar() -> Registrar {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let keys = PartyKeys {
+            entity: EntityId::cn(2),
+            signing: SigningKey::random(&mut rng),
+            share: Some(lemal_contracts::elgamal::SecretKey::random(&mut rng)),
+        };
+        let (metrics, _) = Metrics::new();
+        Registrar::new("chain".into(), keys, "http://127.0.0.1:1", metrics).expect("registrar")
+    }
+
+    fn registration(cns: Vec<u32>) -> RegisterQuery {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let querier = lemal_contracts::elgamal::SecretKey::random(&mut rng);
+        RegisterQuery {
+            query_id: QueryId([9; 16]),
+            querier_key: querier.public(),
+            querier_sig: PossessionProof::default(),
+            spec: QuerySpec {
+                sql: "SELECT sum(x) FROM t".into(),
+                operation: Operation::Sum,
+                range_bits: 32,
+                bounds: vec![lemal_contracts::proofs::range::Bounds { lo: 0, hi: 1000 }],
+                dps: vec![0, 1],
+                cns,
+                noise: NoiseParams::NONE,
+            },
+            threshold_ppm: 400_000,
+            dp_deadline: 10,
+            proof_deadline: 20,
+            commit_window: 5,
+        }
+        .sign_as_querier("chain", &querier, &mut rng)
+    }
+
+    #[test]
+    fn the_endpoint_refuses_garbage_and_queries_that_do_not_name_it() {
+        let r = registrar();
+        let (status, doc) = r.handle("POST", "/register", b"not borsh");
+        assert_eq!(status, 400, "{doc}");
+        let mut body = borsh::to_vec(&registration(vec![2])).expect("encode");
+        body.push(0);
+        assert_eq!(r.handle("POST", "/register", &body).0, 400, "trailing bytes");
+        let body = borsh::to_vec(&registration(vec![0, 1])).expect("encode");
+        let (status, doc) = r.handle("POST", "/register", &body);
+        assert_eq!(status, 403);
+        assert!(doc["error"].as_str().is_some_and(|e| e.contains("cn-2 is not among")), "{doc}");
+        assert_eq!(r.handle("GET", "/register", b"").0, 404);
+        assert_eq!(r.handle("GET", "/", b"").1["entity"], "cn-2");
+        let counted =
+            |outcome: &str| r.metrics.registrations.get_or_create(&label("outcome", outcome)).get();
+        assert_eq!((counted("malformed"), counted("not_named")), (2, 1));
+    }
+}

@@ -470,3 +470,62 @@ pub fn follow_forever(
         daemon.handled(height)?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lemal_contracts::ids::{EntityId, ProofKind};
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "lemal-journal-{}-{}",
+            std::process::id(),
+            rand_core::RngCore::next_u64(&mut rand_core::OsRng)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    fn key(q: u8, kind: ProofKind) -> ProofKey {
+        ProofKey { query: QueryId([q; 16]), kind, creator: EntityId::cn(1), index: 0 }
+    }
+
+    fn sent(at: u64) -> Sent {
+        Sent { tx: "00".into(), hash: "aa".into(), at, refused: None, refused_code: None }
+    }
+
+    #[test]
+    fn a_journal_survives_a_restart_and_belongs_to_one_chain() {
+        let dir = temp_dir();
+        let fresh = Journal::load(&dir, "chain-a").expect("fresh");
+        assert_eq!(fresh, Journal { chain_id: "chain-a".into(), ..Journal::default() });
+        let mut j = fresh;
+        j.height = 42;
+        j.sent.insert(key(1, ProofKind::Aggregation).to_string(), sent(40));
+        j.declined.insert(QueryId([2; 16]).to_string(), "too few".into());
+        j.watching.insert(QueryId([1; 16]).to_string());
+        j.save(&dir).expect("save");
+        assert!(!dir.join("journal.json.tmp").exists(), "the temporary file is renamed away");
+        assert_eq!(Journal::load(&dir, "chain-a").expect("load"), j);
+        let other = Journal::load(&dir, "chain-b").expect_err("another chain");
+        assert!(other.to_string().contains("belongs to chain \"chain-a\""), "{other}");
+        std::fs::write(Journal::path(&dir), "{ not json").expect("write");
+        assert!(matches!(Journal::load(&dir, "chain-a"), Err(PartyError::Config(_))));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn forgetting_a_query_keeps_the_others() {
+        let mut j = Journal::default();
+        for (q, kind) in
+            [(1, ProofKind::Aggregation), (1, ProofKind::KeySwitch), (3, ProofKind::Shuffle)]
+        {
+            j.sent.insert(key(q, kind).to_string(), sent(1));
+        }
+        j.forget(&QueryId([1; 16]));
+        assert_eq!(
+            j.sent.keys().cloned().collect::<Vec<_>>(),
+            vec![key(3, ProofKind::Shuffle).to_string()]
+        );
+    }
+}
