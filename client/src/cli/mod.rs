@@ -23,6 +23,7 @@ pub mod localnet;
 pub mod party;
 pub mod roster;
 pub mod run;
+mod run_report;
 pub mod state;
 mod submit;
 pub mod trust;

@@ -20,11 +20,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
+use lemal_contracts::elgamal::DecryptionTable;
 use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Role, Verdict};
-use lemal_contracts::state::{BlockPayload, QueryStatus, Roster, SkipBlock};
-use lemal_contracts::tx::Tx;
-use serde_json::{json, Value};
+use lemal_contracts::state::{BlockPayload, QueryPayload, QueryStatus, Roster, SkipBlock};
+use lemal_contracts::tx::{QuerySpec, Tx};
 
+use super::run_report::{
+    names, BitmapCounts, Parties, ProofsByKind, RunReport, SkipblockSummary, Timings,
+    VerificationReport, WrongProof,
+};
 use super::Global;
 use crate::data::{self, DataBounds, Dataset};
 use crate::keyring::Keyring;
@@ -415,7 +419,7 @@ pub(super) struct Verification {
     /// Whether every check passed.
     pub(super) verified: bool,
     /// The light client's report, or why there is none.
-    pub(super) report: Value,
+    pub(super) report: VerificationReport,
     /// Why the verification could not run to its end.
     pub(super) error: Option<anyhow::Error>,
 }
@@ -448,38 +452,15 @@ pub(super) fn verify_skipblock(
     match outcome {
         Ok(report) => Verification {
             verified: report.verified,
-            report: serde_json::to_value(&report).unwrap_or(Value::Null),
+            report: VerificationReport::Ran(Box::new(report)),
             error: None,
         },
         Err(e) => Verification {
             verified: false,
-            report: json!({ "error": format!("{e:#}") }),
+            report: VerificationReport::Failed { error: format!("{e:#}") },
             error: Some(e),
         },
     }
-}
-
-/// For each proof that any verifying node judged wrong: the proof and every node's verdict.
-fn wrong_proofs(block: &SkipBlock) -> Vec<Value> {
-    let BlockPayload::Query(p) = &block.payload else { return Vec::new() };
-    let bm = &p.bitmap;
-    let n = bm.verifiers.len();
-    bm.proofs
-        .iter()
-        .enumerate()
-        .filter_map(|(r, key)| {
-            let row = bm.verdicts.get(r * n..(r + 1) * n)?;
-            row.contains(&Verdict::Wrong).then(|| {
-                let verdicts: serde_json::Map<String, Value> = bm
-                    .verifiers
-                    .iter()
-                    .zip(row)
-                    .map(|(v, d)| (v.to_string(), json!(d.value())))
-                    .collect();
-                json!({ "proof": key.to_string(), "verdicts": verdicts })
-            })
-        })
-        .collect()
 }
 
 /// Whether the cheater's proof is marked wrong by every verifying node that selected it, and
@@ -529,7 +510,7 @@ fn order_cheat(manifest: &Manifest, cheat: &Cheat, q: &QueryId) -> Result<()> {
 /// Returns the height where that happened.
 fn follow_proofs(
     node: &Node,
-    spec: &lemal_contracts::tx::QuerySpec,
+    spec: &QuerySpec,
     q: QueryId,
     registered: u64,
     timeout: Duration,
@@ -578,10 +559,6 @@ fn follow_proofs(
             return Ok(block.height);
         }
     }
-}
-
-fn ms(d: Duration) -> u128 {
-    d.as_millis()
 }
 
 /// Run a query.
@@ -746,14 +723,8 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
 
     let decrypt_start = Instant::now();
     let table = table.join().map_err(|_| anyhow!("building the decryption table failed"))?;
-    let (components, result) = if payload.result.is_empty() {
-        progress("the skipblock carries no result: a key switch is missing");
-        (None, None)
-    } else {
-        let values = pipeline::decrypt(&plan, &payload.result, &table)?;
-        let answer = data::answer(query.operation, &values);
-        (Some(values), answer)
-    };
+    let components = decrypt_result(&plan, payload, &table)?;
+    let result = components.as_deref().and_then(|c| data::answer(query.operation, c));
     let decrypt = decrypt_start.elapsed();
 
     let verify_start = Instant::now();
@@ -761,196 +732,121 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     let verify = verify_start.elapsed();
     let registration_to_verified = registration_start.elapsed();
 
-    let counts = payload.bitmap.counts();
-    let wrong = wrong_proofs(&block);
+    let wrong_proofs = WrongProof::all_in(&block);
     let cheat_key =
         args.cheat.map(|c| ProofKey { query: q, kind: c.kind, creator: c.entity, index: 0 });
     let detected = cheat_key.map(|k| cheat_detected(&block, &k));
-    let noise = match (result, expected) {
-        (Some(r), Some(e)) => Some(r - e),
-        _ => None,
-    };
+    let problems = problems(
+        args.cheat,
+        &spec,
+        &inputs.totals,
+        components.as_deref(),
+        &wrong_proofs,
+        detected,
+        verification.verified,
+    );
 
-    // An honest run must come out clean; a cheating one must still finish and be recorded.
+    let report = RunReport {
+        query_id: q.to_string(),
+        sql: plan.query.to_string(),
+        chain_id,
+        node: global.node.clone(),
+        dps: args.dps,
+        cns: args.cns,
+        rows: args.rows,
+        noise_scale: args.noise,
+        noise_rows: spec.noise_rows(),
+        threshold_ppm: args.threshold,
+        proof_deadline: args.proof_deadline,
+        commit_window: args.commit_window,
+        registered_at: outcome.height,
+        cheat: args.cheat.map(|c| format!("{}:{}", c.entity, c.kind)),
+        result,
+        noise: result.zip(expected).map(|(r, e)| r - e),
+        expected,
+        noise_components: components
+            .as_ref()
+            .map(|c| c.iter().zip(&inputs.totals).map(|(r, e)| r - e).collect()),
+        result_components: components,
+        expected_components: inputs.totals,
+        skipblock: SkipblockSummary::of(&block, payload),
+        covered_dps: names(&payload.covered),
+        uncovered_dps: names(&payload.uncovered),
+        bitmap: BitmapCounts::from(payload.bitmap.counts()),
+        parties: if daemons.is_some() { Parties::Daemons } else { Parties::InProcess },
+        proofs_by_kind: ProofsByKind::of(&payload.bitmap.proofs),
+        wrong_proofs,
+        cheat_detected: detected.map(|d| d.unwrap_or(false)),
+        verified: verification.verified,
+        verification: verification.report,
+        problems,
+        timings_ms: Timings {
+            prepare: prepared.as_millis(),
+            register: registered.as_millis(),
+            range: spans[0].ms(),
+            aggregation: spans[1].ms(),
+            shuffle: spans[2].ms(),
+            keyswitch: spans[3].ms(),
+            proofs: proofs_done.as_millis(),
+            bitmaps: bitmaps.as_millis(),
+            decrypt: decrypt.as_millis(),
+            verify: verify.as_millis(),
+            registration_to_skipblock: skipblock_seen.as_millis(),
+            registration_to_verified: registration_to_verified.as_millis(),
+            total: started.elapsed().as_millis(),
+        },
+    };
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The result components the skipblock carries, decrypted with the querier's key; none when it
+/// carries no result (a key switch is missing).
+fn decrypt_result(
+    plan: &QueryPlan,
+    payload: &QueryPayload,
+    table: &DecryptionTable,
+) -> Result<Option<Vec<i64>>> {
+    if payload.result.is_empty() {
+        progress("the skipblock carries no result: a key switch is missing");
+        return Ok(None);
+    }
+    Ok(Some(pipeline::decrypt(plan, &payload.result, table)?))
+}
+
+/// What makes a run fail. An honest run must come out clean: no proof judged wrong and, without
+/// noise, the decrypted result equal to the plaintext `totals`. A cheating one must still finish
+/// and be recorded: no verifying node that selected the cheater's proof may accept it. Either
+/// way the skipblock must verify.
+fn problems(
+    cheat: Option<Cheat>,
+    spec: &QuerySpec,
+    totals: &[i64],
+    components: Option<&[i64]>,
+    wrong: &[WrongProof],
+    detected: Option<Option<bool>>,
+    verified: bool,
+) -> Vec<String> {
     let mut problems = Vec::new();
-    if args.cheat.is_none() {
+    if cheat.is_none() {
         if !wrong.is_empty() {
             problems.push(format!("{} proofs were judged wrong", wrong.len()));
         }
-        if !spec.has_noise() && components.as_ref() != Some(&inputs.totals) {
+        if !spec.has_noise() && components != Some(totals) {
             problems.push("the decrypted result differs from the plaintext answer".to_owned());
         }
     }
     if detected == Some(Some(false)) {
         problems.push("a verifying node that selected the cheater's proof accepted it".into());
     }
-    if !verification.verified {
+    if !verified {
         problems.push("the skipblock did not verify".to_owned());
     }
-
-    let timings = json!({
-        "prepare": ms(prepared),
-        "register": ms(registered),
-        "range": spans[0].ms(),
-        "aggregation": spans[1].ms(),
-        "shuffle": spans[2].ms(),
-        "keyswitch": spans[3].ms(),
-        "proofs": ms(proofs_done),
-        "bitmaps": ms(bitmaps),
-        "decrypt": ms(decrypt),
-        "verify": ms(verify),
-        "registration_to_skipblock": ms(skipblock_seen),
-        "registration_to_verified": ms(registration_to_verified),
-        "total": ms(started.elapsed()),
-    });
-    let doc = json!({
-        "query_id": q.to_string(),
-        "sql": plan.query.to_string(),
-        "chain_id": chain_id,
-        "node": global.node,
-        "dps": args.dps,
-        "cns": args.cns,
-        "rows": args.rows,
-        "noise_scale": args.noise,
-        "noise_rows": spec.noise_rows(),
-        "threshold_ppm": args.threshold,
-        "proof_deadline": args.proof_deadline,
-        "commit_window": args.commit_window,
-        "registered_at": outcome.height,
-        "cheat": args.cheat.map(|c| format!("{}:{}", c.entity, c.kind)),
-        "result": result,
-        "result_components": components,
-        "expected": expected,
-        "expected_components": inputs.totals,
-        "noise": noise,
-        "noise_components": components.as_ref().map(|c| {
-            c.iter().zip(&inputs.totals).map(|(r, e)| r - e).collect::<Vec<i64>>()
-        }),
-        "skipblock": {
-            "index": block.index,
-            "hash": hex::encode(block.hash()),
-            "height": block.ledger_height,
-            "skip_height": block.height,
-            "proofs_root": hex::encode(payload.proofs_root),
-            "reported": payload.reported.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "absent": payload.absent.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "covered": names(&payload.covered),
-            "uncovered": names(&payload.uncovered),
-        },
-        "covered_dps": names(&payload.covered),
-        "uncovered_dps": names(&payload.uncovered),
-        "bitmap": { "0": counts[0], "1": counts[1], "2": counts[2], "3": counts[3] },
-        "parties": if daemons.is_some() { "daemons" } else { "in-process" },
-        "proofs_by_kind": proofs_by_kind(&payload.bitmap.proofs),
-        "wrong_proofs": wrong,
-        "cheat_detected": detected.map(|d| d.unwrap_or(false)),
-        "verified": verification.verified,
-        "verification": verification.report,
-        "problems": problems,
-        "timings_ms": timings,
-    });
-    if global.json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        print_summary(&doc);
-    }
-    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-/// How many proofs of each kind a query block judges, by kind name.
-fn proofs_by_kind(keys: &[ProofKey]) -> serde_json::Map<String, Value> {
-    ProofKind::ALL
-        .into_iter()
-        .map(|k| (k.as_str().to_owned(), json!(keys.iter().filter(|p| p.kind == k).count())))
-        .collect()
-}
-
-/// Entity names, in order.
-fn names(ids: &[EntityId]) -> Vec<String> {
-    ids.iter().map(ToString::to_string).collect()
-}
-
-fn print_summary(doc: &Value) {
-    let s = |v: &Value| match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    println!("query     {}  {}", s(&doc["query_id"]), s(&doc["sql"]));
-    println!("result    {}", s(&doc["result"]));
-    println!("expected  {}  (noise {})", s(&doc["expected"]), s(&doc["noise"]));
-    let b = &doc["skipblock"];
-    println!(
-        "skipblock #{}  hash {}  at height {}",
-        s(&b["index"]),
-        s(&b["hash"]),
-        s(&b["height"])
-    );
-    let dps = |v: &Value| match v.as_array() {
-        Some(a) if !a.is_empty() => a.iter().map(s).collect::<Vec<_>>().join(", "),
-        _ => "none".to_owned(),
-    };
-    println!(
-        "covers    {}  (not covered: {})",
-        dps(&doc["covered_dps"]),
-        dps(&doc["uncovered_dps"])
-    );
-    if let Some(kinds) = doc["proofs_by_kind"].as_object() {
-        let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{} {k}", s(n))).collect();
-        println!("proofs    {}  (sent by {} parties)", list.join(", "), s(&doc["parties"]));
-    }
-    let m = &doc["bitmap"];
-    println!(
-        "bitmap    {} wrong, {} correct, {} not selected, {} not received",
-        s(&m["0"]),
-        s(&m["1"]),
-        s(&m["2"]),
-        s(&m["3"])
-    );
-    if let Some(wrong) = doc["wrong_proofs"].as_array() {
-        for w in wrong {
-            println!("  wrong proof {}  verdicts {}", s(&w["proof"]), w["verdicts"]);
-        }
-    }
-    if !doc["cheat"].is_null() {
-        println!("cheat     {}  detected: {}", s(&doc["cheat"]), s(&doc["cheat_detected"]));
-    }
-    let v = &doc["verification"];
-    if doc["verified"] == Value::Bool(true) {
-        println!(
-            "verified  yes: header {} signed by {}/{} of the trusted voting power; state proof, \
-             hash, links and proofs root check",
-            s(&v["header"]["header_height"]),
-            s(&v["header"]["signed_power"]),
-            s(&v["header"]["total_power"])
-        );
-        let t = &v["header"]["trust"];
-        println!(
-            "trust     {} ({}), fingerprint {}",
-            s(&t["source"]),
-            s(&t["kind"]),
-            s(&t["fingerprint"])
-        );
-    } else {
-        println!("verified  NO");
-        if !v["error"].is_null() {
-            println!("  {}", s(&v["error"]));
-        }
-        for c in v["checks"].as_array().into_iter().flatten() {
-            if c["passed"] != Value::Bool(true) {
-                println!("  failed check {}: {}", s(&c["name"]), s(&c["detail"]));
-            }
-        }
-    }
-    if let Some(problems) = doc["problems"].as_array() {
-        for p in problems {
-            println!("PROBLEM   {}", s(p));
-        }
-    }
-    println!(
-        "time      {} ms from registration to verified skipblock",
-        s(&doc["timings_ms"]["registration_to_verified"])
-    );
+    problems
 }
 
 #[cfg(test)]
@@ -1077,12 +973,45 @@ mod tests {
         assert_eq!(cheat_detected(&block, &dp(1)), Some(false));
         assert_eq!(cheat_detected(&block, &dp(2)), None);
         assert_eq!(cheat_detected(&block, &dp(3)), Some(false));
-        let wrong = wrong_proofs(&block);
+        let wrong = WrongProof::all_in(&block);
         assert_eq!(wrong.len(), 2);
-        assert_eq!(wrong[0]["proof"], dp(0).to_string());
-        assert_eq!(wrong[0]["verdicts"]["vn-0"], 0);
-        assert_eq!(wrong[0]["verdicts"]["vn-1"], 2);
-        assert_eq!(wrong[1]["proof"], dp(3).to_string());
+        assert_eq!(wrong[0].proof, dp(0).to_string());
+        assert_eq!(wrong[0].verdicts["vn-0"], 0);
+        assert_eq!(wrong[0].verdicts["vn-1"], 2);
+        assert_eq!(wrong[1].proof, dp(3).to_string());
+    }
+
+    #[test]
+    fn an_honest_run_fails_on_a_wrong_proof_or_an_inexact_result_a_cheating_one_if_accepted() {
+        let exact = spec(NoiseParams::NONE);
+        let totals = [321, 2];
+        assert!(problems(None, &exact, &totals, Some(&totals), &[], None, true).is_empty());
+        assert_eq!(
+            problems(None, &exact, &totals, Some(&[320, 2]), &[], None, true),
+            vec!["the decrypted result differs from the plaintext answer"]
+        );
+        let noisy = spec(NoiseParams { scale: 1, rows: 4 });
+        assert!(problems(None, &noisy, &totals, Some(&[320, 2]), &[], None, true).is_empty());
+        let wrong = WrongProof { proof: "p".into(), verdicts: BTreeMap::new() };
+        assert_eq!(
+            problems(
+                None,
+                &exact,
+                &totals,
+                Some(&totals),
+                std::slice::from_ref(&wrong),
+                None,
+                false
+            ),
+            vec!["1 proofs were judged wrong", "the skipblock did not verify"]
+        );
+        let cheat = Some("dp-0".parse::<Cheat>().expect("parses"));
+        let caught = problems(cheat, &exact, &totals, None, &[wrong], Some(Some(true)), true);
+        assert!(caught.is_empty(), "{caught:?}");
+        assert_eq!(
+            problems(cheat, &exact, &totals, None, &[], Some(Some(false)), true),
+            vec!["a verifying node that selected the cheater's proof accepted it"]
+        );
     }
 
     #[test]
