@@ -123,6 +123,78 @@ impl std::str::FromStr for Target {
     }
 }
 
+/// `lemal localnet status`: every node (height, peers, worker lag, app hash, processes), every
+/// metrics URL and every party daemon; exit 1 unless all are healthy.
+fn status(layout: &Layout, global: &Global) -> Result<ExitCode> {
+    let (manifest, nodes) = localnet::status(layout)?;
+    let parties = localnet::party_status(layout)?;
+    let healthy =
+        nodes.iter().all(localnet::NodeStatus::healthy) && parties.iter().all(|p| p.running);
+    if global.json {
+        let doc = serde_json::json!({
+            "chain_id": manifest.chain_id,
+            "home": layout.home(),
+            "healthy": healthy,
+            "nodes": nodes,
+            "parties": parties,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("localnet {} in {}", manifest.chain_id, layout.home().display());
+        println!(
+            "{:<6} {:<5} {:<24} {:>8} {:>5} {:>4}  {:<64}  processes",
+            "node", "vn", "rpc", "height", "peers", "lag", "app hash"
+        );
+        for n in &nodes {
+            let procs = match (n.cometbft_running, n.app_running) {
+                (true, true) => "running".to_owned(),
+                (false, false) => "stopped".to_owned(),
+                (c, a) => format!(
+                    "cometbft {}, lemal-vn {}",
+                    if c { "up" } else { "down" },
+                    if a { "up" } else { "down" }
+                ),
+            };
+            let height = n.height.map_or("-".into(), |h| h.to_string());
+            let peers = n.peers.map_or("-".into(), |p| p.to_string());
+            let lag = n.worker_lag.map_or("-".into(), |l| l.to_string());
+            let hash = n.app_hash.clone().unwrap_or_else(|| "-".into());
+            println!(
+                "{:<6} {:<5} {:<24} {:>8} {:>5} {:>4}  {:<64}  {procs}",
+                n.name,
+                n.vn.to_string(),
+                n.rpc,
+                height,
+                peers,
+                lag,
+                hash
+            );
+            if let Some(e) = &n.error {
+                println!("       {e}");
+            }
+        }
+        println!("lag: blocks each lemal-vn's verifier worker is behind its node");
+        println!("metrics (Prometheus):");
+        for n in &nodes {
+            println!("  {:<6} lemal-vn {}", n.name, n.vn_metrics);
+            println!("  {:<6} cometbft {}", "", n.cometbft_metrics);
+        }
+        if !parties.is_empty() {
+            println!("{:<6} {:<8} {:<24} metrics", "party", "daemon", "endpoint");
+            for p in &parties {
+                println!(
+                    "{:<6} {:<8} {:<24} {}",
+                    p.entity.to_string(),
+                    if p.running { "running" } else { "stopped" },
+                    p.endpoint.as_deref().unwrap_or("-"),
+                    p.metrics
+                );
+            }
+        }
+    }
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn progress(msg: &str) {
     eprintln!("localnet: {msg}");
 }
@@ -231,75 +303,7 @@ pub fn run(action: Action, global: &Global) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Action::Status => {
-            let (manifest, nodes) = localnet::status(&layout)?;
-            let parties = localnet::party_status(&layout)?;
-            let healthy = nodes.iter().all(localnet::NodeStatus::healthy)
-                && parties.iter().all(|p| p.running);
-            if global.json {
-                let doc = serde_json::json!({
-                    "chain_id": manifest.chain_id,
-                    "home": layout.home(),
-                    "healthy": healthy,
-                    "nodes": nodes,
-                    "parties": parties,
-                });
-                println!("{}", serde_json::to_string_pretty(&doc)?);
-            } else {
-                println!("localnet {} in {}", manifest.chain_id, layout.home().display());
-                println!(
-                    "{:<6} {:<5} {:<24} {:>8} {:>5} {:>4}  {:<64}  processes",
-                    "node", "vn", "rpc", "height", "peers", "lag", "app hash"
-                );
-                for n in &nodes {
-                    let procs = match (n.cometbft_running, n.app_running) {
-                        (true, true) => "running".to_owned(),
-                        (false, false) => "stopped".to_owned(),
-                        (c, a) => format!(
-                            "cometbft {}, lemal-vn {}",
-                            if c { "up" } else { "down" },
-                            if a { "up" } else { "down" }
-                        ),
-                    };
-                    let height = n.height.map_or("-".into(), |h| h.to_string());
-                    let peers = n.peers.map_or("-".into(), |p| p.to_string());
-                    let lag = n.worker_lag.map_or("-".into(), |l| l.to_string());
-                    let hash = n.app_hash.clone().unwrap_or_else(|| "-".into());
-                    println!(
-                        "{:<6} {:<5} {:<24} {:>8} {:>5} {:>4}  {:<64}  {procs}",
-                        n.name,
-                        n.vn.to_string(),
-                        n.rpc,
-                        height,
-                        peers,
-                        lag,
-                        hash
-                    );
-                    if let Some(e) = &n.error {
-                        println!("       {e}");
-                    }
-                }
-                println!("lag: blocks each lemal-vn's verifier worker is behind its node");
-                println!("metrics (Prometheus):");
-                for n in &nodes {
-                    println!("  {:<6} lemal-vn {}", n.name, n.vn_metrics);
-                    println!("  {:<6} cometbft {}", "", n.cometbft_metrics);
-                }
-                if !parties.is_empty() {
-                    println!("{:<6} {:<8} {:<24} metrics", "party", "daemon", "endpoint");
-                    for p in &parties {
-                        println!(
-                            "{:<6} {:<8} {:<24} {}",
-                            p.entity.to_string(),
-                            if p.running { "running" } else { "stopped" },
-                            p.endpoint.as_deref().unwrap_or("-"),
-                            p.metrics
-                        );
-                    }
-                }
-            }
-            Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
+        Action::Status => status(&layout, global),
         Action::Logs { lines, follow, only } => {
             let files = localnet::log_files(&layout, only)?;
             match show_logs(&files, lines, follow) {
