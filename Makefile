@@ -76,11 +76,15 @@ LEMAL := ./target/release/lemal
 ## v0.38.25 into .lemal/bin with `go install` when missing), run the report's example query end
 ## to end and print the decrypted result and the verified skipblock. The localnet keeps running;
 ## `make down` stops it, and the next `make demo` resumes it from its state (or, when that state
-## was written by an incompatible earlier version, replaces it with a new localnet).
+## was written by an incompatible earlier version or runs no party daemons, replaces it with a
+## new localnet).
 demo: release
 	@command -v go >/dev/null || [ -x .lemal/bin/cometbft ] || { \
 	  echo "make demo: Go (1.22 or newer) is needed once, to install CometBFT" >&2; exit 1; }
-	@if [ -f .lemal/net/localnet.json ]; then \
+	@if [ -f .lemal/net/localnet.json ] && ! grep -q '"parties": \[$$' .lemal/net/localnet.json; then \
+	  echo "demo: the localnet in .lemal runs no party daemons; starting a new one with them" >&2; \
+	  $(LEMAL) localnet down; $(LEMAL) localnet up --validators 4; \
+	elif [ -f .lemal/net/localnet.json ]; then \
 	  echo "demo: reusing the localnet in .lemal (starting what is stopped)" >&2; \
 	  $(LEMAL) localnet start || { \
 	    echo "demo: the localnet in .lemal cannot be resumed (see above); starting a new one" >&2; \

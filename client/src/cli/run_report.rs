@@ -319,8 +319,15 @@ impl fmt::Display for RunReport {
         let k = &self.proofs_by_kind;
         writeln!(
             f,
-            "proofs    {} aggregation, {} keyswitch, {} range, {} shuffle  (sent by {} parties)",
-            k.aggregation, k.keyswitch, k.range, k.shuffle, self.parties
+            "proofs    {} range, {} aggregation, {} shuffle, {} keyswitch  ({})",
+            k.range,
+            k.aggregation,
+            k.shuffle,
+            k.keyswitch,
+            match self.parties {
+                Parties::Daemons => "sent by the party daemons",
+                Parties::InProcess => "every party played by this process",
+            }
         )?;
         let m = &self.bitmap;
         writeln!(
@@ -599,7 +606,7 @@ mod tests {
              expected  160.5  (noise -0.5)\n\
              skipblock #4  hash {hash}  at height 9\n\
              covers    dp-0  (not covered: dp-1)\n\
-             proofs    1 aggregation, 0 keyswitch, 1 range, 0 shuffle  (sent by in-process parties)\n\
+             proofs    1 range, 1 aggregation, 0 shuffle, 0 keyswitch  (every party played by this process)\n\
              bitmap    1 wrong, 2 correct, 1 not selected, 0 not received\n  \
              wrong proof {}  verdicts {{\"vn-0\":0,\"vn-1\":1}}\n\
              cheat     dp-0:range  detected: false\n\
