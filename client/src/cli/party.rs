@@ -77,13 +77,13 @@ pub struct DaemonArgs {
     /// The party's key file.
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
-    /// Folder of the daemon's journal [default: HOME/parties/<entity>].
+    /// Folder of the daemon's journal [default: HOME/parties/ENTITY].
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Read per-query cheat orders from STATE/cheat/<query id> (demonstrations and tests).
+    /// Read per-query cheat orders from STATE/cheat/QUERY_ID (demonstrations and tests).
     #[arg(long, hide = true)]
     pub test_only_cheat_orders: bool,
 }
