@@ -68,32 +68,61 @@ pub enum MetricsError {
     },
 }
 
+/// What an endpoint answers a request other than `GET /metrics`: status code, JSON body.
+pub type Reply = (u16, serde_json::Value);
+
+/// The largest request body [`serve_with`] reads; a larger one is answered 413.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
 /// Serve `registry` as OpenMetrics text at `GET /metrics` on `addr`, on a thread of its own.
 /// Binding happens before this returns, so a taken port is an error here; the address bound
 /// (with the port chosen, for port 0) is returned. Any other path answers 404.
 pub fn serve(addr: SocketAddr, registry: Arc<Registry>) -> io::Result<SocketAddr> {
+    serve_with(addr, registry, |method, path, _| {
+        (404, serde_json::json!({ "error": format!("no {method} {path}: GET /metrics") }))
+    })
+}
+
+/// [`serve`], handing every other request (method, path, body of at most
+/// [`MAX_REQUEST_BYTES`]) to `handle`, whose reply goes back as JSON.
+pub fn serve_with(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    handle: impl Fn(&str, &str, &[u8]) -> Reply + Send + 'static,
+) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let server = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
     thread::Builder::new().name("metrics".into()).spawn(move || {
-        for request in server.incoming_requests() {
-            let path = request.url().split('?').next().unwrap_or_default();
-            let response = match (request.method(), path) {
-                (tiny_http::Method::Get, "/metrics") => {
-                    let mut text = String::new();
-                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                        Ok(()) => tiny_http::Response::from_string(text).with_header(
-                            tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE)
-                                .expect("a valid header"),
-                        ),
-                        Err(e) => tiny_http::Response::from_string(format!("encoding: {e}"))
-                            .with_status_code(500),
-                    }
+        for mut request in server.incoming_requests() {
+            let method = request.method().as_str().to_owned();
+            let path = request.url().split('?').next().unwrap_or_default().to_owned();
+            let (status, body, content_type) = if method == "GET" && path == "/metrics" {
+                let mut text = String::new();
+                match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                    Ok(()) => (200, text, CONTENT_TYPE),
+                    Err(e) => (500, format!("encoding: {e}"), "text/plain"),
                 }
-                _ => tiny_http::Response::from_string("not found: GET /metrics\n")
-                    .with_status_code(404),
+            } else {
+                let mut body = Vec::new();
+                let limit = MAX_REQUEST_BYTES as u64 + 1;
+                let (status, json) = match request.as_reader().take(limit).read_to_end(&mut body) {
+                    Err(e) => (400, serde_json::json!({ "error": format!("reading: {e}") })),
+                    Ok(n) if n > MAX_REQUEST_BYTES => (
+                        413,
+                        serde_json::json!({
+                            "error": format!("body above {MAX_REQUEST_BYTES} bytes")
+                        }),
+                    ),
+                    Ok(_) => handle(&method, &path, &body),
+                };
+                (status, json.to_string(), "application/json")
             };
-            // A scraper that went away is its own problem.
+            let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+            if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", content_type) {
+                response = response.with_header(h);
+            }
+            // A client that went away is its own problem.
             let _ = request.respond(response);
         }
     })?;

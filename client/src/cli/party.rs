@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -69,6 +70,11 @@ fn read_key(path: &Path, role: Role) -> Result<PartyKeys> {
         role.as_str()
     );
     Ok(PartyKeys::from_key_file(&file)?)
+}
+
+/// An `IP:PORT` address to listen on.
+fn socket_addr(addr: &str) -> Result<std::net::SocketAddr> {
+    addr.parse().with_context(|| format!("{addr:?} is not an IP:PORT address to listen on"))
 }
 
 /// Options every daemon takes.
@@ -200,9 +206,8 @@ pub fn dp(action: DpAction, global: &Global) -> Result<ExitCode> {
     let (metrics, registry) = Metrics::new();
     let mut daemon = serve_common(global, &args.daemon, &keys, metrics)?;
     if let Some(addr) = &args.metrics {
-        let bound = crate::party::serve_http(addr, registry, |method, path, _| {
-            (404, json!({ "error": format!("no {method} {path}") }))
-        })?;
+        let bound = crate::metrics::serve(socket_addr(addr)?, Arc::new(registry))
+            .with_context(|| format!("serving metrics on {addr}"))?;
         tracing::info!(metrics = %bound, "serving metrics");
     }
     let roster = daemon.node.roster()?;
@@ -231,8 +236,12 @@ pub fn cn(action: CnAction, global: &Global) -> Result<ExitCode> {
     let (metrics, registry) = Metrics::new();
     let mut daemon = serve_common(global, &args.daemon, &keys, metrics.clone())?;
     let registrar = Registrar::new(daemon.chain_id.clone(), keys.clone(), &global.node, metrics)?;
-    let bound =
-        crate::party::serve_http(&args.listen, registry, move |m, p, b| registrar.handle(m, p, b))?;
+    let bound = crate::metrics::serve_with(
+        socket_addr(&args.listen)?,
+        Arc::new(registry),
+        move |m, p, b| registrar.handle(m, p, b),
+    )
+    .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(endpoint = %bound, "serving registrations and metrics");
     let roster = daemon.node.roster()?;
     let config = CnConfig {

@@ -15,7 +15,8 @@ use lemal_contracts::state::{QueryRecord, Roster};
 use lemal_contracts::tx::{RegisterQuery, Tx, TxBody};
 use serde_json::json;
 
-use super::{label, Daemon, Metrics, PartyError, Reply};
+use super::{label, Daemon, Metrics, PartyError};
+use crate::metrics::Reply;
 use crate::pipeline::{PartyKeys, Session};
 use crate::rpc::{BlockEvents, Node, RpcError};
 
@@ -185,11 +186,7 @@ impl ComputingNode {
                     continue;
                 }
             };
-            daemon
-                .metrics
-                .proving
-                .get_or_create(&label("kind", key.kind))
-                .observe(start.elapsed().as_secs_f64());
+            daemon.metrics.proved(key.kind, start);
             if cheat {
                 tracing::warn!(proof = %key, "submitting a false proof (cheat)");
             }

@@ -255,11 +255,7 @@ impl DataProvider {
                 return daemon.journal.save(&daemon.dir);
             }
         };
-        daemon
-            .metrics
-            .proving
-            .get_or_create(&label("kind", ProofKind::Range))
-            .observe(start.elapsed().as_secs_f64());
+        daemon.metrics.proved(ProofKind::Range, start);
         if cheat {
             tracing::warn!(query = %q, "submitting a false range proof (cheat)");
         }

@@ -11,9 +11,8 @@
 //! mempool and the ledger hold it once); it never signs a second submission for a proof.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lemal_contracts::ids::{ProofKey, QueryId};
@@ -39,9 +38,6 @@ pub const RESEND_AFTER: u64 = 5;
 const OUTDATED_MISSING_INPUT: u32 = 24;
 /// Refusal code: an aggregation leaves out an input that is now on the ledger.
 const OUTDATED_INCOMPLETE: u32 = 27;
-
-/// Largest request body the daemons' HTTP endpoint reads.
-pub const MAX_REQUEST: usize = 1 << 20;
 
 /// What a daemon can fail on.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +229,13 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Record that a `kind` submission took from `start` until now to build.
+    pub fn proved(&self, kind: lemal_contracts::ids::ProofKind, start: Instant) {
+        self.proving.get_or_create(&label("kind", kind)).observe(start.elapsed().as_secs_f64());
+    }
+}
+
 /// One label.
 pub(crate) fn label(k: &str, v: impl ToString) -> Vec<(String, String)> {
     vec![(k.to_owned(), v.to_string())]
@@ -373,61 +376,6 @@ impl Daemon {
         }
         Ok(self.node.status()?.height + 1)
     }
-}
-
-/// What a daemon's HTTP endpoint answers: status code, JSON body.
-pub type Reply = (u16, serde_json::Value);
-
-/// Serve `GET /metrics` from `registry` and hand every other request (method, path, body) to
-/// `handle`, on a thread of its own, at `addr`. Bodies above [`MAX_REQUEST`] get 413.
-pub fn serve_http(
-    addr: &str,
-    registry: Registry,
-    handle: impl Fn(&str, &str, &[u8]) -> Reply + Send + 'static,
-) -> Result<std::net::SocketAddr, PartyError> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| PartyError::Config(format!("listening on {addr}: {e}")))?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| PartyError::Config(format!("{addr} is not an IP address")))?;
-    let registry = Arc::new(registry);
-    std::thread::Builder::new()
-        .name("http".into())
-        .spawn(move || {
-            for mut request in server.incoming_requests() {
-                let method = request.method().as_str().to_owned();
-                let path = request.url().to_owned();
-                let (status, body, content_type) = if method == "GET" && path == "/metrics" {
-                    let mut text = String::new();
-                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                        Ok(()) => (200, text, "text/plain; version=0.0.4"),
-                        Err(e) => (500, format!("encoding the metrics: {e}"), "text/plain"),
-                    }
-                } else {
-                    let mut body = Vec::new();
-                    let read =
-                        request.as_reader().take(MAX_REQUEST as u64 + 1).read_to_end(&mut body);
-                    let (status, json) = match read {
-                        Err(e) => (400, serde_json::json!({ "error": format!("reading: {e}") })),
-                        Ok(_) if body.len() > MAX_REQUEST => (
-                            413,
-                            serde_json::json!({ "error": format!("body above {MAX_REQUEST} bytes") }),
-                        ),
-                        Ok(_) => handle(&method, &path, &body),
-                    };
-                    (status, json.to_string(), "application/json")
-                };
-                let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-                if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", content_type) {
-                    response = response.with_header(h);
-                }
-                // A client that went away is not the daemon's problem.
-                let _ = request.respond(response);
-            }
-        })
-        .map_err(io("starting the HTTP thread"))?;
-    Ok(bound)
 }
 
 /// Run `step` on every committed block from `daemon.follow_from()` on, forever; the

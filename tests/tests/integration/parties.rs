@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use lemal_client::localnet::{self, Layout, Manifest};
+use lemal_client::metrics::scrape;
 use lemal_client::rpc::Node;
 use lemal_contracts::ids::{EntityId, ProofKind, QueryId};
 use serde_json::Value;
@@ -38,30 +39,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// `GET url` (loopback, plain HTTP): the body.
-fn get(url: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").context("not an http url")?;
-    let (host, path) =
-        rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let mut s =
-        std::net::TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP body")?;
-    ensure!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "GET {url}: {head}");
-    Ok(body.to_owned())
-}
-
-/// The value of the sample `name` (with its labels, as printed) in Prometheus text, if any.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Lines of `entity`'s daemon log that say it submitted a proof of query `q`.
@@ -253,27 +230,26 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     eprintln!("parties: result without dp-11: {result:#}");
     ensure!(result["uncovered_dps"] == serde_json::json!(["dp-11"]), "{result}");
     ensure!(result["verified"] == true, "{result}");
-    let text = get(&format!("http://127.0.0.1:{metrics_port}/metrics"))?;
+    let m = scrape(&format!("http://127.0.0.1:{metrics_port}/metrics"))?;
     ensure!(
-        sample(&text, "lemal_party_declined_total{reason=\"min_dps\"}") == Some(1.0),
-        "the strict provider's metrics:\n{text}"
+        m.get("lemal_party_declined_total", &[("reason", "min_dps")]) == Some(1.0),
+        "the strict provider's metrics: {m:?}"
     );
     drop(strict);
     net.ok(&["localnet", "start", "dp-11"])?;
 
     // Metrics of a computing node: the registrations it broadcast and the proofs it sent.
     let cn0 = manifest.parties.iter().find(|p| p.entity == EntityId::cn(0)).context("cn-0")?;
-    let text = get(&cn0.metrics)?;
-    ensure!(sample(&text, "lemal_party_subscribed") == Some(1.0), "{text}");
+    let m = scrape(&cn0.metrics)?;
+    ensure!(m.get("lemal_party_subscribed", &[]) == Some(1.0), "{m:?}");
     ensure!(
-        sample(&text, "lemal_cn_registrations_total{outcome=\"broadcast\"}")
+        m.get("lemal_cn_registrations_total", &[("outcome", "broadcast")])
             .is_some_and(|n| n >= 1.0),
-        "{text}"
+        "{m:?}"
     );
     ensure!(
-        sample(&text, "lemal_party_submissions_total{kind=\"keyswitch\"}")
-            .is_some_and(|n| n >= 1.0),
-        "{text}"
+        m.get("lemal_party_submissions_total", &[("kind", "keyswitch")]).is_some_and(|n| n >= 1.0),
+        "{m:?}"
     );
 
     // Exit codes: a cheat found by the audit is 1; a node that cannot be reached is 3.
