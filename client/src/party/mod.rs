@@ -332,7 +332,9 @@ impl Daemon {
     }
 
     /// Broadcast again, byte for byte, each journaled transaction that is not refused, not on
-    /// the ledger, and was last broadcast [`RESEND_AFTER`] or more blocks before `height`.
+    /// the ledger, and was last broadcast [`RESEND_AFTER`] or more blocks before `height`; one
+    /// found on the ledger leaves the journal (so the journal, and this check, stay as small as
+    /// the submissions still in flight).
     pub fn resend_due(&mut self, height: u64) -> Result<(), PartyError> {
         let due: Vec<(String, Sent)> = self
             .journal
@@ -347,6 +349,8 @@ impl Daemon {
         for (k, s) in due {
             let Ok(key) = k.parse::<ProofKey>() else { continue };
             if self.node.proof(&key)?.is_some() {
+                // Landed: nothing left to resend, and the ledger now answers "already sent".
+                self.journal.sent.remove(&k);
                 continue;
             }
             let Ok(bytes) = hex::decode(&s.tx) else { continue };
