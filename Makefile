@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test lint fmt doc unit e2e parties faults soak flood fuzz release demo down bench
+.PHONY: test lint fmt doc unit e2e parties multihost faults soak flood fuzz release demo down bench
 
 ## Run the whole suite: formatting, lints, docs and every test.
 test: lint doc unit
@@ -33,6 +33,13 @@ e2e:
 parties:
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --locked -p lemal-tests --test integration parties -- --nocapture
+
+## The multi-host test alone: `lemal network generate` for 4 hosts, every validator, computing
+## node and data provider started from its start script in a network namespace of its own (made
+## and removed by the test; needs root and iproute2); part of `make test`.
+multihost:
+	$(CARGO) build --workspace --all-targets --locked
+	$(CARGO) test --locked -p lemal-tests --test integration multihost -- --nocapture
 
 ## The fault tests alone (crashes, two of four validators down, a damaged store) on their own
 ## 4-validator localnet (127.0.0.1, ports 23656+ or LEMAL_FAULTS_BASE_PORT); part of `make test`.

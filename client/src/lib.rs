@@ -12,6 +12,7 @@ pub mod keyring;
 pub mod light;
 pub mod localnet;
 pub mod metrics;
+pub mod network;
 pub mod parallel;
 pub mod party;
 pub mod pipeline;

@@ -20,6 +20,7 @@ pub mod challenge;
 pub mod inspect;
 pub mod keys;
 pub mod localnet;
+pub mod network;
 pub mod party;
 pub mod roster;
 pub mod run;
@@ -93,6 +94,13 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: localnet::Action,
+    },
+    /// Write the folders of a network whose validators and parties run on machines of their
+    /// own.
+    Network {
+        /// What to do.
+        #[command(subcommand)]
+        action: network::Action,
     },
     /// Run a query end to end: data, encryption, every proof on the ledger, the verified result.
     Run(run::RunArgs),
@@ -194,6 +202,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Localnet { action } => localnet::run(action, &cli.global),
+        Command::Network { action } => network::run(action, &cli.global),
         Command::Run(args) => run::run(args, &cli.global),
         Command::Block { which } => inspect::block(which, &cli.global),
         Command::Proofs { id } => inspect::proofs(&id, &cli.global),

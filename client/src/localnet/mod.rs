@@ -149,7 +149,7 @@ pub enum LocalnetError {
     Rpc(#[from] RpcError),
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalnetError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalnetError {
     let what = what.into();
     move |source| LocalnetError::Io { what, source }
 }
@@ -575,7 +575,7 @@ fn signal_group(pid: u32, signal: Signal) -> Result<(), LocalnetError> {
     }
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), LocalnetError> {
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), LocalnetError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| LocalnetError::Config(format!("{}: {e}", path.display())))?;
     fs::write(path, text + "\n").map_err(io(format!("writing {}", path.display())))
@@ -838,18 +838,28 @@ fn int(n: u64) -> Value {
     i64::try_from(n).unwrap_or(i64::MAX).into()
 }
 
-/// The `config.toml` settings of node `i`: loopback addresses, the peers, and the timeouts and
-/// sizes a localnet of Lemal needs.
-fn node_settings(
-    host: &NodeHost,
-    ports: &Ports,
+/// Where a node listens and how peers and clients reach it.
+pub(crate) struct NodeAddress<'a> {
+    /// The address its p2p, RPC and metrics listeners bind to.
+    pub listen: &'a str,
+    /// The address peers dial (its `external_address`).
+    pub external: &'a str,
+    /// Its ports.
+    pub ports: &'a Ports,
+}
+
+/// The `config.toml` settings every Lemal node needs, on a localnet or on real hosts: its
+/// application socket, listeners, peers, block time, the transaction and message sizes Lemal's
+/// proofs need, the kv indexer (`tx_search` on Lemal's events) and Prometheus.
+pub(crate) fn node_settings(
+    at: &NodeAddress<'_>,
     abci: &str,
     moniker: &str,
     peers: &str,
     block_time_ms: u64,
 ) -> Vec<(&'static str, &'static str, Value)> {
-    let ip = host.ip;
-    let tcp = |p: u16| Value::from(format!("tcp://{ip}:{p}"));
+    let tcp = |p: u16| Value::from(format!("tcp://{}:{p}", at.listen));
+    let ports = at.ports;
     vec![
         ("", "proxy_app", abci.into()),
         ("", "moniker", moniker.into()),
@@ -858,38 +868,90 @@ fn node_settings(
         ("rpc", "pprof_laddr", "".into()),
         ("rpc", "max_body_bytes", int(RPC_MAX_BODY_BYTES)),
         ("p2p", "laddr", tcp(ports.p2p)),
-        ("p2p", "external_address", format!("{ip}:{}", ports.p2p).into()),
+        ("p2p", "external_address", format!("{}:{}", at.external, ports.p2p).into()),
         ("p2p", "persistent_peers", peers.into()),
-        ("p2p", "addr_book_strict", false.into()),
-        ("p2p", "allow_duplicate_ip", true.into()),
         ("p2p", "flush_throttle_timeout", "10ms".into()),
         ("p2p", "send_rate", int(50 << 20)),
         ("p2p", "recv_rate", int(50 << 20)),
         ("mempool", "max_tx_bytes", int(MEMPOOL_MAX_TX_BYTES)),
         ("mempool", "max_txs_bytes", int(MEMPOOL_MAX_TXS_BYTES)),
+        ("consensus", "timeout_commit", format!("{block_time_ms}ms").into()),
+        ("consensus", "create_empty_blocks", true.into()),
+        ("consensus", "create_empty_blocks_interval", "0s".into()),
+        ("tx_index", "indexer", "kv".into()),
+        ("instrumentation", "prometheus", true.into()),
+        (
+            "instrumentation",
+            "prometheus_listen_addr",
+            format!("{}:{}", at.listen, ports.cometbft_metrics).into(),
+        ),
+    ]
+}
+
+/// The extra settings of a localnet's node: peers share an address (loopback) or sit in a
+/// private range, and the consensus timeouts suit a round trip of microseconds.
+fn loopback_settings() -> Vec<(&'static str, &'static str, Value)> {
+    vec![
+        ("p2p", "addr_book_strict", false.into()),
+        ("p2p", "allow_duplicate_ip", true.into()),
         ("consensus", "timeout_propose", "500ms".into()),
         ("consensus", "timeout_propose_delta", "100ms".into()),
         ("consensus", "timeout_prevote", "200ms".into()),
         ("consensus", "timeout_prevote_delta", "100ms".into()),
         ("consensus", "timeout_precommit", "200ms".into()),
         ("consensus", "timeout_precommit_delta", "100ms".into()),
-        ("consensus", "timeout_commit", format!("{block_time_ms}ms").into()),
-        ("consensus", "create_empty_blocks", true.into()),
-        ("consensus", "create_empty_blocks_interval", "0s".into()),
         ("consensus", "peer_gossip_sleep_duration", "10ms".into()),
-        ("tx_index", "indexer", "kv".into()),
-        ("instrumentation", "prometheus", true.into()),
-        (
-            "instrumentation",
-            "prometheus_listen_addr",
-            format!("{ip}:{}", ports.cometbft_metrics).into(),
-        ),
     ]
+}
+
+/// Apply `settings` to the CometBFT `config.toml` at `path`, keeping its comments.
+pub(crate) fn edit_config(
+    path: &Path,
+    settings: impl IntoIterator<Item = (&'static str, &'static str, Value)>,
+) -> Result<(), LocalnetError> {
+    let text = fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
+    let mut doc: DocumentMut =
+        text.parse().map_err(|e| LocalnetError::Config(format!("{}: {e}", path.display())))?;
+    for (section, key, value) in settings {
+        set_toml(&mut doc, section, key, value)
+            .map_err(|e| LocalnetError::Config(format!("{}: {e}", path.display())))?;
+    }
+    fs::write(path, doc.to_string()).map_err(io(format!("writing {}", path.display())))
+}
+
+/// Fresh CometBFT homes for `n` validators under `dir` (`dir/node0`, ...), written by
+/// `cometbft testnet`; each node's id and validator address.
+pub(crate) fn new_validators(
+    cometbft: &Path,
+    dir: &Path,
+    n: usize,
+) -> Result<Vec<(String, [u8; 20])>, LocalnetError> {
+    run_checked(Command::new(cometbft).arg("testnet").args([
+        "--v",
+        &n.to_string(),
+        "--o",
+        &dir.to_string_lossy(),
+        "--starting-ip-address",
+        "127.0.0.1",
+        "--node-dir-prefix",
+        "node",
+    ]))?;
+    (0..n)
+        .map(|i| {
+            let home = dir.join(format!("node{i}"));
+            let id = run_checked(Command::new(cometbft).args([
+                "show-node-id",
+                "--home",
+                &home.to_string_lossy(),
+            ]))?;
+            Ok((id.trim().to_owned(), validator_address(&home)?))
+        })
+        .collect()
 }
 
 /// The genesis shared by every node: CometBFT's generated one with our chain id, block size and
 /// `app_state`.
-fn tune_genesis(
+pub(crate) fn tune_genesis(
     generated: &[u8],
     chain_id: &str,
     app_state: serde_json::Value,
@@ -957,29 +1019,9 @@ fn generate(
     for dir in [net.clone(), layout.keys_dir(), layout.logs_dir(), layout.run_dir()] {
         fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     }
-    run_checked(Command::new(cometbft).arg("testnet").args([
-        "--v",
-        &opts.validators.to_string(),
-        "--o",
-        &net.to_string_lossy(),
-        "--starting-ip-address",
-        "127.0.0.1",
-        "--node-dir-prefix",
-        "node",
-    ]))?;
     let n = opts.validators as usize;
-    let mut node_ids = Vec::with_capacity(n);
-    let mut addresses = Vec::with_capacity(n);
-    for i in 0..n {
-        let home = layout.node_dir(i);
-        let id = run_checked(Command::new(cometbft).args([
-            "show-node-id",
-            "--home",
-            &home.to_string_lossy(),
-        ]))?;
-        node_ids.push(id.trim().to_owned());
-        addresses.push(validator_address(&home)?);
-    }
+    let (node_ids, addresses): (Vec<String>, Vec<[u8; 20]>) =
+        new_validators(cometbft, &net, n)?.into_iter().unzip();
 
     let mut rng = rand_core::OsRng;
     let keyring = Keyring::generate(n, opts.cns as usize, opts.dps as usize, &mut rng);
@@ -1007,25 +1049,19 @@ fn generate(
             .map(|j| format!("{}@{}:{}", node_ids[j], opts.host(j).ip, ports[j].p2p))
             .collect();
         let vn = EntityId::vn(i as u32);
-        let config_path = config_dir.join("config.toml");
-        let text = fs::read_to_string(&config_path)
-            .map_err(io(format!("reading {}", config_path.display())))?;
-        let mut doc: DocumentMut = text
-            .parse()
-            .map_err(|e| LocalnetError::Config(format!("{}: {e}", config_path.display())))?;
-        for (section, key, value) in node_settings(
-            &opts.host(i),
-            &ports[i],
+        let ip = opts.host(i).ip.to_string();
+        let at = NodeAddress { listen: &ip, external: &ip, ports: &ports[i] };
+        let settings = node_settings(
+            &at,
             &layout.abci_socket(i),
             &vn.to_string(),
             &peers.join(","),
             opts.block_time_ms,
-        ) {
-            set_toml(&mut doc, section, key, value)
-                .map_err(|e| LocalnetError::Config(format!("{}: {e}", config_path.display())))?;
-        }
-        fs::write(&config_path, doc.to_string())
-            .map_err(io(format!("writing {}", config_path.display())))?;
+        );
+        edit_config(
+            &config_dir.join("config.toml"),
+            settings.into_iter().chain(loopback_settings()),
+        )?;
         nodes.push(NodeInfo {
             name: format!("node{i}"),
             vn,
@@ -1534,7 +1570,8 @@ timeout_propose_delta = \"500ms\"
     #[test]
     fn node_settings_turn_on_cometbft_prometheus_on_the_nodes_port() {
         let ports = Ports::of(21656, 1).expect("ports");
-        let settings = node_settings(&NodeHost::default(), &ports, "unix:///a", "vn-1", "", 300);
+        let at = NodeAddress { listen: "127.0.0.1", external: "127.0.0.1", ports: &ports };
+        let settings = node_settings(&at, "unix:///a", "vn-1", "", 300);
         let get = |s: &str, k: &str| {
             settings.iter().find(|(a, b, _)| *a == s && *b == k).map(|(_, _, v)| v.to_string())
         };

@@ -7,6 +7,8 @@
 //!   back as transactions of later blocks;
 //! - `end_to_end`: the `lemal` and `lemal-vn` binaries against a real CometBFT localnet, with
 //!   the trust-root checks of `trust_roots` through the lying RPC proxy of `lying_proxy`;
+//! - `partition` and `multihost`: nodes and parties on hosts of their own, simulated by network
+//!   namespaces the tests create (`netns`);
 //! - `faults`: crashes (SIGKILL), two of four validators down, and a damaged store, against a
 //!   real CometBFT localnet of its own.
 
@@ -24,6 +26,8 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod lying_proxy;
+mod multihost;
+mod netns;
 mod parties;
 mod partition;
 mod rejections;

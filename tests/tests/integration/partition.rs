@@ -23,90 +23,33 @@ use lemal_client::rpc::Node;
 use serde_json::Value;
 
 use super::end_to_end::{app_hashes_agree_on, bin_dir, cometbft, show_logs, Localnet, QUERY};
+use super::netns::{ip, Namespaces};
 
 const NODES: usize = 4;
 const TAG_ENV: &str = "LEMAL_PARTITION_TAG";
 const BASE_PORT: u16 = 26656;
 
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip (iproute2)")?;
-    ensure!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
+const SUBNET: &str = "10.77.0";
 
 fn address(i: usize) -> String {
-    format!("10.77.0.{}", i + 1)
+    format!("{SUBNET}.{}", i + 1)
 }
 
 fn rpc(i: usize) -> String {
     format!("http://{}:{}", address(i), BASE_PORT as usize + 1 + 100 * i)
 }
 
-/// The namespaces of one run; dropping them kills whatever still runs inside and deletes them
-/// (with them the veth pairs and the bridge).
-struct Namespaces {
-    tag: String,
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn create(tag: &str) -> Result<Namespaces> {
-        let mut made = Namespaces { tag: tag.to_owned(), names: Vec::new() };
-        let hub = format!("{tag}-hub");
-        ip(&["netns", "add", &hub])?;
-        made.names.push(hub.clone());
-        ip(&["-n", &hub, "link", "set", "lo", "up"])?;
-        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &hub, "addr", "add", "10.77.0.254/24", "dev", "br0"])?;
-        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
-        for i in 0..NODES {
-            let ns = format!("{tag}-n{i}");
-            ip(&["netns", "add", &ns])?;
-            made.names.push(ns.clone());
-            let veth = format!("{tag}-v{i}");
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n", &hub, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
-            ])?;
-            ip(&["-n", &hub, "link", "set", &veth, "master", "br0"])?;
-            ip(&["-n", &hub, "link", "set", &veth, "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", address(i)), "dev", "eth0"])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        }
-        Ok(made)
-    }
-
-    fn hub(&self) -> String {
-        format!("{}-hub", self.tag)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in self.names.iter().rev() {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("partition: removing namespace {ns}: {e:#}");
-            }
-        }
-    }
+fn members() -> Vec<(String, u8)> {
+    (0..NODES).map(|i| (format!("n{i}"), i as u8 + 1)).collect()
 }
 
 #[test]
 fn a_partitioned_validator_catches_up_after_the_partition_heals() -> Result<()> {
     let _one_at_a_time = super::end_to_end::one_localnet_at_a_time();
     let tag = format!("lp{}", std::process::id());
-    let namespaces = Namespaces::create(&tag)
+    let members = members();
+    let members: Vec<(&str, u8)> = members.iter().map(|(m, n)| (m.as_str(), *n)).collect();
+    let namespaces = Namespaces::create(&tag, SUBNET, &members)
         .context("creating the test's network namespaces (needs root and iproute2)")?;
     let exe = std::env::current_exe()?;
     let status = Command::new("ip")
@@ -117,12 +60,7 @@ fn a_partitioned_validator_catches_up_after_the_partition_heals() -> Result<()> 
         .status()
         .context("running the test inside the hub namespace")?;
     ensure!(status.success(), "the partition test inside the hub failed: {status}");
-    drop(namespaces);
-    for i in 0..NODES {
-        let gone = Command::new("ip").args(["netns", "pids", &format!("{tag}-n{i}")]).output()?;
-        ensure!(!gone.status.success(), "namespace {tag}-n{i} is still there");
-    }
-    Ok(())
+    namespaces.remove()
 }
 
 #[test]
@@ -159,7 +97,7 @@ fn scenario(net: &Localnet, tag: &str) -> Result<()> {
     eprintln!("partition: 4 nodes on 4 hosts agree at height {at}");
 
     // Cut node 3 off: its link to the bridge goes down.
-    ip(&["link", "set", &format!("{tag}-v3"), "down"])?;
+    ip(&["link", "set", &format!("{tag}-n3"), "down"])?;
     let cut_at = height(0)?;
     ensure!(Node::connect(&rpc(3)).and_then(|n| n.status()).is_err(), "node 3 still answers");
     let node = rpc(0);
@@ -173,7 +111,7 @@ fn scenario(net: &Localnet, tag: &str) -> Result<()> {
     eprintln!("partition: node 3 cut off from height {cut_at} to {healed_at}; the query finalized");
 
     // Heal, and wait until node 3 has caught up with the others.
-    ip(&["link", "set", &format!("{tag}-v3"), "up"])?;
+    ip(&["link", "set", &format!("{tag}-n3"), "up"])?;
     let heal = Instant::now();
     loop {
         let (h3, h0) = (height(3).unwrap_or(0), height(0)?);
