@@ -2,7 +2,9 @@
 //! Prometheus endpoint serves.
 //!
 //! - [`serve`] answers `GET /metrics` with a `prometheus-client` [`Registry`] as OpenMetrics
-//!   text, on a thread of its own (the way `lemal-vn --metrics` serves its own).
+//!   text, on a thread of its own (the way `lemal-vn --metrics` serves its own);
+//!   [`serve_with`] hands every other request to an [`Endpoint`], which may refuse it from its
+//!   request line and peer address before its body is read.
 //! - [`scrape`] fetches an endpoint (`http://HOST:PORT/metrics`, plain HTTP) and
 //!   [`Samples::parse`] reads the text exposition, Prometheus 0.0.4 or OpenMetrics 1.0, into
 //!   samples that [`Samples::get`] looks up by metric name and labels. `lemal localnet status`
@@ -20,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -74,21 +76,55 @@ pub type Reply = (u16, serde_json::Value);
 /// The largest request body [`serve_with`] reads; a larger one is answered 413.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
+/// A request an [`Endpoint`] refuses before its body is read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refused {
+    /// The status code.
+    pub status: u16,
+    /// The JSON body.
+    pub body: serde_json::Value,
+    /// Seconds after which the client may try again, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+/// What answers the requests [`serve_with`] does not answer itself (all but `GET /metrics`).
+pub trait Endpoint: Send + 'static {
+    /// Whether the request from `peer` (`None` when unknown) may be read: a refusal is sent as
+    /// is, before the body is read or decoded (the HTTP server has buffered a body of at most
+    /// 1 KiB with the headers, and drains what a refused client still sends). Admits
+    /// everything unless overridden.
+    fn admit(&self, method: &str, path: &str, peer: Option<IpAddr>) -> Result<(), Refused> {
+        let _ = (method, path, peer);
+        Ok(())
+    }
+
+    /// Answer an admitted request with its body (at most [`MAX_REQUEST_BYTES`]).
+    fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply;
+}
+
+/// The endpoint of [`serve`]: nothing but metrics.
+struct MetricsOnly;
+
+impl Endpoint for MetricsOnly {
+    fn handle(&self, method: &str, path: &str, _body: &[u8]) -> Reply {
+        (404, serde_json::json!({ "error": format!("no {method} {path}: GET /metrics") }))
+    }
+}
+
 /// Serve `registry` as OpenMetrics text at `GET /metrics` on `addr`, on a thread of its own.
 /// Binding happens before this returns, so a taken port is an error here; the address bound
 /// (with the port chosen, for port 0) is returned. Any other path answers 404.
 pub fn serve(addr: SocketAddr, registry: Arc<Registry>) -> io::Result<SocketAddr> {
-    serve_with(addr, registry, |method, path, _| {
-        (404, serde_json::json!({ "error": format!("no {method} {path}: GET /metrics") }))
-    })
+    serve_with(addr, registry, MetricsOnly)
 }
 
-/// [`serve`], handing every other request (method, path, body of at most
-/// [`MAX_REQUEST_BYTES`]) to `handle`, whose reply goes back as JSON.
+/// [`serve`], handing every other request to `endpoint`: first its method, path and peer
+/// address ([`Endpoint::admit`]), then, if admitted, its body of at most
+/// [`MAX_REQUEST_BYTES`] ([`Endpoint::handle`]), whose reply goes back as JSON.
 pub fn serve_with(
     addr: SocketAddr,
     registry: Arc<Registry>,
-    handle: impl Fn(&str, &str, &[u8]) -> Reply + Send + 'static,
+    endpoint: impl Endpoint,
 ) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -97,12 +133,17 @@ pub fn serve_with(
         for mut request in server.incoming_requests() {
             let method = request.method().as_str().to_owned();
             let path = request.url().split('?').next().unwrap_or_default().to_owned();
+            let peer = request.remote_addr().map(SocketAddr::ip);
+            let mut retry_after = None;
             let (status, body, content_type) = if method == "GET" && path == "/metrics" {
                 let mut text = String::new();
                 match prometheus_client::encoding::text::encode(&mut text, &registry) {
                     Ok(()) => (200, text, CONTENT_TYPE),
                     Err(e) => (500, format!("encoding: {e}"), "text/plain"),
                 }
+            } else if let Err(refused) = endpoint.admit(&method, &path, peer) {
+                retry_after = refused.retry_after;
+                (refused.status, refused.body.to_string(), "application/json")
             } else {
                 let mut body = Vec::new();
                 let limit = MAX_REQUEST_BYTES as u64 + 1;
@@ -114,13 +155,18 @@ pub fn serve_with(
                             "error": format!("body above {MAX_REQUEST_BYTES} bytes")
                         }),
                     ),
-                    Ok(_) => handle(&method, &path, &body),
+                    Ok(_) => endpoint.handle(&method, &path, &body),
                 };
                 (status, json.to_string(), "application/json")
             };
             let mut response = tiny_http::Response::from_string(body).with_status_code(status);
             if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", content_type) {
                 response = response.with_header(h);
+            }
+            if let Some(secs) = retry_after {
+                if let Ok(h) = tiny_http::Header::from_bytes("Retry-After", secs.to_string()) {
+                    response = response.with_header(h);
+                }
             }
             // A client that went away is its own problem.
             let _ = request.respond(response);

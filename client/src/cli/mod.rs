@@ -295,3 +295,54 @@ fn exit(success: bool) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lemal_contracts::ids::QueryId;
+
+    use super::*;
+    use crate::light::{BlockRef, Mismatch, Missing, TrustError, TrustKind, ValidatorSetError};
+
+    fn code(e: LightError) -> u8 {
+        exit_code_of(&anyhow::Error::new(e).context("verifying"))
+    }
+
+    #[test]
+    fn an_unusable_trust_root_exits_as_not_checked() {
+        for e in [
+            TrustError::HeaderPin { pin: "42".into() },
+            TrustError::NotAHash { kind: TrustKind::Header, text: "ab".into() },
+            TrustError::ServedValidators { height: 2, error: ValidatorSetError::Empty },
+            TrustError::ValidatorsHashMismatch { pinned: [1; 32], served: [2; 32] },
+            TrustError::StateNotBefore { trusted: 9, target: 3 },
+        ] {
+            assert_eq!(code(e.into()), EXIT_UNCHECKED);
+        }
+        assert_eq!(code(LightError::TooEarly(1)), EXIT_UNCHECKED);
+    }
+
+    #[test]
+    fn a_proven_absence_exits_as_a_fault() {
+        for m in
+            [Missing::Roster, Missing::Query(QueryId([1; 16])), Missing::Block(BlockRef::Latest)]
+        {
+            assert_eq!(code(LightError::NotFound(m)), EXIT_FAULT);
+        }
+    }
+
+    #[test]
+    fn a_contradicting_node_exits_as_a_fault() {
+        for m in [
+            Mismatch::OtherBlock { asked: BlockRef::Index(3), index: 4, hash: [0; 32] },
+            Mismatch::NotLatest { latest: 3, next: 4 },
+            Mismatch::LastIndex,
+            Mismatch::NotQueryBlock { query: QueryId([1; 16]) },
+            Mismatch::ForwardLinkDangling { block: 1, level: 0, to: 2 },
+            Mismatch::WalkStopsEarly { block: 1, next: 2 },
+        ] {
+            assert_eq!(code(m.into()), EXIT_FAULT);
+        }
+        let other = LightError::DifferentChain { chain_id: "c".into(), detail: "d".into() };
+        assert_eq!(code(other), EXIT_FAULT);
+    }
+}

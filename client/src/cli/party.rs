@@ -1,6 +1,7 @@
 //! `lemal dp serve`, `lemal cn serve` (the party daemons) and `lemal query submit|result` (the
 //! querier).
 
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use super::run::{verify_skipblock, DATA_MAX, DATA_MIN};
 use super::{exit_code_of, Global, EXIT_FAULT};
 use crate::data::{self, DataBounds};
 use crate::localnet::{Layout, Manifest};
+use crate::party::admission::{Admission, Cidr, RateLimit};
 use crate::party::cn::{CnConfig, ComputingNode, Registrar};
 use crate::party::dp::{DataProvider, DataSource, DpConfig, Policy};
 use crate::party::querier::{self, QuerierRecord};
@@ -149,9 +151,17 @@ pub enum CnAction {
     /// Run a computing node: register queriers' queries, then aggregate, shuffle and
     /// key-switch each query that names it as soon as its inputs are on the ledger.
     #[command(
-        after_help = "Example:\n  lemal cn serve --key .lemal/keys/cn-0.json --listen 127.0.0.1:27100\n\
+        after_help = "Examples:\n  lemal cn serve --key .lemal/keys/cn-0.json --listen 127.0.0.1:27100\n  \
+                            lemal cn serve --key cn-1.json --listen 0.0.0.0:27100 \
+                            --register-allow 10.0.0.0/8,fd00::/8 --register-rate 10 \
+                            --register-burst 5\n\
                             Queriers register through POST http://ADDR/register; \
-                            metrics at GET http://ADDR/metrics."
+                            metrics at GET http://ADDR/metrics.\n\
+                            Before a registration is read, its source must be on \
+                            --register-allow (else 403) and within its rate (else 429 with \
+                            Retry-After); a source is an IPv4 address or an IPv6 /64. Refusals \
+                            are counted in lemal_cn_registrations_total{outcome=\"not_allowed\"|\
+                            \"rate_limited\"}."
     )]
     Serve(CnServeArgs),
 }
@@ -164,6 +174,18 @@ pub struct CnServeArgs {
     /// Address of its endpoint: registrations (`POST /register`) and metrics (`GET /metrics`).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:27100")]
     listen: String,
+    /// Registrations each source may send per minute, on average (a source is an IPv4 address
+    /// or an IPv6 /64); more are answered 429 with Retry-After before they are read.
+    #[arg(long, value_name = "N", env = "LEMAL_CN_REGISTER_RATE", default_value = "30")]
+    register_rate: NonZeroU32,
+    /// Registrations a source may send at once after a quiet spell.
+    #[arg(long, value_name = "B", env = "LEMAL_CN_REGISTER_BURST", default_value = "10")]
+    register_burst: NonZeroU32,
+    /// Networks allowed to register, comma-separated CIDR blocks or addresses (e.g.
+    /// 10.0.0.0/8,fd00::/8,127.0.0.1); registrations from elsewhere are answered 403 [default:
+    /// every source].
+    #[arg(long, value_name = "CIDR,...", env = "LEMAL_CN_REGISTER_ALLOW", value_delimiter = ',')]
+    register_allow: Vec<Cidr>,
     /// Falsify these proofs in every query (a cheating node, for demonstrations).
     #[arg(long, value_delimiter = ',', value_name = "KIND")]
     cheat: Vec<ProofKind>,
@@ -235,14 +257,21 @@ pub fn cn(action: CnAction, global: &Global) -> Result<ExitCode> {
     );
     let (metrics, registry) = Metrics::new();
     let mut daemon = serve_common(global, &args.daemon, &keys, metrics.clone())?;
-    let registrar = Registrar::new(daemon.chain_id.clone(), keys.clone(), &global.node, metrics)?;
-    let bound = crate::metrics::serve_with(
-        socket_addr(&args.listen)?,
-        Arc::new(registry),
-        move |m, p, b| registrar.handle(m, p, b),
-    )
-    .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(endpoint = %bound, "serving registrations and metrics");
+    let limit = RateLimit { per_minute: args.register_rate, burst: args.register_burst };
+    let allowed: Vec<String> = args.register_allow.iter().map(Cidr::to_string).collect();
+    let admission = Admission::new(args.register_allow.clone(), limit);
+    let registrar =
+        Registrar::new(daemon.chain_id.clone(), keys.clone(), &global.node, metrics, admission)?;
+    let bound =
+        crate::metrics::serve_with(socket_addr(&args.listen)?, Arc::new(registry), registrar)
+            .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(
+        endpoint = %bound,
+        register_rate = limit.per_minute.get(),
+        register_burst = limit.burst.get(),
+        register_allow = if allowed.is_empty() { "every source".to_owned() } else { allowed.join(",") },
+        "serving registrations and metrics"
+    );
     let roster = daemon.node.roster()?;
     let config = CnConfig {
         keys,

@@ -87,7 +87,9 @@ pub fn run(args: StateArgs, global: &Global) -> Result<ExitCode> {
                 };
                 match client.block(which) {
                     Ok(block) => Some(borsh::to_vec(&block)?),
-                    Err(crate::light::LightError::NotFound(_)) => None,
+                    Err(crate::light::LightError::NotFound(crate::light::Missing::Block(_))) => {
+                        None
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -13,7 +13,7 @@ use lemal_contracts::tx::RegisterQuery;
 use serde::{Serialize, Serializer};
 
 use super::report::VerifyReport;
-use super::{BlockRef, LightClient, LightError, TrustRoot};
+use super::{BlockRef, LightClient, LightError, Mismatch, TrustRoot};
 use crate::parallel::{parallel_map, Panicked};
 use crate::rpc::Node;
 
@@ -306,7 +306,7 @@ pub fn audit(node: &Node, trust: &TrustRoot, id: &QueryId) -> Result<AuditReport
     let client = LightClient::new(node, trust)?;
     let (verification, block, records) = client.verify(BlockRef::Query(*id))?;
     let BlockPayload::Query(payload) = &block.payload else {
-        return Err(LightError::Mismatch(format!("the block of query {id} records no query")));
+        return Err(Mismatch::NotQueryBlock { query: *id }.into());
     };
     let roster = client.roster()?;
     let record = client.query_record(id)?;

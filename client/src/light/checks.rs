@@ -21,7 +21,7 @@ use tendermint_light_client_verifier::{ProdVerifier, Verdict as LightVerdict};
 
 use super::report::{Check, Hop};
 use super::trust::TrustedValidators;
-use super::LightError;
+use super::{LightError, Mismatch};
 use crate::rpc::Answer;
 
 /// Voting power that signed a header, out of the trusted total.
@@ -252,44 +252,24 @@ pub fn walk_forward(
             break;
         };
         let to = forward_link_target(current.index, level, base);
-        if to <= current.index {
-            return Err(LightError::Mismatch(format!(
-                "forward link {level} of block {} leads nowhere",
-                current.index
-            )));
+        let block = current.index;
+        if to <= block {
+            return Err(Mismatch::ForwardLinkBackward { block, level }.into());
         }
-        let next = state.block(to)?.ok_or_else(|| {
-            LightError::Mismatch(format!(
-                "forward link {level} of block {} points to block {to}, which does not exist",
-                current.index
-            ))
-        })?;
+        let next = state.block(to)?.ok_or(Mismatch::ForwardLinkDangling { block, level, to })?;
         if next.index != to || next.hash() != *link {
-            return Err(LightError::Mismatch(format!(
-                "forward link {level} of block {} is {}, but block {to} hashes to {}",
-                current.index,
-                hex::encode(link),
-                hex::encode(next.hash())
-            )));
+            let found = next.hash();
+            return Err(Mismatch::ForwardLinkHash { block, level, to, link: *link, found }.into());
         }
         if next.back_links.get(level) != Some(&current.hash()) {
-            return Err(LightError::Mismatch(format!(
-                "block {to} is reached by forward link {level} of block {}, but its back link \
-                 {level} does not point there",
-                current.index
-            )));
+            return Err(Mismatch::NoBackLink { block, level, to }.into());
         }
         hops.push(Hop { from: current.index, to, level, hash: hex::encode(link) });
         current = next;
     }
-    let after = current.index.checked_add(1).ok_or_else(|| {
-        LightError::Mismatch("the walk reached the last representable index".into())
-    })?;
-    if state.block(after)?.is_some() {
-        return Err(LightError::Mismatch(format!(
-            "block {} has no forward link, yet block {after} exists",
-            current.index
-        )));
+    let next = current.index.checked_add(1).ok_or(Mismatch::LastIndex)?;
+    if state.block(next)?.is_some() {
+        return Err(Mismatch::WalkStopsEarly { block: current.index, next }.into());
     }
     Ok((hops, current))
 }
@@ -857,7 +837,7 @@ mod tests {
         chain.blocks[16].ledger_height += 1;
         assert!(matches!(
             walk_forward(&chain, &chain.blocks[0].clone(), 2),
-            Err(LightError::Mismatch(_))
+            Err(LightError::Mismatch(Mismatch::ForwardLinkHash { to: 16, .. }))
         ));
     }
 
@@ -870,7 +850,10 @@ mod tests {
         forged.back_links[3] = [0; 32];
         chain.forward[0][3] = forged.hash();
         chain.blocks[8] = forged;
-        assert!(walk_forward(&chain, &chain.blocks[0].clone(), 2).is_err());
+        assert!(matches!(
+            walk_forward(&chain, &chain.blocks[0].clone(), 2),
+            Err(LightError::Mismatch(Mismatch::NoBackLink { block: 0, level: 3, to: 8 }))
+        ));
     }
 
     #[test]
@@ -880,8 +863,13 @@ mod tests {
         for links in &mut chain.forward[..12] {
             links.clear();
         }
-        assert!(walk_forward(&chain, &chain.blocks[0].clone(), 2).is_err());
-        assert!(walk_forward(&chain, &chain.blocks[11].clone(), 2).is_err());
+        for from in [0, 11] {
+            assert!(matches!(
+                walk_forward(&chain, &chain.blocks[from].clone(), 2),
+                Err(LightError::Mismatch(Mismatch::WalkStopsEarly { block, next }))
+                    if block == from as u64 && next == block + 1
+            ));
+        }
         assert!(walk_forward(&chain, &chain.blocks[12].clone(), 2).is_ok());
     }
 

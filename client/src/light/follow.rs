@@ -19,19 +19,21 @@
 //! against the hash its header carries, every signature of an accepted commit is verified, and
 //! the walk is bounded ([`MAX_STEPS`]).
 
+use std::fmt;
 use std::time::Duration;
 
 use tendermint::block::signed_header::SignedHeader;
 use tendermint::trust_threshold::TrustThresholdFraction;
 use tendermint::validator::Set as ValidatorSet;
 use tendermint::Time;
+use tendermint_light_client_verifier::operations::VotingPowerTally;
 use tendermint_light_client_verifier::options::Options;
 use tendermint_light_client_verifier::types::{TrustedBlockState, UntrustedBlockState};
 use tendermint_light_client_verifier::{ProdVerifier, Verdict, Verifier};
 
 use super::checks::{check_position, full_tally};
 use super::trust::{hash_bytes, validator_set};
-use super::{LightError, SignedPower};
+use super::{LightError, SignedPower, TrustError};
 use crate::rpc::Node;
 
 /// Most headers one walk fetches and verifies.
@@ -112,7 +114,30 @@ pub struct Followed {
 
 enum Step {
     Verified(SignedPower),
-    NotEnoughTrust(String),
+    /// Too little of the trusted set signed: bisect.
+    TooLittleOverlap(Overlap),
+}
+
+/// A header of a changed validator set that too little of the trusted set signed.
+struct Overlap {
+    /// The hash of the trusted set.
+    trusted_set: [u8; 32],
+    /// The trusted height.
+    trusted_height: u64,
+    /// The trusted power that signed.
+    tally: VotingPowerTally,
+}
+
+impl fmt::Display for Overlap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the validator set changed from {} at height {} and too little of it signed: {}",
+            hex::encode(self.trusted_set),
+            self.trusted_height,
+            self.tally
+        )
+    }
 }
 
 /// Verify the header at `target` from `trusted`, bisecting across validator-set changes.
@@ -124,11 +149,7 @@ pub fn follow(
     now: Time,
 ) -> Result<Followed, LightError> {
     if target <= trusted.height {
-        return Err(LightError::Trust(format!(
-            "the trusted state is at height {}, not before the header {target} to verify; pin \
-             an older header",
-            trusted.height
-        )));
+        return Err(TrustError::StateNotBefore { trusted: trusted.height, target }.into());
     }
     let mut trusted = trusted.clone();
     let mut pending = vec![target];
@@ -162,10 +183,10 @@ pub fn follow(
                 via.push(height);
                 pending.pop();
             }
-            Step::NotEnoughTrust(why) => {
+            Step::TooLittleOverlap(overlap) => {
                 let pivot = trusted.height + (height - trusted.height) / 2;
                 if pivot == trusted.height {
-                    return Err(LightError::Header { height, reason: why });
+                    return Err(LightError::Header { height, reason: overlap.to_string() });
                 }
                 pending.push(pivot);
             }
@@ -218,12 +239,11 @@ fn step(
         match verifier.verify_update_header(untrusted, state, &opts, now) {
             Verdict::Success => {}
             Verdict::NotEnoughTrust(tally) => {
-                return Ok(Step::NotEnoughTrust(format!(
-                    "the validator set changed from {} at height {} and too little of it signed: \
-                     {tally}",
-                    hex::encode(hash_bytes(&trusted.next_validators.hash())),
-                    trusted.height
-                )))
+                return Ok(Step::TooLittleOverlap(Overlap {
+                    trusted_set: hash_bytes(&trusted.next_validators.hash()),
+                    trusted_height: trusted.height,
+                    tally,
+                }))
             }
             Verdict::Invalid(detail) => return Err(fail(detail.to_string())),
         }
@@ -376,7 +396,7 @@ mod tests {
         state.height = 5;
         assert!(matches!(
             follow(&c, &state, 5, &FollowOptions::default(), at(60)),
-            Err(LightError::Trust(_))
+            Err(LightError::Trust(TrustError::StateNotBefore { trusted: 5, target: 5 }))
         ));
     }
 }

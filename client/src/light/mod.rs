@@ -66,10 +66,11 @@ use lemal_contracts::state::{
     VerdictRecord,
 };
 
-use crate::rpc::{Answer, Node, RpcError};
+use crate::rpc::{Answer, Node};
 
 mod audit;
 mod checks;
+mod error;
 mod follow;
 mod report;
 mod trust;
@@ -82,86 +83,17 @@ pub use checks::{
     check_answer, check_bitmap, check_coverage, check_genesis_record, check_header, check_links,
     check_proofs_root, check_roster_change, walk_forward, SignedPower, SkipchainState,
 };
+pub use error::{LightError, Mismatch, Missing, TrustError};
 pub use follow::{follow, FollowOptions, Followed, HeaderSource, TrustedState, MAX_STEPS};
 pub use report::{
     AncestryReport, BlockSummary, Check, HeaderReport, Hop, VerdictSummary, VerifyReport,
 };
 use trust::hash_bytes;
 pub use trust::{
-    check_known_genesis, check_pinned_header, check_pinned_set, GenesisInfo, KnownChain,
-    KnownChains, KnownRoot, RootReport, TrustKind, TrustRoot, TrustedValidators,
+    check_known_genesis, check_pinned_header, check_pinned_set, GenesisError, GenesisInfo,
+    KnownChain, KnownChains, KnownRoot, RootReport, TrustKind, TrustRoot, TrustedValidators,
+    ValidatorSetError,
 };
-
-/// Why light verification could not be carried out, or failed at a step everything after it
-/// depends on.
-#[derive(Debug, thiserror::Error)]
-pub enum LightError {
-    /// Talking to the node failed.
-    #[error(transparent)]
-    Rpc(#[from] RpcError),
-    /// The trust root cannot be used (unreadable genesis, no validators, hash mismatch...).
-    #[error("trust root: {0}")]
-    Trust(String),
-    /// The signed header does not verify against the trusted validator set.
-    #[error("header {height}: {reason}")]
-    Header {
-        /// The header's height.
-        height: u64,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// A state value's ICS23 proof is missing, for another key, or does not verify.
-    #[error("state proof for {path}: {reason}")]
-    Proof {
-        /// The ABCI query path.
-        path: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// The state proves that the thing asked for does not exist.
-    #[error("{0} does not exist (absence proven)")]
-    NotFound(String),
-    /// A proven value does not decode.
-    #[error("{what} does not decode: {reason}")]
-    Decode {
-        /// What was decoded.
-        what: String,
-        /// Why it failed.
-        reason: String,
-    },
-    /// A served value contradicts what was asked for or what it links to.
-    #[error("{0}")]
-    Mismatch(String),
-    /// The chain is too young to have a signed header above a committed state.
-    #[error("the chain is at height {0}; light verification needs at least height 2")]
-    TooEarly(u64),
-    /// The node answers under a chain id the client knows, with another root (genesis or
-    /// pinned header) than the one it trusts.
-    #[error("a different chain answers as {chain_id}: {detail}")]
-    DifferentChain {
-        /// The chain id it answers as.
-        chain_id: String,
-        /// What differs.
-        detail: String,
-    },
-}
-
-impl LightError {
-    /// Whether the check could not be carried out (the node unreachable, the trust root
-    /// unusable, the chain too young), as opposed to having run and found something wrong.
-    pub fn is_inconclusive(&self) -> bool {
-        match self {
-            LightError::Rpc(e) => e.is_inconclusive(),
-            LightError::Trust(_) | LightError::TooEarly(_) => true,
-            LightError::Header { .. }
-            | LightError::Proof { .. }
-            | LightError::NotFound(_)
-            | LightError::Decode { .. }
-            | LightError::Mismatch(_)
-            | LightError::DifferentChain { .. } => false,
-        }
-    }
-}
 
 /// The state keys values are proven under.
 pub use lemal_contracts::keys as state_key;
@@ -363,19 +295,17 @@ impl<'a> LightClient<'a> {
 
     /// The proven chain parameters.
     pub fn params(&self) -> Result<Params, LightError> {
-        self.get_path(QueryPath::Params)?
-            .ok_or_else(|| LightError::NotFound("the chain parameters".into()))
+        self.get_path(QueryPath::Params)?.ok_or(LightError::NotFound(Missing::Params))
     }
 
     /// The proven roster.
     pub fn roster(&self) -> Result<Roster, LightError> {
-        self.get_path(QueryPath::Roster)?.ok_or_else(|| LightError::NotFound("the roster".into()))
+        self.get_path(QueryPath::Roster)?.ok_or(LightError::NotFound(Missing::Roster))
     }
 
     /// The proven roster as genesis set it (block 0 records its hash).
     pub fn genesis_roster(&self) -> Result<Roster, LightError> {
-        self.get_path(QueryPath::GenesisRoster)?
-            .ok_or_else(|| LightError::NotFound("the genesis roster".into()))
+        self.get_path(QueryPath::GenesisRoster)?.ok_or(LightError::NotFound(Missing::GenesisRoster))
     }
 
     /// A proven accepted proof.
@@ -394,10 +324,7 @@ impl<'a> LightClient<'a> {
             match &block.payload {
                 BlockPayload::Verdict(v) if *v == r.verdict && v.proof.query == *id => {}
                 _ => {
-                    return Err(LightError::Mismatch(format!(
-                        "the verdict on {} does not match skipblock {}",
-                        r.verdict.proof, r.block
-                    )))
+                    return Err(Mismatch::Verdict { proof: r.verdict.proof, block: r.block }.into())
                 }
             }
         }
@@ -474,8 +401,7 @@ impl<'a> LightClient<'a> {
 
     /// A query's proven registration.
     pub fn query_record(&self, id: &QueryId) -> Result<QueryRecord, LightError> {
-        self.get_path(QueryPath::Query(*id))?
-            .ok_or_else(|| LightError::NotFound(format!("query {id}")))
+        self.get_path(QueryPath::Query(*id))?.ok_or(LightError::NotFound(Missing::Query(*id)))
     }
 
     /// A proven skipblock: the value is proven under the block key of its own index, is the
@@ -485,27 +411,19 @@ impl<'a> LightClient<'a> {
         let answer = self.query(&path)?;
         let Some(bytes) = &answer.value else {
             check_answer(&self.app_hash, &path, &which.lookup_key(), &answer)?;
-            return Err(LightError::NotFound(which.to_string()));
+            return Err(LightError::NotFound(Missing::Block(which)));
         };
         let block: SkipBlock = from_borsh(bytes)
             .map_err(|e| LightError::Decode { what: which.to_string(), reason: e.to_string() })?;
         check_answer(&self.app_hash, &path, &state_key::block(block.index), &answer)?;
         if !which.matches(&block) {
-            return Err(LightError::Mismatch(format!(
-                "asked for {which}, the node proved block {} ({})",
-                block.index,
-                hex::encode(block.hash())
-            )));
+            let (index, hash) = (block.index, block.hash());
+            return Err(Mismatch::OtherBlock { asked: which, index, hash }.into());
         }
         if which == BlockRef::Latest {
-            let next = block.index.checked_add(1).ok_or_else(|| {
-                LightError::Mismatch("the latest block has the last representable index".into())
-            })?;
+            let next = block.index.checked_add(1).ok_or(Mismatch::LastIndex)?;
             if SkipchainState::block(self, next)?.is_some() {
-                return Err(LightError::Mismatch(format!(
-                    "block {} was served as the latest, but block {next} exists",
-                    block.index
-                )));
+                return Err(Mismatch::NotLatest { latest: block.index, next }.into());
             }
         }
         Ok(block)
@@ -585,7 +503,7 @@ impl SkipchainState for LightClient<'_> {
     fn block(&self, index: u64) -> Result<Option<SkipBlock>, LightError> {
         match LightClient::block(self, BlockRef::Index(index)) {
             Ok(b) => Ok(Some(b)),
-            Err(LightError::NotFound(_)) => Ok(None),
+            Err(LightError::NotFound(Missing::Block(_))) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -626,7 +544,7 @@ pub fn verify_ancestry_with(
     let params = client.params()?;
     if start.index == 0 {
         let BlockPayload::Genesis(record) = &start.payload else {
-            return Err(LightError::Mismatch("block 0 is not a genesis block".into()));
+            return Err(Mismatch::NotGenesis.into());
         };
         let check = check_genesis_record(
             record,
@@ -635,7 +553,7 @@ pub fn verify_ancestry_with(
             &params,
         );
         if !check.passed {
-            return Err(LightError::Mismatch(format!("block 0: {}", check.detail)));
+            return Err(Mismatch::GenesisRecord { detail: check.detail }.into());
         }
     }
     let (hops, latest) = walk_forward(client, &start, params.skip_base)?;

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use tendermint::block::signed_header::SignedHeader;
 use tendermint::validator::{Info as ValidatorInfo, Set as ValidatorSet};
 
-use super::LightError;
+use super::{LightError, TrustError};
 use crate::rpc::{Node, MAX_VALIDATORS};
 
 /// Domain label of the genesis fingerprint.
@@ -51,19 +51,19 @@ impl GenesisInfo {
     /// Refused: not JSON, no chain id, a validator whose address is not its key's, and the
     /// validator sets the light client refuses (none, a zero or excessive power, an address twice).
     pub fn from_json(json: &[u8], source: &str) -> Result<Self, LightError> {
-        let fail = |e: String| LightError::Trust(format!("{source}: {e}"));
-        let doc: serde_json::Value = serde_json::from_slice(json)
-            .map_err(|e| fail(format!("not a genesis document: {e}")))?;
+        let fail = |error: GenesisError| TrustError::Genesis { origin: source.to_owned(), error };
+        let doc: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| fail(GenesisError::NotJson(e)))?;
         let chain_id = doc
             .get("chain_id")
             .and_then(serde_json::Value::as_str)
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| fail("no chain_id".into()))?
+            .ok_or_else(|| fail(GenesisError::NoChainId))?
             .to_owned();
         let entries: Vec<GenesisValidator> = match doc.get("validators") {
             None | Some(serde_json::Value::Null) => Vec::new(),
             Some(v) => {
-                serde_json::from_value(v.clone()).map_err(|e| fail(format!("validators: {e}")))?
+                serde_json::from_value(v.clone()).map_err(|e| fail(GenesisError::Validators(e)))?
             }
         };
         let mut infos = Vec::with_capacity(entries.len());
@@ -71,23 +71,22 @@ impl GenesisInfo {
             let info = ValidatorInfo::new(v.pub_key, v.power);
             if let Some(address) = &v.address {
                 if !address.eq_ignore_ascii_case(&hex::encode(info.address.as_bytes())) {
-                    return Err(fail(format!(
-                        "validator address {address} does not match its public key"
-                    )));
+                    return Err(
+                        fail(GenesisError::ValidatorAddress { address: address.clone() }).into()
+                    );
                 }
             }
             infos.push(info);
         }
-        let validators = validator_set(infos).map_err(|e| fail(e.to_string()))?;
-        let (fingerprint, time, initial_height) =
-            genesis_fingerprint(&doc).map_err(|e| fail(e.to_string()))?;
+        let validators = validator_set(infos).map_err(|e| fail(GenesisError::ValidatorSet(e)))?;
+        let (fingerprint, time, initial_height) = genesis_fingerprint(&doc).map_err(fail)?;
         Ok(GenesisInfo { chain_id, time, initial_height, validators, fingerprint })
     }
 
     /// Read and parse the genesis file at `path`.
     pub fn from_file(path: &Path) -> Result<Self, LightError> {
         let bytes = std::fs::read(path)
-            .map_err(|e| LightError::Trust(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|error| TrustError::UnreadableGenesis { path: path.to_owned(), error })?;
         Self::from_json(&bytes, &format!("genesis file {}", path.display()))
     }
 
@@ -122,9 +121,27 @@ struct GenesisValidator {
     power: tendermint::vote::Power,
 }
 
-/// Why a genesis document has no fingerprint.
+/// Why a genesis document is refused.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum GenesisError {
+pub enum GenesisError {
+    /// It is not JSON.
+    #[error("not a genesis document: {0}")]
+    NotJson(serde_json::Error),
+    /// It has no chain id, or an empty one.
+    #[error("no chain_id")]
+    NoChainId,
+    /// Its validators are not a list of validators (key and power).
+    #[error("validators: {0}")]
+    Validators(serde_json::Error),
+    /// A validator's address is not its public key's.
+    #[error("validator address {address} does not match its public key")]
+    ValidatorAddress {
+        /// The address as written.
+        address: String,
+    },
+    /// Its validators are not a set the light client accepts.
+    #[error("{0}")]
+    ValidatorSet(ValidatorSetError),
     /// It has no genesis time.
     #[error("no genesis_time")]
     NoTime,
@@ -336,24 +353,25 @@ impl TrustRoot {
         chain_id: Option<String>,
     ) -> Result<Self, LightError> {
         Ok(TrustRoot::ValidatorsHash {
-            hash: parse_hash(hex_hash, "validator-set hash")?,
+            hash: parse_hash(hex_hash, TrustKind::ValidatorsHash)?,
             chain_id,
         })
     }
 
     /// Trust the header given as `HEIGHT:HASH` (hash in hex, as CometBFT light clients take it).
     pub fn header_pin(pin: &str, source: &str) -> Result<Self, LightError> {
-        let (height, hash) = pin.trim().split_once(':').ok_or_else(|| {
-            LightError::Trust(format!("trusted header {pin:?} is not HEIGHT:HASH"))
-        })?;
+        let (height, hash) = pin
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| TrustError::HeaderPin { pin: pin.to_owned() })?;
         let height: u64 = height
             .parse()
             .ok()
             .filter(|h| *h > 0)
-            .ok_or_else(|| LightError::Trust(format!("trusted header height {height:?}")))?;
+            .ok_or_else(|| TrustError::HeaderPinHeight { height: height.to_owned() })?;
         Ok(TrustRoot::Header {
             height,
-            hash: parse_hash(hash, "trusted header hash")?,
+            hash: parse_hash(hash, TrustKind::Header)?,
             source: source.to_owned(),
         })
     }
@@ -409,17 +427,14 @@ impl TrustRoot {
                 Ok(TrustedValidators::genesis(&served, root))
             }
             TrustRoot::ValidatorsHash { hash, chain_id } => {
-                let set = validator_set(node.validators(height)?)
-                    .map_err(|e| LightError::Trust(e.to_string()))?;
+                let set = served_set(node, height)?;
                 check_pinned_set(&set, hash)?;
                 Ok(TrustedValidators { set, chain_id: chain_id.clone(), from: None, root })
             }
             TrustRoot::Header { height: pinned, hash, .. } => {
                 let signed = node.signed_header(*pinned)?;
-                let set = validator_set(node.validators(*pinned)?)
-                    .map_err(|e| LightError::Trust(e.to_string()))?;
-                let next = validator_set(node.validators(pinned + 1)?)
-                    .map_err(|e| LightError::Trust(e.to_string()))?;
+                let set = served_set(node, *pinned)?;
+                let next = served_set(node, pinned + 1)?;
                 let chain_id = check_pinned_header(&signed, &set, &next, *pinned, hash)?;
                 Ok(TrustedValidators {
                     set: next,
@@ -432,10 +447,17 @@ impl TrustRoot {
     }
 }
 
-fn parse_hash(text: &str, what: &str) -> Result<[u8; 32], LightError> {
+/// The validator set the node serves for `height`, which a pin is checked against.
+fn served_set(node: &Node, height: u64) -> Result<ValidatorSet, LightError> {
+    validator_set(node.validators(height)?)
+        .map_err(|error| TrustError::ServedValidators { height, error }.into())
+}
+
+/// The hash pinning a root of this `kind`, from 64 hex digits.
+fn parse_hash(text: &str, kind: TrustKind) -> Result<[u8; 32], TrustError> {
     let mut hash = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut hash)
-        .map_err(|_| LightError::Trust(format!("{what} {text:?} is not 64 hex digits")))?;
+        .map_err(|_| TrustError::NotAHash { kind, text: text.to_owned() })?;
     Ok(hash)
 }
 
@@ -463,11 +485,7 @@ pub fn check_known_genesis(
 pub fn check_pinned_set(set: &ValidatorSet, pinned: &[u8; 32]) -> Result<(), LightError> {
     let hash = hash_bytes(&set.hash());
     if hash != *pinned {
-        return Err(LightError::Trust(format!(
-            "the node's validator set hashes to {}, not to the pinned {}",
-            hex::encode(hash),
-            hex::encode(pinned)
-        )));
+        return Err(TrustError::ValidatorsHashMismatch { pinned: *pinned, served: hash }.into());
     }
     Ok(())
 }
@@ -569,7 +587,7 @@ impl TrustedValidators {
 
 /// Why a list of validators is refused as a validator set.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ValidatorSetError {
+pub enum ValidatorSetError {
     /// The list is empty.
     #[error("no validators")]
     Empty,
@@ -680,13 +698,14 @@ impl KnownChains {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => {
-                return Err(LightError::Trust(format!("cannot read {}: {e}", path.display())))
+            Err(error) => {
+                return Err(
+                    TrustError::UnreadableKnownChains { path: path.to_owned(), error }.into()
+                )
             }
         };
-        let known: KnownChains = toml::from_str(&text).map_err(|e| {
-            LightError::Trust(format!("{} is not a known-chains file: {e}", path.display()))
-        })?;
+        let known: KnownChains = toml::from_str(&text)
+            .map_err(|error| TrustError::NotKnownChains { path: path.to_owned(), error })?;
         for (chain, entry) in &known.chains {
             entry.to_root(chain, path)?;
         }
@@ -695,17 +714,18 @@ impl KnownChains {
 
     /// Write the record to `path` (through a temporary file and a rename).
     pub fn save(&self, path: &Path) -> Result<(), LightError> {
-        let fail = |e: String| LightError::Trust(format!("cannot write {}: {e}", path.display()));
+        let fail = |error| TrustError::UnwritableKnownChains { path: path.to_owned(), error };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+            std::fs::create_dir_all(dir).map_err(fail)?;
         }
-        let body = toml::to_string_pretty(self).map_err(|e| fail(e.to_string()))?;
+        let body = toml::to_string_pretty(self)
+            .map_err(|error| TrustError::KnownChainsEncoding { path: path.to_owned(), error })?;
         let text = format!(
             "# Chains this client trusts, by chain id: written by `lemal trust add`.\n{body}"
         );
         let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text).map_err(|e| fail(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+        std::fs::write(&tmp, text).map_err(fail)?;
+        Ok(std::fs::rename(&tmp, path).map_err(fail)?)
     }
 
     /// The known chains, by chain id.
@@ -772,16 +792,19 @@ impl KnownChain {
 
     fn to_root(&self, chain_id: &str, path: &Path) -> Result<TrustRoot, LightError> {
         let source = format!("known chain {chain_id} in {}", path.display());
-        let bad =
-            |what: &str| LightError::Trust(format!("{}: chain {chain_id}: {what}", path.display()));
         match self.root {
             KnownRoot::Genesis => Ok(TrustRoot::KnownGenesis {
                 chain_id: chain_id.to_owned(),
-                fingerprint: parse_hash(&self.fingerprint, "genesis fingerprint")?,
+                fingerprint: parse_hash(&self.fingerprint, TrustKind::KnownGenesis)?,
                 source,
             }),
             KnownRoot::Header => {
-                let height = self.height.filter(|h| *h > 0).ok_or_else(|| bad("no height"))?;
+                let height = self.height.filter(|h| *h > 0).ok_or_else(|| {
+                    TrustError::KnownHeaderWithoutHeight {
+                        path: path.to_owned(),
+                        chain_id: chain_id.to_owned(),
+                    }
+                })?;
                 TrustRoot::header_pin(&format!("{height}:{}", self.fingerprint), &source)
             }
         }
@@ -928,9 +951,21 @@ mod tests {
         let path = dir.path().join("known-chains.toml");
         std::fs::write(&path, "[chains.x]\nroot = \"genesis\"\nfingerprint = \"zz\"\n")
             .expect("write");
-        assert!(KnownChains::load(&path).is_err());
+        assert!(matches!(
+            KnownChains::load(&path),
+            Err(LightError::Trust(TrustError::NotAHash { kind: TrustKind::KnownGenesis, .. }))
+        ));
+        std::fs::write(&path, "[chains.x]\nroot = \"header\"\nfingerprint = \"00\"\n")
+            .expect("write");
+        assert!(matches!(
+            KnownChains::load(&path),
+            Err(LightError::Trust(TrustError::KnownHeaderWithoutHeight { chain_id, .. })) if chain_id == "x"
+        ));
         std::fs::write(&path, "not toml [").expect("write");
-        assert!(KnownChains::load(&path).is_err());
+        assert!(matches!(
+            KnownChains::load(&path),
+            Err(LightError::Trust(TrustError::NotKnownChains { .. }))
+        ));
     }
 
     #[test]
@@ -940,9 +975,15 @@ mod tests {
             TrustRoot::header_pin(&pin, "flag"),
             Ok(TrustRoot::Header { height: 42, .. })
         ));
-        for bad in ["42", "0:00", &format!("x:{}", "ab".repeat(32)), "42:abc"] {
-            assert!(TrustRoot::header_pin(bad, "flag").is_err(), "{bad}");
-        }
+        let refused = |pin: &str| match TrustRoot::header_pin(pin, "flag") {
+            Err(LightError::Trust(e)) => e,
+            other => panic!("{pin}: {other:?}"),
+        };
+        assert!(matches!(refused("42"), TrustError::HeaderPin { .. }));
+        assert!(matches!(refused("0:00"), TrustError::HeaderPinHeight { .. }));
+        let letters = format!("x:{}", "ab".repeat(32));
+        assert!(matches!(refused(&letters), TrustError::HeaderPinHeight { .. }));
+        assert!(matches!(refused("42:abc"), TrustError::NotAHash { kind: TrustKind::Header, .. }));
     }
 
     fn genesis_json(vals: &Validators, chain: &str, address: Option<String>) -> Vec<u8> {
@@ -998,7 +1039,13 @@ mod tests {
     fn genesis_validator_whose_address_is_not_its_key_is_refused() {
         let vals = validators(1, &[10, 10]);
         let json = genesis_json(&vals, CHAIN, Some("AB".repeat(20)));
-        assert!(matches!(genesis_root(&json), Err(LightError::Trust(_))));
+        assert!(matches!(
+            genesis_root(&json),
+            Err(LightError::Trust(TrustError::Genesis {
+                error: GenesisError::ValidatorAddress { .. },
+                ..
+            }))
+        ));
     }
 
     #[test]
@@ -1037,7 +1084,11 @@ mod tests {
         check_pinned_set(vals.trusted.set(), &pinned).expect("the pinned set");
         let mut other = pinned;
         other[0] ^= 1;
-        assert!(check_pinned_set(vals.trusted.set(), &other).is_err());
+        assert!(matches!(
+            check_pinned_set(vals.trusted.set(), &other),
+            Err(LightError::Trust(TrustError::ValidatorsHashMismatch { pinned, served }))
+                if pinned == other && served == vals.trusted.hash()
+        ));
         let fewer = validator_set(infos[..2].to_vec()).expect("set");
         assert!(check_pinned_set(&fewer, &pinned).is_err());
         assert!(TrustRoot::validators_hash_hex(&hex::encode(pinned), None).is_ok());

@@ -1,12 +1,14 @@
 //! The computing-node daemon: it registers queriers' queries (`POST /register` on its
-//! endpoint), and for every open query that names it, submits its aggregation, noise shuffle
-//! and key switch as soon as their inputs are on the ledger.
+//! endpoint, within the bounds of [`super::admission`]), and for every open query that names
+//! it, submits its aggregation, noise shuffle and key switch as soon as their inputs are on the
+//! ledger.
 //!
 //! It learns what is on the ledger from the chain's events (`lemal.register`, `lemal.proof`,
 //! `lemal.proof_phase_end`); the queries it works on are journaled, so after a restart it reads
 //! their proofs back from the ledger and goes on where it stopped.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use lemal_contracts::group::from_borsh;
@@ -15,8 +17,9 @@ use lemal_contracts::state::{QueryRecord, Roster};
 use lemal_contracts::tx::{RegisterQuery, Tx, TxBody};
 use serde_json::json;
 
+use super::admission::Admission;
 use super::{label, Daemon, Metrics, PartyError};
-use crate::metrics::Reply;
+use crate::metrics::{Endpoint, Refused, Reply};
 use crate::pipeline::{PartyKeys, Session};
 use crate::rpc::{BlockEvents, Node, RpcError};
 
@@ -198,33 +201,62 @@ impl ComputingNode {
 
 /// The registration endpoint: `POST /register` with a borsh-encoded, querier-signed
 /// [`RegisterQuery`]. The node signs it as registrar and broadcasts it; CheckTx judges it
-/// (the querier's proof of possession, the spec, the deadlines).
+/// (the querier's proof of possession, the spec, the deadlines). Before a request to
+/// `/register` is read, its source must pass the [`Admission`] bounds (403, 429).
 #[derive(Debug)]
 pub struct Registrar {
     chain_id: String,
     keys: PartyKeys,
     node: Node,
     metrics: Metrics,
+    admission: Admission,
+}
+
+impl Endpoint for Registrar {
+    fn admit(&self, _method: &str, path: &str, peer: Option<IpAddr>) -> Result<(), Refused> {
+        if path != "/register" {
+            return Ok(());
+        }
+        self.admission.admit(peer, Instant::now()).map_err(|refusal| {
+            self.count(refusal.outcome());
+            let source = peer.map_or_else(|| "an unknown source".to_owned(), |ip| ip.to_string());
+            tracing::debug!(%source, outcome = refusal.outcome(), "registration refused");
+            let error = match refusal.retry_after_secs() {
+                Some(secs) => format!("too many registrations from {source}; retry in {secs} s"),
+                None => format!("registrations from {source} are not allowed"),
+            };
+            Refused {
+                status: refusal.status(),
+                body: json!({ "error": error }),
+                retry_after: refusal.retry_after_secs(),
+            }
+        })
+    }
+
+    fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        let (status, doc, outcome) = self.answer(method, path, body);
+        if path == "/register" {
+            self.count(outcome);
+        }
+        (status, doc)
+    }
 }
 
 impl Registrar {
-    /// A registrar broadcasting to the node at `rpc`.
+    /// A registrar broadcasting to the node at `rpc`, admitting requests by `admission`.
     pub fn new(
         chain_id: String,
         keys: PartyKeys,
         rpc: &str,
         metrics: Metrics,
+        admission: Admission,
     ) -> Result<Self, RpcError> {
-        Ok(Registrar { chain_id, keys, node: Node::connect(rpc)?, metrics })
+        Ok(Registrar { chain_id, keys, node: Node::connect(rpc)?, metrics, admission })
     }
 
-    /// Answer one request.
-    pub fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply {
-        let (status, doc, outcome) = self.answer(method, path, body);
-        if path == "/register" {
-            self.metrics.registrations.get_or_create(&label("outcome", outcome)).inc();
-        }
-        (status, doc)
+    /// One more registration request with this `outcome`.
+    fn count(&self, outcome: &str) {
+        self.metrics.registrations.get_or_create(&label("outcome", outcome)).inc();
     }
 
     fn answer(
@@ -282,23 +314,84 @@ impl Registrar {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
+    use crate::party::admission::{Cidr, RateLimit};
     use lemal_contracts::elgamal::PossessionProof;
     use lemal_contracts::sig::SigningKey;
     use lemal_contracts::tx::{NoiseParams, Operation, QuerySpec};
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
-    /// A registrar of cn-2 whose node is never reached (the requests below are refused first).
-    fn registrar() -> Registrar {
+    fn rate(per_minute: u32, burst: u32) -> RateLimit {
+        RateLimit {
+            per_minute: NonZeroU32::new(per_minute).expect("non-zero"),
+            burst: NonZeroU32::new(burst).expect("non-zero"),
+        }
+    }
+
+    /// A registrar of cn-2 admitting `allow` at `limit`, whose node is never reached (the
+    /// requests below are refused first), with its metrics and their registry.
+    fn registrar_with(
+        allow: Vec<Cidr>,
+        limit: RateLimit,
+    ) -> (Registrar, Metrics, prometheus_client::registry::Registry) {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let keys = PartyKeys {
             entity: EntityId::cn(2),
             signing: SigningKey::random(&mut rng),
             share: Some(lemal_contracts::elgamal::SecretKey::random(&mut rng)),
         };
-        let (metrics, _) = Metrics::new();
-        Registrar::new("chain".into(), keys, "http://127.0.0.1:1", metrics).expect("registrar")
+        let (metrics, registry) = Metrics::new();
+        let admission = Admission::new(allow, limit);
+        let r =
+            Registrar::new("chain".into(), keys, "http://127.0.0.1:1", metrics.clone(), admission)
+                .expect("registrar");
+        (r, metrics, registry)
+    }
+
+    fn registrar() -> Registrar {
+        registrar_with(Vec::new(), rate(600, 100)).0
+    }
+
+    fn counted(metrics: &Metrics, outcome: &str) -> u64 {
+        metrics.registrations.get_or_create(&label("outcome", outcome)).get()
+    }
+
+    /// Serve `r` on a free loopback port.
+    fn serve(r: Registrar, registry: prometheus_client::registry::Registry) -> SocketAddr {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        crate::metrics::serve_with(any, Arc::new(registry), r).expect("serving")
+    }
+
+    /// Send one HTTP/1.1 request and read the whole answer: its status and its text.
+    fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).and_then(|()| s.write_all(body)).expect("send");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("answer");
+        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, text)
+    }
+
+    /// The value of header `name` in an answer's text.
+    fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+        let head = text.split("\r\n\r\n").next()?;
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
     }
 
     fn registration(cns: Vec<u32>) -> RegisterQuery {
@@ -339,8 +432,46 @@ mod tests {
         assert!(doc["error"].as_str().is_some_and(|e| e.contains("cn-2 is not among")), "{doc}");
         assert_eq!(r.handle("GET", "/register", b"").0, 404);
         assert_eq!(r.handle("GET", "/", b"").1["entity"], "cn-2");
-        let counted =
-            |outcome: &str| r.metrics.registrations.get_or_create(&label("outcome", outcome)).get();
-        assert_eq!((counted("malformed"), counted("not_named")), (2, 1));
+        assert_eq!((counted(&r.metrics, "malformed"), counted(&r.metrics, "not_named")), (2, 1));
+    }
+
+    #[test]
+    fn a_client_over_its_rate_is_answered_429_with_retry_after_before_its_body_is_read() {
+        let (r, metrics, registry) = registrar_with(Vec::new(), rate(1, 2));
+        let addr = serve(r, registry);
+        for _ in 0..2 {
+            assert_eq!(request(addr, "POST", "/register", b"not borsh").0, 400);
+        }
+        let (status, text) = request(addr, "POST", "/register", b"not borsh");
+        assert_eq!(status, 429, "{text}");
+        let wait: u64 = header(&text, "Retry-After").and_then(|v| v.parse().ok()).expect(&text);
+        assert!((1..=60).contains(&wait), "{text}");
+        assert!(text.contains("too many registrations from 127.0.0.1"), "{text}");
+        // The refused body was never decoded; the rest of the endpoint is not limited.
+        assert_eq!((counted(&metrics, "malformed"), counted(&metrics, "rate_limited")), (2, 1));
+        assert_eq!(request(addr, "GET", "/", b"").0, 200);
+        let m = crate::metrics::scrape(&format!("http://{addr}/metrics")).expect("metrics");
+        let refused = [("outcome", "rate_limited")];
+        assert_eq!(m.get("lemal_cn_registrations_total", &refused), Some(1.0));
+    }
+
+    #[test]
+    fn a_source_off_the_allow_list_is_answered_403_and_takes_no_token() {
+        let lan: Cidr = "10.0.0.0/8".parse().expect("block");
+        let (r, metrics, registry) = registrar_with(vec![lan], rate(1, 1));
+        let addr = serve(r, registry);
+        for _ in 0..3 {
+            let (status, text) = request(addr, "POST", "/register", b"not borsh");
+            assert_eq!(status, 403, "{text}");
+            assert!(header(&text, "Retry-After").is_none(), "{text}");
+            assert!(text.contains("registrations from 127.0.0.1 are not allowed"), "{text}");
+        }
+        assert_eq!((counted(&metrics, "not_allowed"), counted(&metrics, "malformed")), (3, 0));
+        assert_eq!(counted(&metrics, "rate_limited"), 0);
+        let loopback: Cidr = "127.0.0.0/8".parse().expect("block");
+        let (r, metrics, registry) = registrar_with(vec![lan, loopback], rate(1, 1));
+        let addr = serve(r, registry);
+        assert_eq!(request(addr, "POST", "/register", b"not borsh").0, 400);
+        assert_eq!(counted(&metrics, "malformed"), 1);
     }
 }

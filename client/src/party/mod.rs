@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rpc::{Node, RpcError};
 
+pub mod admission;
 pub mod cn;
 pub mod dp;
 pub mod follow;

@@ -2,12 +2,15 @@
 //! computing node (127.0.0.1, ports 25656+ or `LEMAL_PARTIES_BASE_PORT`), queried through
 //! `lemal run` and `lemal query submit|result`. Daemons are stopped and started again in the
 //! middle of a query (they resume from the chain and their journal, and sign nothing twice), a
-//! data provider declines a query its policy forbids, metrics are scraped, and the exit codes
-//! 1 (fault found) and 3 (could not check) are provoked.
+//! data provider declines a query its policy forbids, metrics are scraped, a computing node's
+//! registration endpoint refuses a source past its rate, and the exit codes 1 (fault found) and
+//! 3 (could not check) are provoked.
 
 // Waiting for daemons and blocks takes the wall clock.
 #![allow(clippy::disallowed_methods)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -70,6 +73,27 @@ fn every_party_runs_as_its_own_daemon_and_resumes_from_the_chain() -> Result<()>
         }
     }
     outcome
+}
+
+/// POST a body that is not a registration to `/register` at `endpoint` (`http://HOST:PORT`):
+/// the answer's status and `Retry-After` header.
+fn post_garbage(endpoint: &str) -> Result<(u16, Option<String>)> {
+    let authority = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(authority)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "POST /register HTTP/1.0\r\nHost: {authority}\r\nContent-Length: 9\r\n\r\nnot borsh"
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    let retry = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("retry-after").then(|| v.trim().to_owned())
+    });
+    Ok((status.with_context(|| format!("{endpoint} answered {answer:?}"))?, retry))
 }
 
 fn json(net: &Localnet, args: &[&str]) -> Result<Value> {
@@ -251,6 +275,20 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
         m.get("lemal_party_submissions_total", &[("kind", "keyswitch")]).is_some_and(|n| n >= 1.0),
         "{m:?}"
     );
+
+    // cn-1 bounds each source before it reads a registration: past the default burst of 10,
+    // garbage from one address is answered 429 with Retry-After (and never decoded), and
+    // counted.
+    let answers = (0..12).map(|_| post_garbage(&via)).collect::<Result<Vec<_>>>()?;
+    ensure!(answers.first().is_some_and(|(status, _)| *status == 400), "{answers:?}");
+    ensure!(
+        answers.last().is_some_and(|(status, retry)| *status == 429 && retry.is_some()),
+        "{answers:?}"
+    );
+    let cn1 = manifest.parties.iter().find(|p| p.entity == EntityId::cn(1)).context("cn-1")?;
+    let m = scrape(&cn1.metrics)?;
+    let limited = m.get("lemal_cn_registrations_total", &[("outcome", "rate_limited")]);
+    ensure!(limited.is_some_and(|n| n >= 1.0), "{m:?}");
 
     // Exit codes: a cheat found by the audit is 1; a node that cannot be reached is 3.
     let cheat = json(
