@@ -15,8 +15,8 @@
 //! ```
 //!
 //! Node N listens on its host's address (or on `--bind`): p2p on the base port (26656 by
-//! default), RPC on base + 1, CometBFT's metrics on base + 4 and `lemal-vn`'s on base + 5; a
-//! second node on the same host takes the ports 100 above. Its `config.toml` names its host as
+//! default), RPC on base + 1, CometBFT's metrics on base + 4; `lemal-vn`'s metrics are on
+//! 127.0.0.1, base + 5. A second node on the same host takes the ports 100 above. Its `config.toml` names its host as
 //! `external_address` and every other node as a persistent peer. Every folder holds only its
 //! owner's secrets: no file of one organisation is needed by another.
 
@@ -344,7 +344,9 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), LocalnetError>
 
 /// The start script of validator `vn` on `host`: its `lemal-vn` on a unix socket in its folder,
 /// then its CometBFT; a signal to the script stops both. `local` is the address the node's RPC
-/// answers on from the host itself. Every value written into it was validated: a [`Host`], a
+/// answers on from the host itself. `lemal-vn`'s metrics stay on loopback: its HTTP server
+/// (tiny_http) aborts the process on a request declaring a huge body it then does not send, and
+/// the application process of a validator is not to be exposed to that. Every value written into it was validated: a [`Host`], a
 /// checked chain id, numbers.
 fn node_script(chain_id: &str, vn: EntityId, host: &Host, local: &str, ports: &Ports) -> String {
     format!(
@@ -364,7 +366,7 @@ trap 'kill $bft $app 2>/dev/null || true; wait' EXIT
 trap 'exit 143' INT TERM
 rm -f "$socket"
 "$lemal_vn" --home "$here/app" --abci "unix://$socket" --rpc http://{local}:{rpc} \
-    --key "$here/{vn}.json" --metrics {local}:{vn_metrics} "$@" &
+    --key "$here/{vn}.json" --metrics 127.0.0.1:{vn_metrics} "$@" &
 app=$!
 tries=0
 while [ ! -S "$socket" ]; do
@@ -464,7 +466,7 @@ mod tests {
         let node = node_script("c", EntityId::vn(2), &host, "10.0.0.7", &ports);
         assert!(node.contains(r#"--key "$here/vn-2.json""#), "{node}");
         assert!(node.contains("--rpc http://10.0.0.7:26657"), "{node}");
-        assert!(node.contains("--metrics 10.0.0.7:26661"), "{node}");
+        assert!(node.contains("--metrics 127.0.0.1:26661"), "{node}");
         let cn = party_script("c", EntityId::cn(1), "http://10.0.0.7:26657", 3);
         assert!(cn.contains(r#"cn serve --key "$here/cn-1.json""#), "{cn}");
         assert!(cn.contains("${LEMAL_NODE:-http://10.0.0.7:26657}"), "{cn}");
