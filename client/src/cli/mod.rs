@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod keys;
 pub mod localnet;
 pub mod party;
+pub mod query_options;
 pub mod roster;
 pub mod run;
 mod run_report;

@@ -25,6 +25,7 @@ use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Role, Verdict
 use lemal_contracts::state::{BlockPayload, QueryPayload, QueryStatus, Roster, SkipBlock};
 use lemal_contracts::tx::{QuerySpec, Tx};
 
+use super::query_options::QueryOptions;
 use super::run_report::{
     names, BitmapCounts, Parties, ProofsByKind, RunReport, SkipblockSummary, Timings,
     VerificationReport, WrongProof,
@@ -37,15 +38,9 @@ use crate::localnet::{self, Layout, Manifest};
 use crate::parallel::{parallel_map, parallel_map_with};
 use crate::party::follow::Follower;
 use crate::party::querier::{self, QuerierRecord};
-use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
+use crate::pipeline::{self, Cheat, QueryPlan, Session};
 use crate::rpc::Node;
 use crate::sql::{self, Query};
-
-/// Smallest value of the aggregated column (the public bound the range proofs prove).
-pub(super) const DATA_MIN: i64 = 0;
-
-/// Largest value of the aggregated column (the public bound the range proofs prove).
-pub(super) const DATA_MAX: i64 = 1000;
 
 /// Options of `lemal run`.
 #[derive(Debug, Args)]
@@ -59,18 +54,9 @@ pub struct RunArgs {
     /// Computing nodes taking part (the first N of the roster).
     #[arg(long, default_value_t = 6)]
     pub cns: u32,
-    /// Rows per data provider (synthetic data; also the public bound on rows with --csv).
-    #[arg(long, default_value_t = 100)]
-    pub rows: u32,
-    /// Noise scale for differential privacy (0: no noise, the result is exact).
-    #[arg(long, default_value_t = 0)]
-    pub noise: u32,
-    /// Rows of the public noise list the computing nodes shuffle (with --noise > 0).
-    #[arg(long, default_value_t = 32)]
-    pub noise_rows: usize,
-    /// Share of proofs each verifying node checks, in parts per million.
-    #[arg(long, default_value_t = 400_000)]
-    pub threshold: u32,
+    /// Bounds, noise, threshold and deadlines.
+    #[command(flatten)]
+    pub options: QueryOptions,
     /// Make one party cheat: `dp-N`, or `cn-N:aggregation|shuffle|keyswitch`.
     #[arg(long)]
     pub cheat: Option<Cheat>,
@@ -81,16 +67,6 @@ pub struct RunArgs {
     /// Seed of the synthetic data (data provider i uses seed·1000003 + i).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Blocks after registration within which data providers submit; an aggregation may leave
-    /// out a missing data provider only after it. Must be below --proof-deadline.
-    #[arg(long, default_value_t = 150)]
-    pub dp_deadline: u32,
-    /// Blocks after registration within which proofs are accepted.
-    #[arg(long, default_value_t = 200)]
-    pub proof_deadline: u32,
-    /// Blocks after the proof phase within which verifying nodes commit their bitmaps.
-    #[arg(long, default_value_t = 20)]
-    pub commit_window: u32,
     /// Seconds to wait for any one step (a transaction, the skipblock).
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
@@ -122,7 +98,7 @@ fn load_inputs(args: &RunArgs, query: &Query, bounds: &DataBounds) -> Result<Inp
                 args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(i)),
                 value_column,
                 filter_column,
-                args.rows,
+                args.options.rows,
                 bounds,
             ),
         };
@@ -608,20 +584,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         ensure!(c.entity.index < n, "--cheat {}: it takes no part in this query", c.entity);
     }
 
-    let bounds = DataBounds { min: DATA_MIN, max: DATA_MAX, rows: args.rows };
-    let inputs = load_inputs(&args, &query, &bounds)?;
+    let opts = args.options.plan_options(args.dps, args.cns);
+    let inputs = load_inputs(&args, &query, &opts.bounds)?;
     let expected = data::answer(query.operation, &inputs.totals);
-    let opts = PlanOptions {
-        dps: (0..args.dps).collect(),
-        cns: (0..args.cns).collect(),
-        bounds,
-        noise: args.noise,
-        noise_rows: args.noise_rows,
-        threshold_ppm: args.threshold,
-        dp_deadline: args.dp_deadline,
-        proof_deadline: args.proof_deadline,
-        commit_window: args.commit_window,
-    };
     let plan: QueryPlan = pipeline::plan(&chain_id, query.clone(), &opts, &mut rand_core::OsRng);
     let q = plan.registration.query_id;
     let spec = plan.registration.spec.clone();
@@ -652,9 +617,9 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         plan.query,
         args.dps,
         args.cns,
-        args.noise,
+        args.options.noise,
         spec.noise_rows(),
-        args.threshold
+        args.options.threshold
     ));
     let registration_start = Instant::now();
     let mut spans = [Span::default(); 4];
@@ -753,12 +718,12 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         node: global.node.clone(),
         dps: args.dps,
         cns: args.cns,
-        rows: args.rows,
-        noise_scale: args.noise,
+        rows: args.options.rows,
+        noise_scale: args.options.noise,
         noise_rows: spec.noise_rows(),
-        threshold_ppm: args.threshold,
-        proof_deadline: args.proof_deadline,
-        commit_window: args.commit_window,
+        threshold_ppm: args.options.threshold,
+        proof_deadline: args.options.proof_deadline,
+        commit_window: args.options.commit_window,
         registered_at: outcome.height,
         cheat: args.cheat.map(|c| format!("{}:{}", c.entity, c.kind)),
         result,
@@ -1021,8 +986,11 @@ mod tests {
             .expect("parses");
         let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.query, "SELECT avg(x) FROM y WHERE z < 321");
-        assert_eq!((args.dps, args.cns, args.rows, args.noise), (12, 6, 100, 0));
-        assert_eq!((args.proof_deadline, args.commit_window, args.threshold), (200, 20, 400_000));
+        assert_eq!((args.dps, args.cns, args.options.rows, args.options.noise), (12, 6, 100, 0));
+        assert_eq!(
+            (args.options.proof_deadline, args.options.commit_window, args.options.threshold),
+            (200, 20, 400_000)
+        );
         let cheat = args.cheat.expect("cheat");
         assert_eq!((cheat.entity, cheat.kind), (EntityId::cn(2), ProofKind::Shuffle));
         assert!(crate::cli::Cli::try_parse_from(["lemal", "run", "--cheat", "vn-1"]).is_err());
