@@ -22,8 +22,8 @@ use lemal_contracts::state::{
     Timestamp, ValidatorRecord, VerdictRecord, VnEntry,
 };
 use lemal_contracts::tx::{
-    ApproveRosterChange, Challenge, CommitBitmap, Envelope, ProposeRosterChange, RegisterQuery,
-    RosterChange, SubmitProof, Tx, TxBody,
+    limits, ApproveRosterChange, Challenge, CommitBitmap, Envelope, ProposeRosterChange,
+    RegisterQuery, RosterChange, SubmitProof, Tx, TxBody,
 };
 use sha2::{Digest, Sha256};
 
@@ -120,7 +120,7 @@ impl Machine {
     ) -> Result<Machine, GenesisError> {
         let genesis: GenesisState = serde_json::from_slice(app_state)?;
         let (params, roster) = genesis.into_typed()?;
-        if chain_id.is_empty() || chain_id.len() > lemal_contracts::tx::limits::MAX_CHAIN_ID {
+        if chain_id.is_empty() || chain_id.len() > limits::MAX_CHAIN_ID {
             return Err(GenesisError::Invalid(lemal_contracts::DecodeError::Invalid {
                 what: "chain id",
                 why: "must be 1 to 50 bytes",
@@ -739,21 +739,13 @@ impl Machine {
         };
         match change {
             RosterChange::AddDp { key } => {
-                limit(
-                    roster.dps.len(),
-                    lemal_contracts::tx::limits::MAX_DPS * 16,
-                    "data providers",
-                )?;
+                limit(roster.dps.len(), limits::MAX_ROSTER_DPS, "data providers")?;
                 if key_used(key) {
                     return bad("the key is already in the roster".into());
                 }
             }
             RosterChange::AddCn { key, share, share_pop } => {
-                limit(
-                    roster.cns.len(),
-                    lemal_contracts::tx::limits::MAX_CNS * 16,
-                    "computing nodes",
-                )?;
+                limit(roster.cns.len(), limits::MAX_ROSTER_CNS, "computing nodes")?;
                 if key_used(key) {
                     return bad("the key is already in the roster".into());
                 }
@@ -765,11 +757,7 @@ impl Machine {
                 }
             }
             RosterChange::AddVn { key, validator_key, .. } => {
-                limit(
-                    roster.vns.len(),
-                    lemal_contracts::tx::limits::MAX_CNS * 16,
-                    "verifying nodes",
-                )?;
+                limit(roster.vns.len(), limits::MAX_VNS, "verifying nodes")?;
                 if key_used(key) {
                     return bad("the key is already in the roster".into());
                 }

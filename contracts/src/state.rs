@@ -165,13 +165,18 @@ impl Roster {
         (0..self.vns.len()).map(|i| EntityId::vn(i as u32)).collect()
     }
 
-    /// Check the roster: non-empty roles, valid proofs of possession, no duplicate keys.
+    /// Check the roster: non-empty roles within their bounds ([`limits::MAX_VNS`],
+    /// [`limits::MAX_ROSTER_CNS`], [`limits::MAX_ROSTER_DPS`]), valid proofs of possession, no
+    /// duplicate keys.
     pub fn check(&self) -> Result<(), DecodeError> {
         let bad = |why| Err(DecodeError::Invalid { what: "roster", why });
         if self.vns.is_empty() || self.cns.is_empty() || self.dps.is_empty() {
             return bad("needs at least one VN, one CN and one DP");
         }
-        if self.dps.len() > limits::MAX_DPS * 16 || self.cns.len() > limits::MAX_CNS * 16 {
+        if self.vns.len() > limits::MAX_VNS
+            || self.cns.len() > limits::MAX_ROSTER_CNS
+            || self.dps.len() > limits::MAX_ROSTER_DPS
+        {
             return bad("too many entities");
         }
         for (i, cn) in self.cns.iter().enumerate() {
@@ -896,8 +901,13 @@ pub fn forward_link_target(index: u64, level: usize, base: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
     use super::*;
+    use crate::elgamal::SecretKey;
     use crate::ids::ProofKind;
+    use crate::sig::SigningKey;
 
     fn key(creator: EntityId) -> ProofKey {
         ProofKey { query: QueryId([7; 16]), kind: ProofKind::Range, creator, index: 0 }
@@ -1022,6 +1032,37 @@ mod tests {
         let odd = format!("x{long}"); // byte 200 falls inside a Σ
         assert_eq!(ChallengeVerdict::reason_of(&odd).len(), 199);
         assert_eq!(ChallengeVerdict::reason_of("short"), "short");
+    }
+
+    /// A roster of `vns` verifying nodes, one computing node and one data provider, all keys
+    /// distinct.
+    fn roster_with_vns(vns: usize) -> Roster {
+        let sig_key = |role: u8, i: usize| {
+            let mut seed = [role; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            SigningKey::from_seed(seed).verifying_key()
+        };
+        let vns = (0..vns)
+            .map(|i| {
+                let mut validator_address = [0; 20];
+                validator_address[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                VnEntry { validator_address, key: sig_key(1, i) }
+            })
+            .collect();
+        let share = SecretKey::random(&mut ChaCha20Rng::seed_from_u64(7));
+        let share_pop = share
+            .prove_possession(&cn_pop_context(EntityId::cn(0)), &mut ChaCha20Rng::seed_from_u64(8));
+        let cns = vec![CnEntry { key: sig_key(2, 0), share: share.public(), share_pop }];
+        Roster { vns, cns, dps: vec![DpEntry { key: sig_key(3, 0) }] }
+    }
+
+    #[test]
+    fn roster_with_more_verifying_nodes_than_the_limit_is_refused() {
+        assert_eq!(roster_with_vns(limits::MAX_VNS).check(), Ok(()));
+        assert_eq!(
+            roster_with_vns(limits::MAX_VNS + 1).check(),
+            Err(DecodeError::Invalid { what: "roster", why: "too many entities" })
+        );
     }
 
     #[test]

@@ -50,6 +50,15 @@ pub mod limits {
     pub const MAX_VERDICTS: usize = MAX_DPS + 3 * MAX_CNS;
     /// Largest voting power of one verifying node (far below CometBFT's total of 2^63 / 8).
     pub const MAX_VN_POWER: u64 = 1_000_000_000;
+    /// Most data providers in the roster: sixteen queries' worth, so the roster can hold more
+    /// entities than one query names while genesis and every roster scan stay bounded.
+    pub const MAX_ROSTER_DPS: usize = 16 * MAX_DPS;
+    /// Most computing nodes in the roster, sixteen queries' worth as for data providers.
+    pub const MAX_ROSTER_CNS: usize = 16 * MAX_CNS;
+    /// Most verifying nodes in the roster, hence most validators. Each of them signs a bitmap
+    /// commit for every query and owns a column of its bitmap, so this bound also caps the
+    /// commits, bitmap entries and block-end work of one query.
+    pub const MAX_VNS: usize = 1024;
 }
 
 /// The aggregate a query computes; it fixes what each data provider encrypts.

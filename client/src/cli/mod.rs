@@ -22,6 +22,7 @@ pub mod keys;
 pub mod localnet;
 pub mod network;
 pub mod party;
+pub mod query_options;
 pub mod roster;
 pub mod run;
 mod run_report;

@@ -14,16 +14,17 @@ use lemal_contracts::sig::KeyFile;
 use lemal_contracts::state::BlockPayload;
 use serde_json::json;
 
-use super::run::{verify_skipblock, DATA_MAX, DATA_MIN};
+use super::query_options::{QueryOptions, DATA_MAX, DATA_MIN};
+use super::run::verify_skipblock;
 use super::{exit_code_of, Global, EXIT_FAULT};
-use crate::data::{self, DataBounds};
+use crate::data;
 use crate::localnet::{Layout, Manifest};
 use crate::party::admission::{Admission, Cidr, RateLimit};
 use crate::party::cn::{CnConfig, ComputingNode, Registrar};
 use crate::party::dp::{DataProvider, DataSource, DpConfig, Policy};
 use crate::party::querier::{self, QuerierRecord};
 use crate::party::{follow_forever, Daemon, Metrics};
-use crate::pipeline::{self, PartyKeys, PlanOptions};
+use crate::pipeline::{self, PartyKeys};
 use crate::rpc::Node;
 use crate::sql;
 
@@ -315,27 +316,9 @@ pub struct SubmitArgs {
     /// Computing nodes, in order (the first N of the roster) [default: all].
     #[arg(long)]
     pub cns: Option<u32>,
-    /// Public bound on each provider's row count.
-    #[arg(long, default_value_t = 100)]
-    pub rows: u32,
-    /// Noise scale for differential privacy (0: none).
-    #[arg(long, default_value_t = 0)]
-    pub noise: u32,
-    /// Rows of the public noise list (with --noise above 0).
-    #[arg(long, default_value_t = 32)]
-    pub noise_rows: usize,
-    /// Share of proofs each verifying node checks, in parts per million.
-    #[arg(long, default_value_t = 400_000)]
-    pub threshold: u32,
-    /// Blocks within which data providers answer.
-    #[arg(long, default_value_t = 150)]
-    pub dp_deadline: u32,
-    /// Blocks within which proofs are accepted.
-    #[arg(long, default_value_t = 200)]
-    pub proof_deadline: u32,
-    /// Blocks after the proof phase for the bitmap commits.
-    #[arg(long, default_value_t = 20)]
-    pub commit_window: u32,
+    /// Bounds, noise, threshold and deadlines.
+    #[command(flatten)]
+    pub options: QueryOptions,
     /// Endpoint of the computing node that registers it [default: the localnet's first
     /// computing node of the query].
     #[arg(long, value_name = "URL")]
@@ -378,17 +361,7 @@ pub fn submit(args: &SubmitArgs, global: &Global) -> Result<(pipeline::QueryPlan
         dps >= cns,
         "--dps {dps} is below --cns {cns}: every computing node needs a data provider"
     );
-    let opts = PlanOptions {
-        dps: (0..dps).collect(),
-        cns: (0..cns).collect(),
-        bounds: DataBounds { min: DATA_MIN, max: DATA_MAX, rows: args.rows },
-        noise: args.noise,
-        noise_rows: args.noise_rows,
-        threshold_ppm: args.threshold,
-        dp_deadline: args.dp_deadline,
-        proof_deadline: args.proof_deadline,
-        commit_window: args.commit_window,
-    };
+    let opts = args.options.plan_options(dps, cns);
     let plan = pipeline::plan(&status.chain_id, query, &opts, &mut rand_core::OsRng);
     plan.registration.spec.check().context("the query's parameters")?;
     let via = match &args.via {

@@ -25,6 +25,7 @@ use lemal_contracts::ids::{EntityId, ProofKey, ProofKind, QueryId, Role, Verdict
 use lemal_contracts::state::{BlockPayload, QueryPayload, QueryStatus, Roster, SkipBlock};
 use lemal_contracts::tx::{QuerySpec, Tx};
 
+use super::query_options::QueryOptions;
 use super::run_report::{
     names, BitmapCounts, Parties, ProofsByKind, RunReport, SkipblockSummary, Timings,
     VerificationReport, WrongProof,
@@ -37,15 +38,9 @@ use crate::localnet::{self, Layout, Manifest};
 use crate::parallel::{parallel_map, parallel_map_with};
 use crate::party::follow::Follower;
 use crate::party::querier::{self, QuerierRecord};
-use crate::pipeline::{self, Cheat, PlanOptions, QueryPlan, Session};
-use crate::rpc::Node;
+use crate::pipeline::{self, Cheat, QueryPlan, Session};
+use crate::rpc::{Node, TxOutcome};
 use crate::sql::{self, Query};
-
-/// Smallest value of the aggregated column (the public bound the range proofs prove).
-pub(super) const DATA_MIN: i64 = 0;
-
-/// Largest value of the aggregated column (the public bound the range proofs prove).
-pub(super) const DATA_MAX: i64 = 1000;
 
 /// Options of `lemal run`.
 #[derive(Debug, Args)]
@@ -59,18 +54,9 @@ pub struct RunArgs {
     /// Computing nodes taking part (the first N of the roster).
     #[arg(long, default_value_t = 6)]
     pub cns: u32,
-    /// Rows per data provider (synthetic data; also the public bound on rows with --csv).
-    #[arg(long, default_value_t = 100)]
-    pub rows: u32,
-    /// Noise scale for differential privacy (0: no noise, the result is exact).
-    #[arg(long, default_value_t = 0)]
-    pub noise: u32,
-    /// Rows of the public noise list the computing nodes shuffle (with --noise > 0).
-    #[arg(long, default_value_t = 32)]
-    pub noise_rows: usize,
-    /// Share of proofs each verifying node checks, in parts per million.
-    #[arg(long, default_value_t = 400_000)]
-    pub threshold: u32,
+    /// Bounds, noise, threshold and deadlines.
+    #[command(flatten)]
+    pub options: QueryOptions,
     /// Make one party cheat: `dp-N`, or `cn-N:aggregation|shuffle|keyswitch`.
     #[arg(long)]
     pub cheat: Option<Cheat>,
@@ -81,16 +67,6 @@ pub struct RunArgs {
     /// Seed of the synthetic data (data provider i uses seed·1000003 + i).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Blocks after registration within which data providers submit; an aggregation may leave
-    /// out a missing data provider only after it. Must be below --proof-deadline.
-    #[arg(long, default_value_t = 150)]
-    pub dp_deadline: u32,
-    /// Blocks after registration within which proofs are accepted.
-    #[arg(long, default_value_t = 200)]
-    pub proof_deadline: u32,
-    /// Blocks after the proof phase within which verifying nodes commit their bitmaps.
-    #[arg(long, default_value_t = 20)]
-    pub commit_window: u32,
     /// Seconds to wait for any one step (a transaction, the skipblock).
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
@@ -122,7 +98,7 @@ fn load_inputs(args: &RunArgs, query: &Query, bounds: &DataBounds) -> Result<Inp
                 args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(i)),
                 value_column,
                 filter_column,
-                args.rows,
+                args.options.rows,
                 bounds,
             ),
         };
@@ -478,7 +454,7 @@ fn cheat_detected(block: &SkipBlock, key: &ProofKey) -> Option<bool> {
 }
 
 /// Refuse a registration the chain refused.
-fn registered_or_refused(outcome: &crate::rpc::TxOutcome) -> Result<()> {
+fn registered_or_refused(outcome: &TxOutcome) -> Result<()> {
     ensure!(
         outcome.code == 0,
         "the registration was refused in block {} with code {}: {}",
@@ -561,17 +537,33 @@ fn follow_proofs(
     }
 }
 
-/// Run a query.
-pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
-    let started = Instant::now();
-    let timeout = Duration::from_secs(args.timeout);
-    let query = sql::parse(&args.query)?;
+/// The network a run talks to and the localnet behind it.
+struct Network {
+    node: Node,
+    chain_id: String,
+    roster: Roster,
+    /// The localnet's keys, to play the parties with.
+    keys: Keyring,
+    /// A localnet of party daemons on this chain: they answer, this process only asks.
+    daemons: Option<Manifest>,
+}
+
+/// Connect to `--node` and read the localnet under `--home`.
+fn connect(global: &Global) -> Result<Network> {
     let layout = Layout::new(&global.home)?;
     let keys = localnet::keyring(&layout).context("reading the localnet's key files")?;
     let node = Node::connect(&global.node)?;
     let status = node.status().with_context(|| format!("is a node running at {}?", global.node))?;
     let chain_id = status.chain_id;
     let roster = node.roster()?;
+    let daemons =
+        Manifest::load(&layout).ok().filter(|m| !m.parties.is_empty() && m.chain_id == chain_id);
+    Ok(Network { node, chain_id, roster, keys, daemons })
+}
+
+/// Refuse participants the network cannot play: too few, keys that are not the roster's, data
+/// options its daemons do not serve, a cheater outside the query.
+fn check_parties(args: &RunArgs, net: &Network, global: &Global) -> Result<()> {
     ensure!(args.dps >= 1 && args.cns >= 1, "--dps and --cns must be at least 1");
     ensure!(
         args.dps >= args.cns,
@@ -579,11 +571,8 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         args.dps,
         args.cns
     );
-    // A localnet of party daemons on this chain: they answer, this process only asks.
-    let daemons =
-        Manifest::load(&layout).ok().filter(|m| !m.parties.is_empty() && m.chain_id == chain_id);
-    match &daemons {
-        None => check_keys(&keys, &roster, args.dps, args.cns, &global.node)?,
+    match &net.daemons {
+        None => check_keys(&net.keys, &net.roster, args.dps, args.cns, &global.node)?,
         Some(m) => {
             ensure!(
                 args.csv.is_none(),
@@ -607,24 +596,28 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         };
         ensure!(c.entity.index < n, "--cheat {}: it takes no part in this query", c.entity);
     }
+    Ok(())
+}
 
-    let bounds = DataBounds { min: DATA_MIN, max: DATA_MAX, rows: args.rows };
-    let inputs = load_inputs(&args, &query, &bounds)?;
+/// The planned query and the plaintext it should decrypt to.
+struct Planned {
+    plan: QueryPlan,
+    inputs: Inputs,
+    /// The plaintext answer.
+    expected: Option<f64>,
+}
+
+/// The decryption table, built on a thread of its own while the query runs.
+type TableBuilder = std::thread::JoinHandle<DecryptionTable>;
+
+/// Load the data and plan the query; check its parameters as the chain will before anything
+/// is sent, and start building the decryption table.
+fn plan_query(args: &RunArgs, query: Query, chain_id: &str) -> Result<(Planned, TableBuilder)> {
+    let opts = args.options.plan_options(args.dps, args.cns);
+    let inputs = load_inputs(args, &query, &opts.bounds)?;
     let expected = data::answer(query.operation, &inputs.totals);
-    let opts = PlanOptions {
-        dps: (0..args.dps).collect(),
-        cns: (0..args.cns).collect(),
-        bounds,
-        noise: args.noise,
-        noise_rows: args.noise_rows,
-        threshold_ppm: args.threshold,
-        dp_deadline: args.dp_deadline,
-        proof_deadline: args.proof_deadline,
-        commit_window: args.commit_window,
-    };
-    let plan: QueryPlan = pipeline::plan(&chain_id, query.clone(), &opts, &mut rand_core::OsRng);
-    let q = plan.registration.query_id;
-    let spec = plan.registration.spec.clone();
+    let plan = pipeline::plan(chain_id, query, &opts, &mut rand_core::OsRng);
+    let spec = &plan.registration.spec;
     // The chain's own check of the parameters (limits, noise rows), before anything is sent.
     spec.check().context("the query's parameters")?;
     if let Some(c) = args.cheat {
@@ -639,77 +632,101 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         let spec = spec.clone();
         std::thread::spawn(move || pipeline::decryption_table(&spec))
     };
-    let session = Session {
-        chain_id: &chain_id,
-        keys: &keys,
-        roster: &roster,
-        registration: &plan.registration,
-    };
-    let prepared = started.elapsed();
-
     progress(&format!(
-        "query {q}: {} with {} data providers, {} computing nodes, noise {} ({} rows), threshold {} ppm",
+        "query {}: {} with {} data providers, {} computing nodes, noise {} ({} rows), threshold {} ppm",
+        plan.registration.query_id,
         plan.query,
         args.dps,
         args.cns,
-        args.noise,
+        args.options.noise,
         spec.noise_rows(),
-        args.threshold
+        args.options.threshold
     ));
-    let registration_start = Instant::now();
-    let mut spans = [Span::default(); 4];
-    let (outcome, proofs_done) = match &daemons {
-        None => {
-            let tx = session.register(&mut rand_core::OsRng).context("signing the registration")?;
-            let hash = send(&node, &tx, "the registration")?;
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-            let (outcome, range_txs) = std::thread::scope(|s| {
-                let builder = s.spawn(|| range_submissions(&session, &inputs, args.cheat, threads));
-                let outcome = node.wait_tx(hash, timeout).context("waiting for the registration");
-                let built = builder
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow!("preparing the range proofs panicked")));
-                (outcome, built)
-            });
-            let (outcome, range_txs) = (outcome?, range_txs?);
-            registered_or_refused(&outcome)?;
-            progress(&format!("registered at height {}", outcome.height));
-            let proofs_start = Instant::now();
-            let last_proof_height = submit_proofs(
-                &node, &session, range_txs, args.cheat, threads, timeout, &mut spans,
-            )?;
-            progress(&format!("every proof is on the ledger (height {last_proof_height})"));
-            (outcome, proofs_start.elapsed())
-        }
-        Some(manifest) => {
-            if let Some(c) = args.cheat {
-                order_cheat(manifest, &c, &q)?;
-            }
-            let via = super::party::localnet_endpoint(&global.home, spec.cns[0])?;
-            let record = QuerierRecord::of(&chain_id, &plan, &via, "");
-            record.save(&super::party::querier_dir(&global.home))?;
-            let tx = querier::register_via(&via, &plan.registration)?;
-            QuerierRecord { tx: tx.clone(), ..record }
-                .save(&super::party::querier_dir(&global.home))?;
-            let hash: [u8; 32] = hex::decode(&tx)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| anyhow!("{via} answered a bad transaction hash {tx:?}"))?;
-            let outcome = node.wait_tx(hash, timeout).context("waiting for the registration")?;
-            registered_or_refused(&outcome)?;
-            progress(&format!("registered through {via} at height {}", outcome.height));
-            let proofs_start = Instant::now();
-            let last = follow_proofs(&node, &spec, q, outcome.height, timeout, &mut spans)?;
-            progress(&format!("proof phase over (height {last})"));
-            (outcome, proofs_start.elapsed())
-        }
-    };
-    let registered = registration_start.elapsed();
+    Ok((Planned { plan, inputs, expected }, table))
+}
 
-    let bitmaps_start = Instant::now();
-    let block = wait_skipblock(&node, &q, timeout)?;
-    let skipblock_seen = registration_start.elapsed();
-    let bitmaps = bitmaps_start.elapsed();
+/// How the query's proofs reached the ledger.
+struct Proved {
+    /// The block that registered the query.
+    registration: TxOutcome,
+    /// From the registration to the last proof (or the end of the proof phase).
+    proofs: Duration,
+    /// Each proof kind's span, indexed by kind.
+    spans: [Span; 4],
+}
+
+/// Play every party in this process: register the query, prepare the data providers'
+/// submissions meanwhile, then send each proof as soon as its inputs are committed.
+fn prove_in_process(
+    net: &Network,
+    planned: &Planned,
+    cheat: Option<Cheat>,
+    timeout: Duration,
+) -> Result<Proved> {
+    let node = &net.node;
+    let session = Session {
+        chain_id: &net.chain_id,
+        keys: &net.keys,
+        roster: &net.roster,
+        registration: &planned.plan.registration,
+    };
+    let tx = session.register(&mut rand_core::OsRng).context("signing the registration")?;
+    let hash = send(node, &tx, "the registration")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let (outcome, range_txs) = std::thread::scope(|s| {
+        let builder = s.spawn(|| range_submissions(&session, &planned.inputs, cheat, threads));
+        let outcome = node.wait_tx(hash, timeout).context("waiting for the registration");
+        let built =
+            builder.join().unwrap_or_else(|_| Err(anyhow!("preparing the range proofs panicked")));
+        (outcome, built)
+    });
+    let (outcome, range_txs) = (outcome?, range_txs?);
+    registered_or_refused(&outcome)?;
+    progress(&format!("registered at height {}", outcome.height));
+    let proofs_start = Instant::now();
+    let mut spans = [Span::default(); 4];
+    let last_proof_height =
+        submit_proofs(node, &session, range_txs, cheat, threads, timeout, &mut spans)?;
+    progress(&format!("every proof is on the ledger (height {last_proof_height})"));
+    Ok(Proved { registration: outcome, proofs: proofs_start.elapsed(), spans })
+}
+
+/// Leave the parties to the localnet's daemons: order the cheat, have the query's first
+/// computing node register it as a querier would, and follow its proofs on the ledger.
+fn prove_with_daemons(
+    net: &Network,
+    manifest: &Manifest,
+    plan: &QueryPlan,
+    cheat: Option<Cheat>,
+    global: &Global,
+    timeout: Duration,
+) -> Result<Proved> {
+    let q = plan.registration.query_id;
+    let spec = &plan.registration.spec;
+    if let Some(c) = cheat {
+        order_cheat(manifest, &c, &q)?;
+    }
+    let via = super::party::localnet_endpoint(&global.home, spec.cns[0])?;
+    let record = QuerierRecord::of(&net.chain_id, plan, &via, "");
+    record.save(&super::party::querier_dir(&global.home))?;
+    let tx = querier::register_via(&via, &plan.registration)?;
+    QuerierRecord { tx: tx.clone(), ..record }.save(&super::party::querier_dir(&global.home))?;
+    let hash: [u8; 32] = hex::decode(&tx)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("{via} answered a bad transaction hash {tx:?}"))?;
+    let outcome = net.node.wait_tx(hash, timeout).context("waiting for the registration")?;
+    registered_or_refused(&outcome)?;
+    progress(&format!("registered through {via} at height {}", outcome.height));
+    let proofs_start = Instant::now();
+    let mut spans = [Span::default(); 4];
+    let last = follow_proofs(&net.node, spec, q, outcome.height, timeout, &mut spans)?;
+    progress(&format!("proof phase over (height {last})"));
+    Ok(Proved { registration: outcome, proofs: proofs_start.elapsed(), spans })
+}
+
+/// The query payload of the query's skipblock, announced on stderr.
+fn query_payload<'b>(block: &'b SkipBlock, q: &QueryId) -> Result<&'b QueryPayload> {
     let BlockPayload::Query(payload) = &block.payload else {
         bail!("the skipblock of query {q} is not a query block");
     };
@@ -720,74 +737,151 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
         payload.reported.len(),
         payload.bitmap.verifiers.len()
     ));
+    Ok(payload)
+}
+
+/// Everything a finished run reports on.
+struct Finished<'a> {
+    args: &'a RunArgs,
+    global: &'a Global,
+    net: Network,
+    planned: Planned,
+    /// The height of the block that registered the query.
+    registered_at: u64,
+    block: &'a SkipBlock,
+    payload: &'a QueryPayload,
+    /// The decrypted result components, if the skipblock carries a result.
+    components: Option<Vec<i64>>,
+    verification: Verification,
+    timings_ms: Timings,
+}
+
+impl Finished<'_> {
+    /// Audit the skipblock (wrong proofs, the cheat caught, what makes the run fail) and
+    /// report.
+    fn report(self) -> RunReport {
+        let Finished {
+            args,
+            global,
+            net,
+            planned,
+            registered_at,
+            block,
+            payload,
+            components,
+            verification,
+            timings_ms,
+        } = self;
+        let Planned { plan, inputs, expected } = planned;
+        let q = plan.registration.query_id;
+        let spec = &plan.registration.spec;
+        let result = components.as_deref().and_then(|c| data::answer(plan.query.operation, c));
+        let wrong_proofs = WrongProof::all_in(block);
+        let cheat_key =
+            args.cheat.map(|c| ProofKey { query: q, kind: c.kind, creator: c.entity, index: 0 });
+        let detected = cheat_key.map(|k| cheat_detected(block, &k));
+        let problems = problems(
+            args.cheat,
+            spec,
+            &inputs.totals,
+            components.as_deref(),
+            &wrong_proofs,
+            detected,
+            verification.verified,
+        );
+        RunReport {
+            query_id: q.to_string(),
+            sql: plan.query.to_string(),
+            chain_id: net.chain_id,
+            node: global.node.clone(),
+            dps: args.dps,
+            cns: args.cns,
+            rows: args.options.rows,
+            noise_scale: args.options.noise,
+            noise_rows: spec.noise_rows(),
+            threshold_ppm: args.options.threshold,
+            proof_deadline: args.options.proof_deadline,
+            commit_window: args.options.commit_window,
+            registered_at,
+            cheat: args.cheat.map(|c| format!("{}:{}", c.entity, c.kind)),
+            result,
+            noise: result.zip(expected).map(|(r, e)| r - e),
+            expected,
+            noise_components: components
+                .as_ref()
+                .map(|c| c.iter().zip(&inputs.totals).map(|(r, e)| r - e).collect()),
+            result_components: components,
+            expected_components: inputs.totals,
+            skipblock: SkipblockSummary::of(block, payload),
+            covered_dps: names(&payload.covered),
+            uncovered_dps: names(&payload.uncovered),
+            bitmap: BitmapCounts::from(payload.bitmap.counts()),
+            parties: if net.daemons.is_some() { Parties::Daemons } else { Parties::InProcess },
+            proofs_by_kind: ProofsByKind::of(&payload.bitmap.proofs),
+            wrong_proofs,
+            cheat_detected: detected.map(|d| d.unwrap_or(false)),
+            verified: verification.verified,
+            verification: verification.report,
+            problems,
+            timings_ms,
+        }
+    }
+}
+
+/// Run a query.
+pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
+    let started = Instant::now();
+    let timeout = Duration::from_secs(args.timeout);
+    let query = sql::parse(&args.query)?;
+    let net = connect(global)?;
+    check_parties(&args, &net, global)?;
+    let (planned, table) = plan_query(&args, query, &net.chain_id)?;
+    let q = planned.plan.registration.query_id;
+    let prepared = started.elapsed();
+
+    let registration_start = Instant::now();
+    let proved = match &net.daemons {
+        None => prove_in_process(&net, &planned, args.cheat, timeout)?,
+        Some(manifest) => {
+            prove_with_daemons(&net, manifest, &planned.plan, args.cheat, global, timeout)?
+        }
+    };
+    let registered = registration_start.elapsed();
+
+    let bitmaps_start = Instant::now();
+    let block = wait_skipblock(&net.node, &q, timeout)?;
+    let skipblock_seen = registration_start.elapsed();
+    let bitmaps = bitmaps_start.elapsed();
+    let payload = query_payload(&block, &q)?;
 
     let decrypt_start = Instant::now();
-    let table = table.join().map_err(|_| anyhow!("building the decryption table failed"))?;
-    let components = decrypt_result(&plan, payload, &table)?;
-    let result = components.as_deref().and_then(|c| data::answer(query.operation, c));
+    let components = decrypt_result(&planned.plan, payload, table)?;
     let decrypt = decrypt_start.elapsed();
 
     let verify_start = Instant::now();
-    let verification = verify_skipblock(&node, &block, &q, global, timeout);
+    let verification = verify_skipblock(&net.node, &block, &q, global, timeout);
     let verify = verify_start.elapsed();
     let registration_to_verified = registration_start.elapsed();
 
-    let wrong_proofs = WrongProof::all_in(&block);
-    let cheat_key =
-        args.cheat.map(|c| ProofKey { query: q, kind: c.kind, creator: c.entity, index: 0 });
-    let detected = cheat_key.map(|k| cheat_detected(&block, &k));
-    let problems = problems(
-        args.cheat,
-        &spec,
-        &inputs.totals,
-        components.as_deref(),
-        &wrong_proofs,
-        detected,
-        verification.verified,
-    );
-
-    let report = RunReport {
-        query_id: q.to_string(),
-        sql: plan.query.to_string(),
-        chain_id,
-        node: global.node.clone(),
-        dps: args.dps,
-        cns: args.cns,
-        rows: args.rows,
-        noise_scale: args.noise,
-        noise_rows: spec.noise_rows(),
-        threshold_ppm: args.threshold,
-        proof_deadline: args.proof_deadline,
-        commit_window: args.commit_window,
-        registered_at: outcome.height,
-        cheat: args.cheat.map(|c| format!("{}:{}", c.entity, c.kind)),
-        result,
-        noise: result.zip(expected).map(|(r, e)| r - e),
-        expected,
-        noise_components: components
-            .as_ref()
-            .map(|c| c.iter().zip(&inputs.totals).map(|(r, e)| r - e).collect()),
-        result_components: components,
-        expected_components: inputs.totals,
-        skipblock: SkipblockSummary::of(&block, payload),
-        covered_dps: names(&payload.covered),
-        uncovered_dps: names(&payload.uncovered),
-        bitmap: BitmapCounts::from(payload.bitmap.counts()),
-        parties: if daemons.is_some() { Parties::Daemons } else { Parties::InProcess },
-        proofs_by_kind: ProofsByKind::of(&payload.bitmap.proofs),
-        wrong_proofs,
-        cheat_detected: detected.map(|d| d.unwrap_or(false)),
-        verified: verification.verified,
-        verification: verification.report,
-        problems,
+    let [range, aggregation, shuffle, keyswitch] = proved.spans.map(|s| s.ms());
+    let report = Finished {
+        args: &args,
+        global,
+        net,
+        planned,
+        registered_at: proved.registration.height,
+        block: &block,
+        payload,
+        components,
+        verification,
         timings_ms: Timings {
             prepare: prepared.as_millis(),
             register: registered.as_millis(),
-            range: spans[0].ms(),
-            aggregation: spans[1].ms(),
-            shuffle: spans[2].ms(),
-            keyswitch: spans[3].ms(),
-            proofs: proofs_done.as_millis(),
+            range,
+            aggregation,
+            shuffle,
+            keyswitch,
+            proofs: proved.proofs.as_millis(),
             bitmaps: bitmaps.as_millis(),
             decrypt: decrypt.as_millis(),
             verify: verify.as_millis(),
@@ -795,7 +889,8 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
             registration_to_verified: registration_to_verified.as_millis(),
             total: started.elapsed().as_millis(),
         },
-    };
+    }
+    .report();
     if global.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -804,18 +899,19 @@ pub fn run(args: RunArgs, global: &Global) -> Result<ExitCode> {
     Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// The result components the skipblock carries, decrypted with the querier's key; none when it
-/// carries no result (a key switch is missing).
+/// The result components the skipblock carries, decrypted with the querier's key once the
+/// decryption table is built; none when it carries no result (a key switch is missing).
 fn decrypt_result(
     plan: &QueryPlan,
     payload: &QueryPayload,
-    table: &DecryptionTable,
+    table: TableBuilder,
 ) -> Result<Option<Vec<i64>>> {
+    let table = table.join().map_err(|_| anyhow!("building the decryption table failed"))?;
     if payload.result.is_empty() {
         progress("the skipblock carries no result: a key switch is missing");
         return Ok(None);
     }
-    Ok(Some(pipeline::decrypt(plan, &payload.result, table)?))
+    Ok(Some(pipeline::decrypt(plan, &payload.result, &table)?))
 }
 
 /// What makes a run fail. An honest run must come out clean: no proof judged wrong and, without
@@ -1021,8 +1117,11 @@ mod tests {
             .expect("parses");
         let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.query, "SELECT avg(x) FROM y WHERE z < 321");
-        assert_eq!((args.dps, args.cns, args.rows, args.noise), (12, 6, 100, 0));
-        assert_eq!((args.proof_deadline, args.commit_window, args.threshold), (200, 20, 400_000));
+        assert_eq!((args.dps, args.cns, args.options.rows, args.options.noise), (12, 6, 100, 0));
+        assert_eq!(
+            (args.options.proof_deadline, args.options.commit_window, args.options.threshold),
+            (200, 20, 400_000)
+        );
         let cheat = args.cheat.expect("cheat");
         assert_eq!((cheat.entity, cheat.kind), (EntityId::cn(2), ProofKind::Shuffle));
         assert!(crate::cli::Cli::try_parse_from(["lemal", "run", "--cheat", "vn-1"]).is_err());

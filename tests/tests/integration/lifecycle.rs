@@ -78,8 +78,7 @@ fn each_invalid_proof_is_marked_wrong_by_every_verifier() {
         net.until(10, |n| n.block_of(&q).is_some());
         let block = net.block_of(&q).unwrap();
         let p = payload(&block);
-        for (row, key) in p.bitmap.proofs.iter().enumerate() {
-            let verdicts = &p.bitmap.verdicts[row * 4..row * 4 + 4];
+        for (key, verdicts) in p.bitmap.rows() {
             let bad = key.creator == cheat.entity && key.kind == cheat.kind;
             let want = if bad { Verdict::Wrong } else { Verdict::Correct };
             assert!(verdicts.iter().all(|v| *v == want), "{cheat:?}: {key} has {verdicts:?}");
@@ -96,8 +95,8 @@ fn a_missing_proof_becomes_not_received_at_the_deadline() {
     net.until(20, |n| n.block_of(&q).is_some());
     let block = net.block_of(&q).unwrap();
     let p = payload(&block);
-    let row = p.bitmap.proofs.iter().position(|k| k.creator == EntityId::dp(3)).unwrap();
-    assert!(p.bitmap.verdicts[row * 4..row * 4 + 4].iter().all(|v| *v == Verdict::NotReceived));
+    let (_, row) = p.bitmap.rows().find(|(k, _)| k.creator == EntityId::dp(3)).unwrap();
+    assert!(row.iter().all(|v| *v == Verdict::NotReceived));
     assert_eq!(p.bitmap.counts()[3], 4);
     // The others still aggregate to the count of the four that answered.
     let expected: i64 = [0, 1, 2, 4]
@@ -119,7 +118,7 @@ fn an_absent_verifier_becomes_not_received_after_the_commit_window() {
     let p = payload(&block);
     assert_eq!(p.absent, vec![EntityId::vn(3)]);
     assert_eq!(p.reported, (0..3).map(EntityId::vn).collect::<Vec<_>>());
-    for row in 0..p.bitmap.proofs.len() {
-        assert_eq!(p.bitmap.verdicts[row * 4 + 3], Verdict::NotReceived);
+    for key in &p.bitmap.proofs {
+        assert_eq!(p.bitmap.get(key, EntityId::vn(3)), Some(Verdict::NotReceived), "{key}");
     }
 }
