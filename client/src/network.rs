@@ -33,8 +33,8 @@ use toml_edit::Value;
 
 use crate::keyring::{write_key_file, Keyring};
 use crate::localnet::{
-    edit_config, io, new_validators, node_settings, tune_genesis, write_json, LocalnetError,
-    NodeAddress, Ports, COMETBFT_VERSION, DEFAULT_BASE_PORT,
+    check_chain_id, edit_config, io, new_validators, node_settings, tune_genesis, write_json,
+    LocalnetError, NodeAddress, Ports, COMETBFT_VERSION, DEFAULT_BASE_PORT,
 };
 
 /// The default port of a computing node's registration endpoint, and (plus 100) of a data
@@ -300,19 +300,6 @@ pub fn check_out(out: &Path) -> Result<(), LocalnetError> {
         return Err(LocalnetError::Config(format!(
             "{} is not empty: choose a new folder",
             out.display()
-        )));
-    }
-    Ok(())
-}
-
-fn check_chain_id(chain_id: &str) -> Result<(), LocalnetError> {
-    let limit = lemal_contracts::tx::limits::MAX_CHAIN_ID;
-    if chain_id.is_empty()
-        || chain_id.len() > limit
-        || !chain_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(LocalnetError::Config(format!(
-            "chain id {chain_id:?} must be 1 to {limit} characters of letters, digits, '-', '_', '.'"
         )));
     }
     Ok(())

@@ -481,16 +481,7 @@ impl UpOptions {
                 self.validators
             ));
         }
-        let limit = lemal_contracts::tx::limits::MAX_CHAIN_ID;
-        if self.chain_id.is_empty()
-            || self.chain_id.len() > limit
-            || !self.chain_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return bad(format!(
-                "chain id {:?} must be 1 to {limit} characters of letters, digits, '-', '_', '.'",
-                self.chain_id
-            ));
-        }
+        check_chain_id(&self.chain_id)?;
         (0..self.validators)
             .map(|i| {
                 Ports::of(self.base_port, i).ok_or_else(|| {
@@ -502,6 +493,21 @@ impl UpOptions {
             })
             .collect()
     }
+}
+
+/// Refuse a chain id that is empty, longer than the chain accepts, or holds anything but
+/// letters, digits, `-`, `_` and `.` (it is written into configs and start scripts).
+pub(crate) fn check_chain_id(chain_id: &str) -> Result<(), LocalnetError> {
+    let limit = lemal_contracts::tx::limits::MAX_CHAIN_ID;
+    if chain_id.is_empty()
+        || chain_id.len() > limit
+        || !chain_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(LocalnetError::Config(format!(
+            "chain id {chain_id:?} must be 1 to {limit} characters of letters, digits, '-', '_', '.'"
+        )));
+    }
+    Ok(())
 }
 
 /// A process the localnet started, as recorded in its pid file.
