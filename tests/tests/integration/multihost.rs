@@ -26,7 +26,7 @@ use lemal_client::rpc::Node;
 use serde_json::Value;
 
 use super::end_to_end::{app_hashes_agree_on, bin_dir, cometbft};
-use super::netns::{pids_in, Namespaces};
+use super::netns::{pids_in, run_in_hub};
 
 const VALIDATORS: usize = 4;
 const CNS: usize = 2;
@@ -49,20 +49,7 @@ fn address(n: u8) -> String {
 #[test]
 fn a_generated_network_runs_with_every_validator_and_party_on_a_host_of_its_own() -> Result<()> {
     let _one_at_a_time = super::end_to_end::one_localnet_at_a_time();
-    let tag = format!("lm{}", std::process::id());
-    let members = members();
-    let members: Vec<(&str, u8)> = members.iter().map(|(m, n)| (m.as_str(), *n)).collect();
-    let namespaces = Namespaces::create(&tag, SUBNET, &members)
-        .context("creating the test's network namespaces (needs root and iproute2)")?;
-    let status = Command::new("ip")
-        .args(["netns", "exec", &namespaces.hub()])
-        .arg(std::env::current_exe()?)
-        .args(["--exact", "multihost::multihost_inside_the_hub", "--ignored", "--nocapture"])
-        .env(TAG_ENV, &tag)
-        .status()
-        .context("running the test inside the hub namespace")?;
-    ensure!(status.success(), "the multi-host test inside the hub failed: {status}");
-    namespaces.remove()
+    run_in_hub("lm", SUBNET, &members(), "multihost::multihost_inside_the_hub", TAG_ENV)
 }
 
 /// The processes the test started from start scripts; killed when dropped (the namespaces'

@@ -29,7 +29,7 @@ pub(crate) struct Namespaces {
 impl Namespaces {
     /// The hub `TAG-hub` and, for each `(member, n)`, the namespace `TAG-member` at
     /// `SUBNET.n`, whose veth end in the hub is also named `TAG-member` (at most 15 bytes).
-    pub(crate) fn create(tag: &str, subnet: &str, members: &[(&str, u8)]) -> Result<Namespaces> {
+    pub(crate) fn create(tag: &str, subnet: &str, members: &[(String, u8)]) -> Result<Namespaces> {
         let mut made = Namespaces { tag: tag.to_owned(), names: Vec::new() };
         let hub = made.hub();
         ip(&["netns", "add", &hub])?;
@@ -109,4 +109,29 @@ impl Drop for Namespaces {
     fn drop(&mut self) {
         remove_all(&self.names);
     }
+}
+
+/// Create the namespaces `TAG-hub` and `TAG-member` (see [`Namespaces::create`]) with a tag of
+/// `prefix` and this process's id, run the ignored test `inner` of this binary inside the hub
+/// (from where every member is reachable) with the tag in the environment variable `tag_env`,
+/// then remove the namespaces, also when the inner test fails.
+pub(crate) fn run_in_hub(
+    prefix: &str,
+    subnet: &str,
+    members: &[(String, u8)],
+    inner: &str,
+    tag_env: &str,
+) -> Result<()> {
+    let tag = format!("{prefix}{}", std::process::id());
+    let namespaces = Namespaces::create(&tag, subnet, members)
+        .context("creating the test's network namespaces (needs root and iproute2)")?;
+    let status = Command::new("ip")
+        .args(["netns", "exec", &namespaces.hub()])
+        .arg(std::env::current_exe()?)
+        .args(["--exact", inner, "--ignored", "--nocapture"])
+        .env(tag_env, &tag)
+        .status()
+        .context("running the test inside the hub namespace")?;
+    ensure!(status.success(), "{inner} inside the hub failed: {status}");
+    namespaces.remove()
 }

@@ -14,7 +14,6 @@
 // Not consensus code: every wait is bounded by the wall clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use lemal_client::rpc::Node;
 use serde_json::Value;
 
 use super::end_to_end::{app_hashes_agree_on, bin_dir, cometbft, show_logs, Localnet, QUERY};
-use super::netns::{ip, Namespaces};
+use super::netns::{ip, run_in_hub};
 
 const NODES: usize = 4;
 const TAG_ENV: &str = "LEMAL_PARTITION_TAG";
@@ -46,21 +45,7 @@ fn members() -> Vec<(String, u8)> {
 #[test]
 fn a_partitioned_validator_catches_up_after_the_partition_heals() -> Result<()> {
     let _one_at_a_time = super::end_to_end::one_localnet_at_a_time();
-    let tag = format!("lp{}", std::process::id());
-    let members = members();
-    let members: Vec<(&str, u8)> = members.iter().map(|(m, n)| (m.as_str(), *n)).collect();
-    let namespaces = Namespaces::create(&tag, SUBNET, &members)
-        .context("creating the test's network namespaces (needs root and iproute2)")?;
-    let exe = std::env::current_exe()?;
-    let status = Command::new("ip")
-        .args(["netns", "exec", &namespaces.hub()])
-        .arg(exe)
-        .args(["--exact", "partition::partition_inside_the_hub", "--ignored", "--nocapture"])
-        .env(TAG_ENV, &tag)
-        .status()
-        .context("running the test inside the hub namespace")?;
-    ensure!(status.success(), "the partition test inside the hub failed: {status}");
-    namespaces.remove()
+    run_in_hub("lp", SUBNET, &members(), "partition::partition_inside_the_hub", TAG_ENV)
 }
 
 #[test]
