@@ -25,7 +25,7 @@ use lemal_client::network::Network;
 use lemal_client::rpc::Node;
 use serde_json::Value;
 
-use super::end_to_end::{app_hashes_agree_on, bin_dir, cometbft};
+use super::end_to_end::{app_hashes_agree_on, bin_dir, cometbft, Localnet};
 use super::netns::{pids_in, run_in_hub};
 
 const VALIDATORS: usize = 4;
@@ -107,39 +107,22 @@ fn multihost_inside_the_hub() -> Result<()> {
     let tag = std::env::var(TAG_ENV).context(
         "run a_generated_network_runs_with_every_validator_and_party_on_a_host_of_its_own instead",
     )?;
-    let dir = tempfile::Builder::new().prefix("lemal-multihost-").tempdir()?;
-    let logs = dir.path().join("logs");
+    // The querier's home; it runs no localnet (dropping it stops nothing).
+    let lemal = Localnet {
+        home: tempfile::Builder::new().prefix("lemal-multihost-").tempdir()?,
+        bin: bin_dir()?,
+    };
+    let logs = lemal.home.path().join("logs");
     fs::create_dir_all(&logs)?;
     let mut scripts = Scripts { children: Vec::new(), logs };
     let begin = Instant::now();
-    let outcome = scenario(dir.path(), &tag, &mut scripts);
+    let outcome = scenario(&lemal, &tag, &mut scripts);
     if let Err(e) = &outcome {
         eprintln!("multihost: failed: {e:#}");
         scripts.show_logs();
     }
     eprintln!("multihost: took {:?}", begin.elapsed());
     outcome
-}
-
-/// `lemal ARGS...` with a home in `dir`, none of the caller's `LEMAL_*` settings; its stdout.
-fn lemal(dir: &Path, args: &[&str]) -> Result<String> {
-    let mut command = Command::new(bin_dir()?.join("lemal"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LEMAL_") {
-            command.env_remove(name);
-        }
-    }
-    let out = command
-        .env("LEMAL_KNOWN_CHAINS", dir.join("known-chains.toml"))
-        .arg("--home")
-        .arg(dir.join("home"))
-        .args(args)
-        .output()?;
-    eprintln!("multihost: lemal {} -> {}", args.join(" "), out.status);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprint!("{stderr}");
-    ensure!(out.status.success(), "lemal {args:?} failed: {stderr}");
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Wait up to `limit` for `ready`, naming `what` on timeout.
@@ -191,44 +174,39 @@ fn check_files(out: &Path, net: &Network) -> Result<()> {
     Ok(())
 }
 
-fn scenario(dir: &Path, tag: &str, scripts: &mut Scripts) -> Result<()> {
-    let out = dir.join("net");
+fn scenario(lemal: &Localnet, tag: &str, scripts: &mut Scripts) -> Result<()> {
+    let out = lemal.home.path().join("network");
     let hosts: Vec<String> = (0..VALIDATORS).map(|i| address(1 + i as u8)).collect();
     let cometbft = cometbft()?;
-    let text = lemal(
-        dir,
-        &[
-            "--json",
-            "network",
-            "generate",
-            "--hosts",
-            &hosts.join(","),
-            "--dps",
-            &DPS.to_string(),
-            "--cns",
-            &CNS.to_string(),
-            "--chain-id",
-            "lemal-multihost",
-            "--block-time",
-            "300",
-            "--out",
-            &out.to_string_lossy(),
-            "--cometbft",
-            &cometbft.to_string_lossy(),
-        ],
-    )?;
+    let text = lemal.ok(&[
+        "--json",
+        "network",
+        "generate",
+        "--hosts",
+        &hosts.join(","),
+        "--dps",
+        &DPS.to_string(),
+        "--cns",
+        &CNS.to_string(),
+        "--chain-id",
+        "lemal-multihost",
+        "--block-time",
+        "300",
+        "--out",
+        &out.to_string_lossy(),
+        "--cometbft",
+        &cometbft.to_string_lossy(),
+    ])?;
     let net: Network = serde_json::from_str(&text).with_context(|| format!("generate: {text}"))?;
     ensure!(net.nodes.len() == VALIDATORS && net.parties.len() == CNS + DPS, "{net:?}");
     check_files(&out, &net)?;
-    let again = lemal(
-        dir,
-        &["network", "generate", "--hosts", "10.0.0.1", "--out", &out.to_string_lossy()],
-    );
+    let again =
+        lemal.ok(&["network", "generate", "--hosts", "10.0.0.1", "--out", &out.to_string_lossy()]);
     let refused = again.err().map(|e| format!("{e:#}")).unwrap_or_default();
     ensure!(refused.contains("is not empty"), "generate into a used folder: {refused:?}");
 
     // Every validator on its host, from its start script alone.
-    let bin = bin_dir()?;
+    let bin = &lemal.bin;
     let binaries = [
         ("LEMAL_VN", bin.join("lemal-vn").to_string_lossy().into_owned()),
         ("COMETBFT", cometbft.to_string_lossy().into_owned()),
@@ -283,39 +261,33 @@ fn scenario(dir: &Path, tag: &str, scripts: &mut Scripts) -> Result<()> {
     let genesis = out.join("genesis.json");
     let genesis = genesis.to_string_lossy();
     let via = format!("http://{}:{PARTY_PORT}", address(12));
-    let submitted = lemal(
-        dir,
-        &[
-            "--node",
-            &rpcs[0],
-            "--genesis",
-            &genesis,
-            "--json",
-            "query",
-            "submit",
-            "--sql",
-            "SELECT sum(x) FROM t",
-            "--via",
-            &via,
-        ],
-    )?;
+    let submitted = lemal.ok(&[
+        "--node",
+        &rpcs[0],
+        "--genesis",
+        &genesis,
+        "--json",
+        "query",
+        "submit",
+        "--sql",
+        "SELECT sum(x) FROM t",
+        "--via",
+        &via,
+    ])?;
     let submitted: Value = serde_json::from_str(&submitted)?;
     let id = submitted["query_id"].as_str().context("query id")?.to_owned();
-    let result = lemal(
-        dir,
-        &[
-            "--node",
-            &rpcs[2],
-            "--genesis",
-            &genesis,
-            "--json",
-            "query",
-            "result",
-            &id,
-            "--timeout",
-            "120",
-        ],
-    )?;
+    let result = lemal.ok(&[
+        "--node",
+        &rpcs[2],
+        "--genesis",
+        &genesis,
+        "--json",
+        "query",
+        "result",
+        &id,
+        "--timeout",
+        "120",
+    ])?;
     let result: Value = serde_json::from_str(&result)?;
     eprintln!(
         "multihost: result {} (expected {expected}), covers {}",
