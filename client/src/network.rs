@@ -33,8 +33,9 @@ use toml_edit::Value;
 
 use crate::keyring::{write_key_file, Keyring};
 use crate::localnet::{
-    check_chain_id, edit_config, io, new_validators, node_settings, tune_genesis, write_json,
-    LocalnetError, NodeAddress, Ports, COMETBFT_VERSION, DEFAULT_BASE_PORT,
+    check_chain_id, check_network_shape, edit_config, io, new_validators, node_settings,
+    tune_genesis, write_json, LocalnetError, NodeAddress, Ports, COMETBFT_VERSION,
+    DEFAULT_BASE_PORT,
 };
 
 /// The default port of a computing node's registration endpoint, and (plus 100) of a data
@@ -187,16 +188,7 @@ pub fn generate(
     if !(1..=64).contains(&n) {
         return bad(format!("{n} hosts: give 1 to 64, one per validator"));
     }
-    if opts.dps == 0 || opts.cns == 0 || opts.dps < opts.cns {
-        return bad(format!(
-            "{} data providers for {} computing nodes: each side needs one, and every computing \
-             node a data provider",
-            opts.dps, opts.cns
-        ));
-    }
-    if opts.block_time_ms < 10 {
-        return bad(format!("--block-time {} ms is below 10 ms", opts.block_time_ms));
-    }
+    check_network_shape(opts.dps, opts.cns, opts.block_time_ms)?;
     check_chain_id(&opts.chain_id)?;
     check_out(out)?;
     fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;

@@ -462,18 +462,7 @@ impl UpOptions {
         if !(1..=64).contains(&self.validators) {
             return bad(format!("--validators {} is not in 1..=64", self.validators));
         }
-        if self.dps == 0 || self.cns == 0 {
-            return bad("the roster needs at least one data provider and one computing node".into());
-        }
-        if self.dps < self.cns {
-            return bad(format!(
-                "{} data providers for {} computing nodes: every computing node needs one",
-                self.dps, self.cns
-            ));
-        }
-        if self.block_time_ms < 10 {
-            return bad(format!("--block-time {} ms is below 10 ms", self.block_time_ms));
-        }
+        check_network_shape(self.dps, self.cns, self.block_time_ms)?;
         if !self.hosts.is_empty() && self.hosts.len() != self.validators as usize {
             return bad(format!(
                 "{} hosts for {} validators: give one per node, or none",
@@ -493,6 +482,28 @@ impl UpOptions {
             })
             .collect()
     }
+}
+
+/// Refuse a roster without a data provider or a computing node, with fewer data providers than
+/// computing nodes (each computing node aggregates at least one), or a block time below 10 ms.
+pub(crate) fn check_network_shape(
+    dps: u32,
+    cns: u32,
+    block_time_ms: u64,
+) -> Result<(), LocalnetError> {
+    let bad = |m: String| Err(LocalnetError::Config(m));
+    if dps == 0 || cns == 0 {
+        return bad("the roster needs at least one data provider and one computing node".into());
+    }
+    if dps < cns {
+        return bad(format!(
+            "{dps} data providers for {cns} computing nodes: every computing node needs one"
+        ));
+    }
+    if block_time_ms < 10 {
+        return bad(format!("--block-time {block_time_ms} ms is below 10 ms"));
+    }
+    Ok(())
 }
 
 /// Refuse a chain id that is empty, longer than the chain accepts, or holds anything but
