@@ -10,12 +10,15 @@
 //! - [`worker`]: the off-chain verifier that commits this node's bitmaps;
 //! - [`recheck`]: what CheckTx remembers of mempool transactions between blocks;
 //! - [`metrics`]: the Prometheus metrics the adapter and the worker record (never read by the
-//!   machine).
+//!   machine);
+//! - [`http`]: the bounded HTTP server of the metrics page, also serving the client daemons'
+//!   metrics and a computing node's registration endpoint.
 
 pub mod abci;
 /// The state layout, shared with clients.
 pub use lemal_contracts::keys;
 pub mod codes;
+pub mod http;
 pub mod ledger;
 pub mod machine;
 pub mod metrics;

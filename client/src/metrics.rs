@@ -1,10 +1,10 @@
 //! Prometheus metrics for the client's long-running processes, and a reader of what any
 //! Prometheus endpoint serves.
 //!
-//! - [`serve`] answers `GET /metrics` with a `prometheus-client` [`Registry`] as OpenMetrics
-//!   text, on a thread of its own (the way `lemal-vn --metrics` serves its own);
-//!   [`serve_with`] hands every other request to an [`Endpoint`], which may refuse it from its
-//!   request line and peer address before its body is read.
+//! - [`serve`] answers `GET /metrics` with a `prometheus-client` registry as OpenMetrics
+//!   text, on a thread of its own, with the server `lemal-vn --metrics` uses
+//!   ([`lemal_app::http`]); [`serve_with`] hands every other request to an [`Endpoint`], which
+//!   may refuse it from its request line and peer address before its body is read.
 //! - [`scrape`] fetches an endpoint (`http://HOST:PORT/metrics`, plain HTTP) and
 //!   [`Samples::parse`] reads the text exposition, Prometheus 0.0.4 or OpenMetrics 1.0, into
 //!   samples that [`Samples::get`] looks up by metric name and labels. `lemal localnet status`
@@ -22,15 +22,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
-use std::thread;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
-
-/// The media type of the OpenMetrics text format [`serve`] answers with.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The server: `GET /metrics` from a registry, every other request to an [`Endpoint`], within
+/// bounds on connections, header and body sizes and read times (see [`lemal_app::http`]).
+pub use lemal_app::http::{
+    serve, serve_with, Endpoint, Refused, Reply, CONTENT_TYPE, MAX_REQUEST_BYTES,
+};
 
 /// How long [`scrape`] waits to connect, and then for each read.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -68,111 +67,6 @@ pub enum MetricsError {
         /// The line.
         text: String,
     },
-}
-
-/// What an endpoint answers a request other than `GET /metrics`: status code, JSON body.
-pub type Reply = (u16, serde_json::Value);
-
-/// The largest request body [`serve_with`] reads; a larger one is answered 413.
-pub const MAX_REQUEST_BYTES: usize = 1 << 20;
-
-/// A request an [`Endpoint`] refuses before its body is read.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Refused {
-    /// The status code.
-    pub status: u16,
-    /// The JSON body.
-    pub body: serde_json::Value,
-    /// Seconds after which the client may try again, sent as `Retry-After`.
-    pub retry_after: Option<u64>,
-}
-
-/// What answers the requests [`serve_with`] does not answer itself (all but `GET /metrics`).
-pub trait Endpoint: Send + 'static {
-    /// Whether the request from `peer` (`None` when unknown) may be read: a refusal is sent as
-    /// is, before the body is read or decoded (the HTTP server has buffered a body of at most
-    /// 1 KiB with the headers, and drains what a refused client still sends). Admits
-    /// everything unless overridden.
-    fn admit(&self, method: &str, path: &str, peer: Option<IpAddr>) -> Result<(), Refused> {
-        let _ = (method, path, peer);
-        Ok(())
-    }
-
-    /// Answer an admitted request with its body (at most [`MAX_REQUEST_BYTES`]).
-    fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply;
-}
-
-/// The endpoint of [`serve`]: nothing but metrics.
-struct MetricsOnly;
-
-impl Endpoint for MetricsOnly {
-    fn handle(&self, method: &str, path: &str, _body: &[u8]) -> Reply {
-        (404, serde_json::json!({ "error": format!("no {method} {path}: GET /metrics") }))
-    }
-}
-
-/// Serve `registry` as OpenMetrics text at `GET /metrics` on `addr`, on a thread of its own.
-/// Binding happens before this returns, so a taken port is an error here; the address bound
-/// (with the port chosen, for port 0) is returned. Any other path answers 404.
-pub fn serve(addr: SocketAddr, registry: Arc<Registry>) -> io::Result<SocketAddr> {
-    serve_with(addr, registry, MetricsOnly)
-}
-
-/// [`serve`], handing every other request to `endpoint`: first its method, path and peer
-/// address ([`Endpoint::admit`]), then, if admitted, its body of at most
-/// [`MAX_REQUEST_BYTES`] ([`Endpoint::handle`]), whose reply goes back as JSON.
-pub fn serve_with(
-    addr: SocketAddr,
-    registry: Arc<Registry>,
-    endpoint: impl Endpoint,
-) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    let server = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
-    thread::Builder::new().name("metrics".into()).spawn(move || {
-        for mut request in server.incoming_requests() {
-            let method = request.method().as_str().to_owned();
-            let path = request.url().split('?').next().unwrap_or_default().to_owned();
-            let peer = request.remote_addr().map(SocketAddr::ip);
-            let mut retry_after = None;
-            let (status, body, content_type) = if method == "GET" && path == "/metrics" {
-                let mut text = String::new();
-                match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                    Ok(()) => (200, text, CONTENT_TYPE),
-                    Err(e) => (500, format!("encoding: {e}"), "text/plain"),
-                }
-            } else if let Err(refused) = endpoint.admit(&method, &path, peer) {
-                retry_after = refused.retry_after;
-                (refused.status, refused.body.to_string(), "application/json")
-            } else {
-                let mut body = Vec::new();
-                let limit = MAX_REQUEST_BYTES as u64 + 1;
-                let (status, json) = match request.as_reader().take(limit).read_to_end(&mut body) {
-                    Err(e) => (400, serde_json::json!({ "error": format!("reading: {e}") })),
-                    Ok(n) if n > MAX_REQUEST_BYTES => (
-                        413,
-                        serde_json::json!({
-                            "error": format!("body above {MAX_REQUEST_BYTES} bytes")
-                        }),
-                    ),
-                    Ok(_) => endpoint.handle(&method, &path, &body),
-                };
-                (status, json.to_string(), "application/json")
-            };
-            let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-            if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", content_type) {
-                response = response.with_header(h);
-            }
-            if let Some(secs) = retry_after {
-                if let Ok(h) = tiny_http::Header::from_bytes("Retry-After", secs.to_string()) {
-                    response = response.with_header(h);
-                }
-            }
-            // A client that went away is its own problem.
-            let _ = request.respond(response);
-        }
-    })?;
-    Ok(bound)
 }
 
 /// One sample: a metric name, its labels and its value.
@@ -316,8 +210,12 @@ pub fn scrape(url: &str) -> Result<Samples, MetricsError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
+    use prometheus_client::registry::Registry;
 
     /// What CometBFT serves (Prometheus text 0.0.4, from Go's client library).
     const COMETBFT: &str = "\

@@ -16,7 +16,7 @@
 //!
 //! Node N listens on its host's address (or on `--bind`): p2p on the base port (26656 by
 //! default), RPC on base + 1, CometBFT's metrics on base + 4; `lemal-vn`'s metrics are on
-//! 127.0.0.1, base + 5. A second node on the same host takes the ports 100 above. Its `config.toml` names its host as
+//! base + 5 of 127.0.0.1 (`LEMAL_VN_METRICS` moves them). A second node on the same host takes the ports 100 above. Its `config.toml` names its host as
 //! `external_address` and every other node as a persistent peer. Every folder holds only its
 //! owner's secrets: no file of one organisation is needed by another.
 
@@ -323,16 +323,16 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), LocalnetError>
 
 /// The start script of validator `vn` on `host`: its `lemal-vn` on a unix socket in its folder,
 /// then its CometBFT; a signal to the script stops both. `local` is the address the node's RPC
-/// answers on from the host itself. `lemal-vn`'s metrics stay on loopback: its HTTP server
-/// (tiny_http) aborts the process on a request declaring a huge body it then does not send, and
-/// the application process of a validator is not to be exposed to that. Every value written into it was validated: a [`Host`], a
-/// checked chain id, numbers.
+/// answers on from the host itself. `lemal-vn`'s metrics are on `LEMAL_VN_METRICS` when set,
+/// else on loopback. Every value written into it was validated: a [`Host`], a checked chain id,
+/// numbers.
 fn node_script(chain_id: &str, vn: EntityId, host: &Host, local: &str, ports: &Ports) -> String {
     format!(
         r#"#!/bin/sh
 # Verifying node {vn} of chain {chain_id}, on {host}: its lemal-vn, then its CometBFT v{COMETBFT_VERSION}.
 # Both stop when this script is interrupted or terminated. Their logs go to this script's output.
-# Binaries: LEMAL_VN and COMETBFT (default: lemal-vn and cometbft on the PATH).
+# Binaries: LEMAL_VN and COMETBFT (default: lemal-vn and cometbft on the PATH). lemal-vn serves
+# its metrics on LEMAL_VN_METRICS (default 127.0.0.1:{vn_metrics}).
 # Extra arguments go to lemal-vn (for instance --log-format json).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -345,7 +345,7 @@ trap 'kill $bft $app 2>/dev/null || true; wait' EXIT
 trap 'exit 143' INT TERM
 rm -f "$socket"
 "$lemal_vn" --home "$here/app" --abci "unix://$socket" --rpc http://{local}:{rpc} \
-    --key "$here/{vn}.json" --metrics 127.0.0.1:{vn_metrics} "$@" &
+    --key "$here/{vn}.json" --metrics "${{LEMAL_VN_METRICS:-127.0.0.1:{vn_metrics}}}" "$@" &
 app=$!
 tries=0
 while [ ! -S "$socket" ]; do
@@ -445,7 +445,7 @@ mod tests {
         let node = node_script("c", EntityId::vn(2), &host, "10.0.0.7", &ports);
         assert!(node.contains(r#"--key "$here/vn-2.json""#), "{node}");
         assert!(node.contains("--rpc http://10.0.0.7:26657"), "{node}");
-        assert!(node.contains("--metrics 127.0.0.1:26661"), "{node}");
+        assert!(node.contains(r#"--metrics "${LEMAL_VN_METRICS:-127.0.0.1:26661}""#), "{node}");
         let cn = party_script("c", EntityId::cn(1), "http://10.0.0.7:26657", 3);
         assert!(cn.contains(r#"cn serve --key "$here/cn-1.json""#), "{cn}");
         assert!(cn.contains("${LEMAL_NODE:-http://10.0.0.7:26657}"), "{cn}");

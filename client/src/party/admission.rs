@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
@@ -121,14 +121,6 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// The client a bucket is kept for: an IPv4 address, or an IPv6 address's /64 network.
-fn client_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        v4 @ IpAddr::V4(_) => v4,
-        v6 => masked(v6, 64).unwrap_or(v6),
-    }
-}
-
 /// How many requests a client may send: `per_minute` on average, `burst` at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
@@ -169,7 +161,7 @@ impl Limiter {
 
     /// Take a token from `ip`'s bucket at `now`; when it is empty, how long until the next.
     pub fn take(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let client = client_of(ip);
+        let client = lemal_app::http::source_of(ip);
         let full_at = self.full_at.get(&client).copied().filter(|t| *t > now).unwrap_or(now);
         let ahead = full_at.saturating_duration_since(now);
         if ahead > self.tolerance {
@@ -259,18 +251,15 @@ impl Admission {
         Admission { allow, limiter: Mutex::new(Limiter::new(limit)) }
     }
 
-    /// Whether a request from `peer` (unknown: `None`) may be read at `now`. A source off the
-    /// allow-list takes no token.
-    pub fn admit(&self, peer: Option<IpAddr>, now: Instant) -> Result<(), Refusal> {
-        if !self.allow.is_empty()
-            && !peer.is_some_and(|ip| self.allow.iter().any(|c| c.contains(ip)))
-        {
+    /// Whether a request from `peer` may be read at `now`. A source off the allow-list takes
+    /// no token.
+    pub fn admit(&self, peer: IpAddr, now: Instant) -> Result<(), Refusal> {
+        if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(peer)) {
             return Err(Refusal::NotAllowed);
         }
-        let ip = peer.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         // Nothing in take() panics halfway, so the table of a poisoned lock is still sound.
         let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
-        limiter.take(ip, now).map_err(|retry_after| Refusal::RateLimited { retry_after })
+        limiter.take(peer, now).map_err(|retry_after| Refusal::RateLimited { retry_after })
     }
 }
 
@@ -407,15 +396,14 @@ mod tests {
         let t0 = Instant::now();
         let lan = vec!["10.0.0.0/8".parse().expect("block")];
         let a = Admission::new(lan, limit(60, 1));
-        assert_eq!(a.admit(Some(ip("192.0.2.1")), t0), Err(Refusal::NotAllowed));
-        assert_eq!(a.admit(None, t0), Err(Refusal::NotAllowed), "an unknown source");
-        assert_eq!(a.admit(Some(ip("10.0.0.1")), t0), Ok(()));
-        let refused = a.admit(Some(ip("10.0.0.1")), t0).expect_err("over the rate");
+        assert_eq!(a.admit(ip("192.0.2.1"), t0), Err(Refusal::NotAllowed));
+        assert_eq!(a.admit(ip("10.0.0.1"), t0), Ok(()));
+        let refused = a.admit(ip("10.0.0.1"), t0).expect_err("over the rate");
         assert_eq!(refused, Refusal::RateLimited { retry_after: secs(1) });
         assert_eq!((refused.status(), refused.retry_after_secs()), (429, Some(1)));
         assert_eq!(Refusal::NotAllowed.status(), 403);
         let everyone = Admission::new(Vec::new(), limit(60, 1));
-        assert_eq!(everyone.admit(Some(ip("192.0.2.1")), t0), Ok(()));
+        assert_eq!(everyone.admit(ip("192.0.2.1"), t0), Ok(()));
     }
 
     #[test]

@@ -213,17 +213,16 @@ pub struct Registrar {
 }
 
 impl Endpoint for Registrar {
-    fn admit(&self, _method: &str, path: &str, peer: Option<IpAddr>) -> Result<(), Refused> {
+    fn admit(&self, _method: &str, path: &str, peer: IpAddr) -> Result<(), Refused> {
         if path != "/register" {
             return Ok(());
         }
         self.admission.admit(peer, Instant::now()).map_err(|refusal| {
             self.count(refusal.outcome());
-            let source = peer.map_or_else(|| "an unknown source".to_owned(), |ip| ip.to_string());
-            tracing::debug!(%source, outcome = refusal.outcome(), "registration refused");
+            tracing::debug!(source = %peer, outcome = refusal.outcome(), "registration refused");
             let error = match refusal.retry_after_secs() {
-                Some(secs) => format!("too many registrations from {source}; retry in {secs} s"),
-                None => format!("registrations from {source} are not allowed"),
+                Some(secs) => format!("too many registrations from {peer}; retry in {secs} s"),
+                None => format!("registrations from {peer} are not allowed"),
             };
             Refused {
                 status: refusal.status(),
@@ -322,9 +321,8 @@ mod tests {
 
     use super::*;
     use crate::party::admission::{Cidr, RateLimit};
-    use lemal_contracts::elgamal::PossessionProof;
+    use crate::party::tests::sample_registration;
     use lemal_contracts::sig::SigningKey;
-    use lemal_contracts::tx::{NoiseParams, Operation, QuerySpec};
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
@@ -394,39 +392,15 @@ mod tests {
         })
     }
 
-    fn registration(cns: Vec<u32>) -> RegisterQuery {
-        let mut rng = ChaCha20Rng::seed_from_u64(4);
-        let querier = lemal_contracts::elgamal::SecretKey::random(&mut rng);
-        RegisterQuery {
-            query_id: QueryId([9; 16]),
-            querier_key: querier.public(),
-            querier_sig: PossessionProof::default(),
-            spec: QuerySpec {
-                sql: "SELECT sum(x) FROM t".into(),
-                operation: Operation::Sum,
-                range_bits: 32,
-                bounds: vec![lemal_contracts::proofs::range::Bounds { lo: 0, hi: 1000 }],
-                dps: vec![0, 1],
-                cns,
-                noise: NoiseParams::NONE,
-            },
-            threshold_ppm: 400_000,
-            dp_deadline: 10,
-            proof_deadline: 20,
-            commit_window: 5,
-        }
-        .sign_as_querier("chain", &querier, &mut rng)
-    }
-
     #[test]
     fn the_endpoint_refuses_garbage_and_queries_that_do_not_name_it() {
         let r = registrar();
         let (status, doc) = r.handle("POST", "/register", b"not borsh");
         assert_eq!(status, 400, "{doc}");
-        let mut body = borsh::to_vec(&registration(vec![2])).expect("encode");
+        let mut body = borsh::to_vec(&sample_registration(vec![2])).expect("encode");
         body.push(0);
         assert_eq!(r.handle("POST", "/register", &body).0, 400, "trailing bytes");
-        let body = borsh::to_vec(&registration(vec![0, 1])).expect("encode");
+        let body = borsh::to_vec(&sample_registration(vec![0, 1])).expect("encode");
         let (status, doc) = r.handle("POST", "/register", &body);
         assert_eq!(status, 403);
         assert!(doc["error"].as_str().is_some_and(|e| e.contains("cn-2 is not among")), "{doc}");

@@ -425,9 +425,38 @@ pub fn follow_forever(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use lemal_contracts::ids::{EntityId, ProofKind};
+    use lemal_contracts::elgamal::PossessionProof;
+    use lemal_contracts::ids::{EntityId, ProofKind, QueryId};
+    use lemal_contracts::tx::{NoiseParams, Operation, QuerySpec, RegisterQuery};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    /// A querier-signed registration of query `09..09` on chain `chain`, naming `cns`.
+    pub(crate) fn sample_registration(cns: Vec<u32>) -> RegisterQuery {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let querier = lemal_contracts::elgamal::SecretKey::random(&mut rng);
+        RegisterQuery {
+            query_id: QueryId([9; 16]),
+            querier_key: querier.public(),
+            querier_sig: PossessionProof::default(),
+            spec: QuerySpec {
+                sql: "SELECT sum(x) FROM t".into(),
+                operation: Operation::Sum,
+                range_bits: 32,
+                bounds: vec![lemal_contracts::proofs::range::Bounds { lo: 0, hi: 1000 }],
+                dps: vec![0, 1],
+                cns,
+                noise: NoiseParams::NONE,
+            },
+            threshold_ppm: 400_000,
+            dp_deadline: 10,
+            proof_deadline: 20,
+            commit_window: 5,
+        }
+        .sign_as_querier("chain", &querier, &mut rng)
+    }
 
     fn temp_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(

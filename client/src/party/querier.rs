@@ -126,8 +126,13 @@ impl QuerierRecord {
     }
 }
 
+/// How long [`register_via`] waits in all for a computing node that answers `429`.
+const REGISTER_RETRY_BUDGET: Duration = Duration::from_secs(60);
+
 /// Ask the computing node whose endpoint is `endpoint` (`http://HOST:PORT`) to register
-/// `registration`; the registration transaction's hash (hex) once CheckTx accepted it.
+/// `registration`; the registration transaction's hash (hex) once CheckTx accepted it. A node
+/// that answers `429` (this source is over its registration rate) is asked again after the
+/// `Retry-After` it names, for at most 60 s in all.
 pub fn register_via(endpoint: &str, registration: &RegisterQuery) -> Result<String, PartyError> {
     let body = borsh::to_vec(registration)
         .map_err(|e| PartyError::Config(format!("encoding the registration: {e}")))?;
@@ -137,18 +142,33 @@ pub fn register_via(endpoint: &str, registration: &RegisterQuery) -> Result<Stri
         .build()
         .map_err(io("starting a runtime"))?;
     let unreachable = |e: String| PartyError::Config(format!("computing node at {endpoint}: {e}"));
-    let (status, text) = runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .post(&url)
-            .timeout(Duration::from_secs(30))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| unreachable(e.to_string()))?;
-        Ok::<_, PartyError>((status, text))
-    })?;
+    let client = reqwest::Client::new();
+    let mut waited = Duration::ZERO;
+    let (status, text) = loop {
+        let (status, retry_after, text) = runtime.block_on(async {
+            let response = client
+                .post(&url)
+                .timeout(Duration::from_secs(30))
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+            let text = response.text().await.map_err(|e| unreachable(e.to_string()))?;
+            Ok::<_, PartyError>((status, retry_after, text))
+        })?;
+        let wait = Duration::from_secs(retry_after.unwrap_or(1).max(1));
+        if status != 429 || waited + wait > REGISTER_RETRY_BUDGET {
+            break (status, text);
+        }
+        tracing::info!(endpoint, wait_s = wait.as_secs(), "registration rate-limited; retrying");
+        std::thread::sleep(wait);
+        waited += wait;
+    };
     let doc: serde_json::Value = serde_json::from_str(&text)
         .map_err(|_| unreachable(format!("answered {status} with {text:?}")))?;
     if status != 200 {
@@ -196,5 +216,67 @@ pub fn wait_skipblock(rpc: &str, q: &QueryId, timeout: Duration) -> Result<SkipB
                 return Ok(b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::metrics::{serve_with, Endpoint, Refused, Reply};
+    use crate::party::tests::sample_registration;
+
+    /// Refuses its first `refusals` registrations with `429` and `Retry-After: retry_after`,
+    /// then registers.
+    struct Busy {
+        seen: Arc<AtomicUsize>,
+        refusals: usize,
+        retry_after: u64,
+    }
+
+    impl Endpoint for Busy {
+        fn admit(&self, _method: &str, _path: &str, _peer: IpAddr) -> Result<(), Refused> {
+            if self.seen.fetch_add(1, Ordering::SeqCst) < self.refusals {
+                return Err(Refused {
+                    status: 429,
+                    body: serde_json::json!({ "error": "too many registrations" }),
+                    retry_after: Some(self.retry_after),
+                });
+            }
+            Ok(())
+        }
+
+        fn handle(&self, _method: &str, _path: &str, _body: &[u8]) -> Reply {
+            (200, serde_json::json!({ "query": "q", "tx": "ab12" }))
+        }
+    }
+
+    fn busy(refusals: usize, retry_after: u64) -> (String, Arc<AtomicUsize>) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let endpoint = Busy { seen: Arc::clone(&seen), refusals, retry_after };
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let addr = serve_with(any, Arc::default(), endpoint).expect("serving");
+        (format!("http://{addr}"), seen)
+    }
+
+    #[test]
+    fn a_rate_limited_registration_is_sent_again_after_retry_after() {
+        let (endpoint, seen) = busy(2, 1);
+        let started = Instant::now();
+        let tx = register_via(&endpoint, &sample_registration(vec![0])).expect("registered");
+        assert_eq!(tx, "ab12");
+        assert_eq!(seen.load(Ordering::SeqCst), 3, "two refusals, then the registration");
+        assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_wait_beyond_the_budget_is_reported_at_once() {
+        let (endpoint, seen) = busy(usize::MAX, 3600);
+        let e = register_via(&endpoint, &sample_registration(vec![0])).expect_err("refused");
+        assert!(e.to_string().contains("too many registrations"), "{e}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use lemal_client::metrics;
-use lemal_client::network::Network;
+use lemal_client::network::{Network, NetworkNode};
 use lemal_client::rpc::Node;
 use serde_json::Value;
 
@@ -212,9 +212,14 @@ fn scenario(lemal: &Localnet, tag: &str, scripts: &mut Scripts) -> Result<()> {
         ("COMETBFT", cometbft.to_string_lossy().into_owned()),
         ("LEMAL", bin.join("lemal").to_string_lossy().into_owned()),
     ];
+    // lemal-vn's metrics face the host's address here, as an operator would set them for a
+    // scraper on another machine (the script's default is loopback).
+    let vn_metrics = |node: &NetworkNode| format!("{}:{}", node.host, node.ports.vn_metrics);
     for (i, node) in net.nodes.iter().enumerate() {
         let ns = format!("{tag}-n{i}");
-        scripts.start(&node.name, &ns, &out.join(&node.name).join("start.sh"), &binaries)?;
+        let mut vars = binaries.to_vec();
+        vars.push(("LEMAL_VN_METRICS", vn_metrics(node)));
+        scripts.start(&node.name, &ns, &out.join(&node.name).join("start.sh"), &vars)?;
     }
     let rpcs: Vec<String> = net.nodes.iter().map(|n| n.rpc.clone()).collect();
     wait_for("every node at height 3 with 3 peers", Duration::from_secs(90), || {
@@ -309,6 +314,14 @@ fn scenario(lemal: &Localnet, tag: &str, scripts: &mut Scripts) -> Result<()> {
     }
     let at = app_hashes_agree_on(&rpcs)?;
     eprintln!("multihost: the 4 nodes on 4 hosts agree at height {at}");
+
+    // Each verifying node's own metrics, scraped across the bridge, follow the chain.
+    for node in &net.nodes {
+        let url = format!("http://{}/metrics", vn_metrics(node));
+        let samples = metrics::scrape(&url)?;
+        let height = samples.get("lemal_committed_height", &[]);
+        ensure!(height.is_some_and(|h| h >= at as f64), "{} reports height {height:?}", node.name);
+    }
 
     // A terminated start script stops both of its node's processes.
     let (_, script) = scripts.children.iter_mut().find(|(n, _)| n == "node3").context("node3")?;
