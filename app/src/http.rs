@@ -14,6 +14,10 @@
 //! | one connection, keep-alive included | 60 s | closed |
 //! | endpoint handlers running at once | 4 | the next requests wait |
 //!
+//! A body is read only for a request the endpoint admitted, so bodies in memory are bounded by
+//! the connections times the body limit (256 MiB by default), and only from sources the
+//! endpoint lets through; a [`MetricsOnly`] server reads none.
+//!
 //! `GET /metrics` is answered by the server from a `prometheus-client` [`Registry`]; an
 //! [`Endpoint`] answers the rest, in two steps: whether the request may be read at all, from its
 //! method, path and source ([`Endpoint::admit`], before any byte of the body is read), then the
@@ -85,13 +89,25 @@ pub trait Endpoint: Send + Sync + 'static {
     fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply;
 }
 
-/// The endpoint of [`serve`]: nothing but metrics.
+/// The endpoint of [`serve`]: nothing but metrics; every other request is refused `404`
+/// unread.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MetricsOnly;
 
-impl Endpoint for MetricsOnly {
-    fn handle(&self, method: &str, path: &str, _body: &[u8]) -> Reply {
+impl MetricsOnly {
+    fn not_found(method: &str, path: &str) -> Reply {
         (404, serde_json::json!({ "error": format!("no {method} {path}: GET /metrics") }))
+    }
+}
+
+impl Endpoint for MetricsOnly {
+    fn admit(&self, method: &str, path: &str, _peer: IpAddr) -> Result<(), Refused> {
+        let (status, body) = Self::not_found(method, path);
+        Err(Refused { status, body, retry_after: None })
+    }
+
+    fn handle(&self, method: &str, path: &str, _body: &[u8]) -> Reply {
+        Self::not_found(method, path)
     }
 }
 

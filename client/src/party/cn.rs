@@ -213,9 +213,14 @@ pub struct Registrar {
 }
 
 impl Endpoint for Registrar {
-    fn admit(&self, _method: &str, path: &str, peer: IpAddr) -> Result<(), Refused> {
-        if path != "/register" {
-            return Ok(());
+    fn admit(&self, method: &str, path: &str, peer: IpAddr) -> Result<(), Refused> {
+        match (method, path) {
+            ("POST", "/register") => {}
+            ("GET", "/") => return Ok(()),
+            _ => {
+                let (status, body) = not_found(method, path);
+                return Err(Refused { status, body, retry_after: None });
+            }
         }
         self.admission.admit(peer, Instant::now()).map_err(|refusal| {
             self.count(refusal.outcome());
@@ -239,6 +244,11 @@ impl Endpoint for Registrar {
         }
         (status, doc)
     }
+}
+
+/// `404` for a request the endpoint does not serve.
+fn not_found(method: &str, path: &str) -> Reply {
+    (404, json!({ "error": format!("no {method} {path}: POST /register, GET / or GET /metrics") }))
 }
 
 impl Registrar {
@@ -273,7 +283,10 @@ impl Registrar {
                     "-",
                 );
             }
-            _ => return (404, json!({ "error": format!("no {method} {path}") }), "-"),
+            _ => {
+                let (status, doc) = not_found(method, path);
+                return (status, doc, "-");
+            }
         }
         let reg: RegisterQuery = match from_borsh(body) {
             Ok(r) => r,

@@ -75,18 +75,34 @@ fn every_party_runs_as_its_own_daemon_and_resumes_from_the_chain() -> Result<()>
     outcome
 }
 
+/// Send `request` as is to `authority` (`HOST:PORT`) and read the answer until the server
+/// closes the connection (or 10 s pass).
+fn exchange(authority: &str, request: &str) -> Result<String> {
+    let mut s = TcpStream::connect(authority)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut answer = Vec::new();
+    // A server that refuses a body unread may reset the connection after its answer.
+    let _ = s.read_to_end(&mut answer);
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// `HOST:PORT` of `http://HOST:PORT/...`.
+fn authority(url: &str) -> &str {
+    let rest = url.trim_start_matches("http://");
+    rest.split('/').next().unwrap_or(rest)
+}
+
 /// POST a body that is not a registration to `/register` at `endpoint` (`http://HOST:PORT`):
 /// the answer's status and `Retry-After` header.
 fn post_garbage(endpoint: &str) -> Result<(u16, Option<String>)> {
     let authority = authority(endpoint);
-    let mut s = TcpStream::connect(authority)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "POST /register HTTP/1.0\r\nHost: {authority}\r\nContent-Length: 9\r\n\r\nnot borsh"
+    let answer = exchange(
+        authority,
+        &format!(
+            "POST /register HTTP/1.0\r\nHost: {authority}\r\nContent-Length: 9\r\n\r\nnot borsh"
+        ),
     )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
     let head = answer.split("\r\n\r\n").next().unwrap_or_default();
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
     let retry = head.lines().find_map(|l| {
@@ -96,25 +112,16 @@ fn post_garbage(endpoint: &str) -> Result<(u16, Option<String>)> {
     Ok((status.with_context(|| format!("{endpoint} answered {answer:?}"))?, retry))
 }
 
-/// `HOST:PORT` of `http://HOST:PORT/...`.
-fn authority(url: &str) -> &str {
-    let rest = url.trim_start_matches("http://");
-    rest.split('/').next().unwrap_or(rest)
-}
-
 /// Declare a body of 2^60 bytes to `POST path` at `authority` (`HOST:PORT`), send none of
 /// it, and return the answer's status line.
 fn declare_huge_body(authority: &str, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect(authority)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 1152921504606846976\r\n\r\n"
+    let answer = exchange(
+        authority,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\n\
+             Content-Length: 1152921504606846976\r\n\r\n"
+        ),
     )?;
-    let mut answer = Vec::new();
-    // The server closes after its answer, since the body was not read.
-    let _ = s.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
     Ok(answer.lines().next().unwrap_or_default().to_owned())
 }
 
@@ -298,6 +305,22 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
         "{m:?}"
     );
 
+    // A request declaring a body of 2^60 bytes, none of which is sent, is answered from its
+    // headers by every long-running process, which goes on serving: a computing node's
+    // registration endpoint (413, the body is too large), a data provider's and a verifying
+    // node's metrics (404, the path is not served; nothing is read).
+    let dp0 = manifest.parties.iter().find(|p| p.entity == EntityId::dp(0)).context("dp-0")?;
+    let vn0 = manifest.nodes.first().context("node0")?.vn_metrics_url();
+    for (url, path, expected) in
+        [(&via, "/register", "413"), (&dp0.metrics, "/upload", "404"), (&vn0, "/upload", "404")]
+    {
+        let authority = authority(url);
+        let status = declare_huge_body(authority, path)?;
+        ensure!(status.starts_with(&format!("HTTP/1.1 {expected}")), "{url} answered {status:?}");
+        scrape(&format!("http://{authority}/metrics"))
+            .with_context(|| format!("{url} after a declared body of 2^60 bytes"))?;
+    }
+
     // cn-1 bounds each source before it reads a registration: past the default burst of 10,
     // garbage from one address is answered 429 with Retry-After (and never decoded), and
     // counted.
@@ -311,19 +334,6 @@ fn scenario(net: &Localnet, cometbft: &Path) -> Result<()> {
     let m = scrape(&cn1.metrics)?;
     let limited = m.get("lemal_cn_registrations_total", &[("outcome", "rate_limited")]);
     ensure!(limited.is_some_and(|n| n >= 1.0), "{m:?}");
-
-    // A request declaring a body of 2^60 bytes is refused from its headers (413) by every
-    // long-running process, which goes on serving: a computing node's endpoint, a data
-    // provider's metrics, a verifying node's metrics.
-    let dp0 = manifest.parties.iter().find(|p| p.entity == EntityId::dp(0)).context("dp-0")?;
-    let vn0 = manifest.nodes.first().context("node0")?.vn_metrics_url();
-    for url in [&via, &dp0.metrics, &vn0] {
-        let authority = authority(url);
-        let status = declare_huge_body(authority, "/upload")?;
-        ensure!(status.starts_with("HTTP/1.1 413"), "{url} answered {status:?}");
-        scrape(&format!("http://{authority}/metrics"))
-            .with_context(|| format!("{url} after a declared body of 2^60 bytes"))?;
-    }
 
     // Exit codes: a cheat found by the audit is 1; a node that cannot be reached is 3.
     let cheat = json(
