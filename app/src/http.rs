@@ -205,12 +205,8 @@ struct Server<E> {
     limits: Limits,
 }
 
-/// The connections open, in all and by source.
-#[derive(Debug, Default)]
-struct Connections {
-    total: usize,
-    by_source: BTreeMap<IpAddr, usize>,
-}
+/// The connections open, by source (a source with none is not kept).
+type Connections = BTreeMap<IpAddr, usize>;
 
 /// A connection's place among the open ones, given back when dropped.
 struct Slot<E: Endpoint> {
@@ -221,11 +217,10 @@ struct Slot<E: Endpoint> {
 impl<E: Endpoint> Drop for Slot<E> {
     fn drop(&mut self) {
         let mut open = self.server.connections.lock().unwrap_or_else(PoisonError::into_inner);
-        open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.by_source.get_mut(&self.source) {
+        if let Some(n) = open.get_mut(&self.source) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                open.by_source.remove(&self.source);
+                open.remove(&self.source);
             }
         }
     }
@@ -271,14 +266,14 @@ impl<E: Endpoint> Server<E> {
     fn take_slot(self: &Arc<Self>, peer: IpAddr) -> Option<Slot<E>> {
         let source = source_of(peer);
         let mut open = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
-        let from_source = open.by_source.get(&source).copied().unwrap_or(0);
-        if open.total >= self.limits.max_connections
-            || from_source >= self.limits.max_connections_per_source
+        let from_source = open.get(&source).copied().unwrap_or(0);
+        // At most `max_connections` entries to add up.
+        if from_source >= self.limits.max_connections_per_source
+            || open.values().sum::<usize>() >= self.limits.max_connections
         {
             return None;
         }
-        open.total += 1;
-        open.by_source.insert(source, from_source + 1);
+        open.insert(source, from_source + 1);
         Some(Slot { server: Arc::clone(self), source })
     }
 
@@ -572,6 +567,18 @@ mod tests {
         thread::sleep(Duration::from_millis(800));
         assert!(metrics_answer(addr).contains("200 OK"));
         drop(held);
+    }
+
+    #[test]
+    fn the_server_holds_at_most_its_connections_in_all() {
+        let addr = server(Limits { max_connections: 2, ..short_limits() });
+        let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        thread::sleep(Duration::from_millis(100));
+        let answer = metrics_answer(addr);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        drop(held);
+        thread::sleep(Duration::from_millis(100));
+        assert!(metrics_answer(addr).contains("200 OK"), "places given back on close");
     }
 
     #[test]

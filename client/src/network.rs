@@ -16,8 +16,9 @@
 //!
 //! Node N listens on its host's address (or on `--bind`): p2p on the base port (26656 by
 //! default), RPC on base + 1, CometBFT's metrics on base + 4; `lemal-vn`'s metrics are on
-//! base + 5 of 127.0.0.1 (`LEMAL_VN_METRICS` moves them). A second node on the same host takes the ports 100 above. Its `config.toml` names its host as
-//! `external_address` and every other node as a persistent peer. Every folder holds only its
+//! base + 5 of 127.0.0.1 (`LEMAL_VN_METRICS` moves them). A second node on the same host takes
+//! the ports 100 above. Its `config.toml` names its host as `external_address` and every other
+//! node as a persistent peer. Every folder holds only its
 //! owner's secrets: no file of one organisation is needed by another.
 
 use std::collections::BTreeMap;
