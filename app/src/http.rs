@@ -74,6 +74,19 @@ pub struct Refused {
     pub retry_after: Option<u64>,
 }
 
+impl Refused {
+    /// `404` for `method path`, naming what is `served` instead (`"GET /metrics"`).
+    pub fn not_found(method: &str, path: &str, served: &str) -> Refused {
+        let error = format!("no {method} {path}: {served}");
+        Refused { status: 404, body: serde_json::json!({ "error": error }), retry_after: None }
+    }
+
+    /// The refusal as an [`Endpoint::handle`] answer (without its `Retry-After`).
+    pub fn reply(self) -> Reply {
+        (self.status, self.body)
+    }
+}
+
 /// What answers the requests the server does not answer itself (all but `GET /metrics`).
 pub trait Endpoint: Send + Sync + 'static {
     /// Whether the request from `peer` may be read: a refusal is sent as is, before any byte of
@@ -94,20 +107,13 @@ pub trait Endpoint: Send + Sync + 'static {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MetricsOnly;
 
-impl MetricsOnly {
-    fn not_found(method: &str, path: &str) -> Reply {
-        (404, serde_json::json!({ "error": format!("no {method} {path}: GET /metrics") }))
-    }
-}
-
 impl Endpoint for MetricsOnly {
     fn admit(&self, method: &str, path: &str, _peer: IpAddr) -> Result<(), Refused> {
-        let (status, body) = Self::not_found(method, path);
-        Err(Refused { status, body, retry_after: None })
+        Err(Refused::not_found(method, path, "GET /metrics"))
     }
 
     fn handle(&self, method: &str, path: &str, _body: &[u8]) -> Reply {
-        Self::not_found(method, path)
+        Refused::not_found(method, path, "GET /metrics").reply()
     }
 }
 
@@ -335,9 +341,8 @@ impl<E: Endpoint> Server<E> {
 impl<E: Endpoint> Slot<E> {
     /// Serve the requests of one connection, within the limits, then give the slot back.
     async fn serve(self, stream: tokio::net::TcpStream, peer: IpAddr) {
-        let server = Arc::clone(&self.server);
-        let limits = &server.limits;
-        let answering = Arc::clone(&server);
+        let limits = &self.server.limits;
+        let answering = Arc::clone(&self.server);
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
@@ -351,7 +356,6 @@ impl<E: Endpoint> Slot<E> {
             Ok(Err(e)) => debug!(%peer, error = %e, "HTTP connection ended"),
             Err(_) => debug!(%peer, "HTTP connection open too long: closed"),
         }
-        drop(self);
     }
 }
 

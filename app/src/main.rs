@@ -117,7 +117,7 @@ fn run() -> Result<()> {
         Some(addr) => {
             let mut registry = Registry::default();
             let metrics = Arc::new(Metrics::register(&mut registry));
-            let bound = lemal_app::metrics::serve(addr, Arc::new(registry))
+            let bound = lemal_app::http::serve(addr, Arc::new(registry))
                 .with_context(|| format!("serving metrics on {addr}"))?;
             info!(metrics = %format!("http://{bound}/metrics"), "serving metrics");
             metrics

@@ -4,8 +4,8 @@
 //!
 //! Recording only. The ABCI adapter and the worker write to [`Metrics`]; the state machine
 //! never reads it, so a metric cannot change a verdict, a code or an app hash. Recording cannot
-//! fail, and [`serve`] answers scrapes on a thread of its own: a failed scrape is the scraper's
-//! problem, never the node's.
+//! fail, and [`crate::http::serve`] answers scrapes on a thread of its own: a failed scrape is
+//! the scraper's problem, never the node's.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -248,13 +248,11 @@ impl Stopwatch {
     }
 }
 
-/// Served by the node's HTTP server ([`crate::http`]) at `GET /metrics`.
-pub use crate::http::{serve, CONTENT_TYPE};
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::http::{serve, CONTENT_TYPE};
     use std::io::{Read, Write};
     use std::net::SocketAddr;
     use std::sync::Arc;

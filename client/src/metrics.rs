@@ -27,9 +27,7 @@ use std::time::Duration;
 
 /// The server: `GET /metrics` from a registry, every other request to an [`Endpoint`], within
 /// bounds on connections, header and body sizes and read times (see [`lemal_app::http`]).
-pub use lemal_app::http::{
-    serve, serve_with, Endpoint, Refused, Reply, CONTENT_TYPE, MAX_REQUEST_BYTES,
-};
+pub use lemal_app::http::{serve, serve_with, Endpoint, Refused, Reply, CONTENT_TYPE};
 
 /// How long [`scrape`] waits to connect, and then for each read.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -217,10 +217,7 @@ impl Endpoint for Registrar {
         match (method, path) {
             ("POST", "/register") => {}
             ("GET", "/") => return Ok(()),
-            _ => {
-                let (status, body) = not_found(method, path);
-                return Err(Refused { status, body, retry_after: None });
-            }
+            _ => return Err(Refused::not_found(method, path, SERVED)),
         }
         self.admission.admit(peer, Instant::now()).map_err(|refusal| {
             self.count(refusal.outcome());
@@ -246,10 +243,8 @@ impl Endpoint for Registrar {
     }
 }
 
-/// `404` for a request the endpoint does not serve.
-fn not_found(method: &str, path: &str) -> Reply {
-    (404, json!({ "error": format!("no {method} {path}: POST /register, GET / or GET /metrics") }))
-}
+/// What the registration endpoint serves, named in its `404`s.
+const SERVED: &str = "POST /register, GET / or GET /metrics";
 
 impl Registrar {
     /// A registrar broadcasting to the node at `rpc`, admitting requests by `admission`.
@@ -284,7 +279,7 @@ impl Registrar {
                 );
             }
             _ => {
-                let (status, doc) = not_found(method, path);
+                let (status, doc) = Refused::not_found(method, path, SERVED).reply();
                 return (status, doc, "-");
             }
         }
